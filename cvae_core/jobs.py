@@ -1,0 +1,115 @@
+"""A training job that runs ``fit`` in a background thread, for the app (or a notebook). No UI code.
+
+The worker thread owns the model; other threads read ``snapshot()``: a copy of the metric history, the run status
+and the latest previews (samples from fixed noise, reconstructions of fixed test images), all taken at log ticks.
+``save`` writes the weights as of the last log tick, so saving never races with an optimiser step.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from pathlib import Path
+
+import torch
+
+from .checkpoint import model_name_of, save_run
+from .data import Dataset, to_float
+from .metrics import evaluate
+from .models.base import LatentModel
+from .registry import build_model
+from .train import History, TrainConfig, TrainControl, fit, resolve_device
+
+
+class TrainingJob:
+    def __init__(self, model: LatentModel, data: Dataset, config: TrainConfig, *, n_preview: int = 32,
+                 au_images: int = 1000, dataset_info: dict | None = None):
+        self.model, self.data, self.config = model, data, config
+        self.dataset_info = dataset_info or {"name": data.name, **data.info}
+        self.control = TrainControl()
+        self.history = History()
+        self._lock = threading.Lock()
+        self._state = copy.deepcopy(model.state_dict())  # weights at the last log tick
+        self._previews: dict[str, torch.Tensor] = {}
+        self.error: str | None = None
+        gen = torch.Generator().manual_seed(config.seed + 1)
+        self._z = torch.randn(n_preview, model.config.latent_dim, generator=gen)  # fixed sample noise
+        self._x_fixed = data.x_test[:n_preview // 2]
+        self._y_fixed = data.y_test[:n_preview // 2]
+        self._x_au, self._y_au = data.x_test[:au_images], data.y_test[:au_images]
+        self._thread = threading.Thread(target=self._run, name="cvae-train", daemon=True)
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> TrainingJob:
+        self._thread.start()
+        return self
+
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def step(self, n: int = 1) -> None:
+        self.control.step(n)
+
+    def stop(self) -> None:
+        self.control.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ------------------------------------------------------------------ worker side
+    def _run(self) -> None:
+        try:
+            fit(self.model, self.data, self.config, callbacks=[self], control=self.control, history=self.history)
+        except Exception as e:  # surfaced to the UI, never lost silently
+            self.error = f"{type(e).__name__}: {e}"
+            self.history.status, self.history.message = "failed", self.error
+
+    @torch.no_grad()
+    def on_log(self, model: LatentModel, record: dict, history: History) -> None:
+        model.eval()
+        device = next(model.parameters()).device
+        au = evaluate(model, self._x_au, self._y_au, batch_size=500)["au"]
+        y_fixed = self._y_fixed.to(device)
+        recon = model.reconstruct(to_float(self._x_fixed.to(device)), y_fixed if model.conditional else None)
+        z = self._z.to(device)
+        y_s = torch.arange(len(z), device=device) % model.config.num_classes if model.conditional else None
+        samples = model.mean_image(model.decode(z, y_s))
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        model.train()
+        record["au"] = float(au)
+        with self._lock:
+            self._state = state
+            self._previews = {"samples": samples.float().cpu(), "recon": recon.float().cpu(),
+                              "original": to_float(self._x_fixed).cpu()}
+
+    def on_end(self, model: LatentModel, history: History) -> None:
+        with self._lock:
+            self._state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    # ------------------------------------------------------------------ reader side
+    def snapshot(self) -> dict:
+        with self._lock:
+            previews = dict(self._previews)
+        h = self.history
+        return {"records": list(h.records), "status": h.status, "message": h.message, "step": h.step,
+                "total_steps": h.total_steps, "paused": self.control.paused and h.status == "running",
+                "previews": previews, "device": str(resolve_device(self.config.device))}
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Save weights as of the last log tick (or the end), with the history so far and test metrics."""
+        with self._lock:
+            state = dict(self._state)
+        name = model_name_of(self.model)
+        clone = build_model(name, copy.deepcopy(self.model.config))
+        clone.load_state_dict(state)
+        clone.eval()
+        metrics = evaluate(clone, self.data.x_test, self.data.y_test)
+        return save_run(run_dir, clone, train_config=self.config, dataset=self.dataset_info, metrics=metrics,
+                        history=self.history.to_dict())

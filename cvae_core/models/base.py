@@ -1,0 +1,117 @@
+"""The interface every model in the lab implements, so the trainer, metrics, CLI and app stay generic.
+
+A model is made of parts that return ``torch.distributions`` objects:
+    encode(x, y) -> q(z|x[,y])        prior(y, n) -> p(z[|y])        decode(z, y) -> logits (B, C, H, W)
+and one likelihood component ``nll(x, logits) -> (-log p(x|z) per image (B,), extras)``.
+``loss(x, y)`` returns a dict of named scalar terms (``loss`` is the one that is minimised).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+
+@dataclass
+class ModelConfig:
+    """Fields every model config has (families add their own, each defaulted and commented)."""
+
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of the data set
+    num_classes: int = 10  # K; used by conditional models and for per-class plots
+    latent_dim: int = 16  # m
+    arch: str = "conv"  # "conv" (28/32/64 px) or "mlp"
+    hidden: int = 256  # width of the feature layer between body and heads
+    beta: float = 1.0  # weight of the KL (rate) term
+
+    def __post_init__(self) -> None:
+        self.image_shape = tuple(int(v) for v in self.image_shape)  # JSON gives a list
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1 (got {self.latent_dim})")
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise ValueError(f"beta must be a finite number >= 0 (got {self.beta})")
+        if self.arch not in ("conv", "mlp"):
+            raise ValueError(f"arch must be 'conv' or 'mlp' (got {self.arch!r})")
+
+
+class LatentModel(nn.Module, abc.ABC):
+    """Base class. Subclasses implement encode/prior/decode/nll/kl; the rest is shared."""
+
+    conditional: bool = False  # True when encode/decode/prior use y
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+
+    @property
+    def n_pixels(self) -> int:
+        return math.prod(self.config.image_shape)
+
+    # --- parts (subclasses) -------------------------------------------------------------------
+    @abc.abstractmethod
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        ...
+
+    @abc.abstractmethod
+    def prior(self, y: torch.Tensor | None = None, n: int | None = None) -> Distribution:
+        ...
+
+    @abc.abstractmethod
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        ...
+
+    @abc.abstractmethod
+    def nll(self, x: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        ...
+
+    @abc.abstractmethod
+    def kl(self, q: Distribution, y: torch.Tensor | None = None) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per item, (B,)."""
+
+    def kl_per_dim(self, q: Distribution, y: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Per-latent-dimension KL (B, m) when it factorises; None otherwise."""
+        return None
+
+    def mean_image(self, logits: torch.Tensor) -> torch.Tensor:
+        """Decoder output -> image in [0, 1]."""
+        return torch.sigmoid(logits)
+
+    # --- shared behaviour ---------------------------------------------------------------------
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One-sample ELBO with a beta-weighted KL: loss = mean_i [rec_i + beta * KL_i].
+
+        Returns batch means: loss, rec (= distortion D), kl (= rate R), neg_elbo (D + R, beta = 1), mse,
+        and whatever the likelihood component reports (e.g. log_sigma)."""
+        q = self.encode(x, y)
+        z = q.rsample()  # (B, m)
+        logits = self.decode(z, y)
+        rec, extras = self.nll(x, logits)  # (B,)
+        kl = self.kl(q, y)  # (B,)
+        terms = loss_terms(rec, kl, self.config.beta)
+        terms["mse"] = (self.mean_image(logits).detach() - x).pow(2).mean()
+        terms.update({k: v.detach().mean() for k, v in extras.items()})
+        return terms
+
+    @torch.no_grad()
+    def sample(self, n: int, y: torch.Tensor | None = None, tau: float = 1.0) -> torch.Tensor:
+        """n images in [0, 1], (n, C, H, W). tau scales the prior's spread around its mean."""
+        p = self.prior(y, n)
+        mean = p.mean
+        z = mean + tau * (p.sample() - mean)
+        return self.mean_image(self.decode(z, y))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder mean at the encoder mean, (B, C, H, W) in [0, 1]."""
+        return self.mean_image(self.decode(self.encode(x, y).mean, y))
+
+
+def loss_terms(rec: torch.Tensor, kl: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+    """Named terms from per-item rec (B,) and kl (B,): the one place the beta-weighted objective is formed."""
+    rec_m, kl_m = rec.mean(), kl.mean()
+    return {"loss": rec_m + beta * kl_m, "rec": rec_m.detach(), "kl": kl_m.detach(),
+            "neg_elbo": (rec_m + kl_m).detach()}

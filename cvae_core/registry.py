@@ -1,0 +1,58 @@
+"""The one registry: model name -> (Config dataclass, Model class, one-line description).
+
+The CLI, the app and the tests all read ``MODELS``; later issues add conditional, Student-t, flow-prior,
+certificate and sequence families here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import torch
+
+from .errors import ConfigError
+from .models.base import LatentModel, ModelConfig
+from .models.gaussian import BSVAE, VAE, BSVAEConfig, SigmaVAE, SigmaVAEConfig, VAEConfig
+
+
+class ModelSpec(NamedTuple):
+    config_cls: type[ModelConfig]
+    model_cls: type[LatentModel]
+    description: str
+    family: str
+
+
+MODELS: dict[str, ModelSpec] = {
+    "vae": ModelSpec(VAEConfig, VAE, "beta-VAE with a fixed decoder variance (or Bernoulli likelihood)", "gaussian"),
+    "sigma_vae": ModelSpec(SigmaVAEConfig, SigmaVAE, "sigma-VAE: optimal decoder variance shared per batch",
+                           "gaussian"),
+    "bs_vae": ModelSpec(BSVAEConfig, BSVAE, "Beta-Sigma VAE: optimal variance per image, separate beta", "gaussian"),
+}
+
+
+def model_names() -> list[str]:
+    return list(MODELS)
+
+
+def make_config(name: str, **overrides: Any) -> ModelConfig:
+    """Config for `name` with overrides; unknown fields or bad values raise ConfigError (one line)."""
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    cls = MODELS[name].config_cls
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ConfigError(f"model {name!r} has no option {', '.join(unknown)} (options: {', '.join(sorted(fields))})")
+    try:
+        return cls(**overrides)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad option for model {name!r}: {e}") from None
+
+
+def build_model(name: str, config: ModelConfig | None = None, seed: int | None = None, **overrides: Any) -> LatentModel:
+    """Instantiate a registered model; `seed` makes the initial weights reproducible."""
+    config = config if config is not None else make_config(name, **overrides)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return MODELS[name].model_cls(config)
