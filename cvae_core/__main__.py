@@ -29,6 +29,13 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _nonneg_int(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
+
+
 def _finite_float(s: str) -> float:
     v = float(s)
     if not math.isfinite(v):
@@ -72,13 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="any other model config field, e.g. --option sigma=0.1 --option arch=mlp")
     s.add_argument("--data-root", type=Path, default=None, help="MNIST folder in torchvision's layout")
-    s.add_argument("--is-samples", type=int, default=0, help="importance samples for the test NLL (0 = skip)")
+    s.add_argument("--is-samples", type=_nonneg_int, default=0, help="importance samples for the test NLL (0 = skip)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("evaluate", help="test-set metrics of a run folder")
     s.add_argument("run", type=Path)
-    s.add_argument("--is-samples", type=int, default=100)
+    s.add_argument("--is-samples", type=_nonneg_int, default=100, help="importance samples (0 = skip)")
     s.add_argument("--n-test", type=_positive_int, default=None, help="evaluate on the first N test images")
     s.add_argument("--data-root", type=Path, default=None)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -125,9 +132,10 @@ def _summary(metrics: dict) -> str:
 def cmd_train(a) -> int:
     from tqdm import tqdm
 
-    from .data import load_dataset
-    from .metrics import evaluate
     from .checkpoint import save_run
+    from .data import load_dataset
+    from .errors import ConfigError
+    from .metrics import evaluate
     from .registry import build_model, make_config
     from .train import TrainConfig, TrainControl, fit
 
@@ -140,8 +148,10 @@ def cmd_train(a) -> int:
         overrides["latent_dim"] = a.latent_dim
     make_config(a.model, **overrides)  # validate before loading data
     data = load_dataset(a.dataset, root=a.data_root, rho=a.rho, seed=a.seed)
-    overrides.setdefault("image_shape", data.image_shape)
-    overrides.setdefault("num_classes", data.num_classes)
+    for key, val in (("image_shape", data.image_shape), ("num_classes", data.num_classes)):
+        if key in overrides and make_config(a.model, **{key: overrides[key]}).__dict__[key] != val:
+            raise ConfigError(f"--option {key} is set by the data set: {a.dataset} has {key}={val}")
+        overrides[key] = val
     model = build_model(a.model, seed=a.seed, **overrides)
     total = tcfg.total_steps(len(data.x_train))
     print(f"training {a.model} on {a.dataset} ({len(data.x_train)} images) for {total} steps", file=sys.stderr)

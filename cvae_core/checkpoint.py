@@ -83,6 +83,9 @@ def read_run_info(run_dir: str | Path) -> dict:
         raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
     if not isinstance(info, dict) or "model" not in info or "config" not in info:
         raise CheckpointError(f"{cfg_path} lacks the 'model' and 'config' keys")
+    if not isinstance(info["model"], str) or not isinstance(info["config"], dict):
+        raise CheckpointError(f"{cfg_path}: 'model' must be a name and 'config' an object of options "
+                              f"(got {type(info['model']).__name__} and {type(info['config']).__name__})")
     for extra in ("metrics", "history"):
         p = run_dir / f"{extra}.json"
         try:
@@ -135,4 +138,5 @@ def list_runs(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file())
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file())

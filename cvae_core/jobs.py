@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import model_name_of, save_run
 from .data import Dataset, to_float
-from .metrics import evaluate
+from .metrics import active_units, encoder_means, evaluate
 from .models.base import LatentModel
 from .registry import build_model
 from .train import History, TrainConfig, TrainControl, fit, resolve_device
@@ -31,6 +31,7 @@ class TrainingJob:
         self._lock = threading.Lock()
         self._state = copy.deepcopy(model.state_dict())  # weights at the last log tick
         self._previews: dict[str, torch.Tensor] = {}
+        self._n_logged = 0  # records whose on_log has finished (fit appends a record before on_log fills it in)
         self.error: str | None = None
         gen = torch.Generator().manual_seed(config.seed + 1)
         self._z = torch.randn(n_preview, model.config.latent_dim, generator=gen)  # fixed sample noise
@@ -75,16 +76,16 @@ class TrainingJob:
     def on_log(self, model: LatentModel, record: dict, history: History) -> None:
         model.eval()
         device = next(model.parameters()).device
-        au = evaluate(model, self._x_au, self._y_au, batch_size=500)["au"]
+        au = active_units(encoder_means(model, self._x_au, self._y_au if model.conditional else None))
         y_fixed = self._y_fixed.to(device)
         recon = model.reconstruct(to_float(self._x_fixed.to(device)), y_fixed if model.conditional else None)
-        z = self._z.to(device)
-        y_s = torch.arange(len(z), device=device) % model.config.num_classes if model.conditional else None
-        samples = model.mean_image(model.decode(z, y_s))
+        y_s = torch.arange(len(self._z), device=device) % model.config.num_classes if model.conditional else None
+        samples = model.sample(len(self._z), y_s, eps=self._z)
         state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         model.train()
-        record["au"] = float(au)
         with self._lock:
+            record["au"] = float(au)
+            self._n_logged = len(history.records)
             self._state = state
             self._previews = {"samples": samples.float().cpu(), "recon": recon.float().cpu(),
                               "original": to_float(self._x_fixed).cpu()}
@@ -97,8 +98,9 @@ class TrainingJob:
     def snapshot(self) -> dict:
         with self._lock:
             previews = dict(self._previews)
+            records = [dict(r) for r in self.history.records[:self._n_logged]]  # complete records only
         h = self.history
-        return {"records": list(h.records), "status": h.status, "message": h.message, "step": h.step,
+        return {"records": records, "status": h.status, "message": h.message, "step": h.step,
                 "total_steps": h.total_steps, "paused": self.control.paused and h.status == "running",
                 "previews": previews, "device": str(resolve_device(self.config.device))}
 

@@ -36,6 +36,23 @@ def importance_nll(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None, 
 
 
 @torch.no_grad()
+def encoder_means(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = None,
+                  batch_size: int = 500) -> torch.Tensor:
+    """E_q[z | x] for every image, (N, m) float32 on the CPU. Deterministic (no sampling)."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(x_u8), batch_size):
+        yb = None if y is None else y[i : i + batch_size].to(device)
+        out.append(model.encode(to_float(x_u8[i : i + batch_size].to(device)), yb).mean.float().cpu())
+    return torch.cat(out)
+
+
+def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
+    """AU = #{j : Var_x(E_q[z_j]) > threshold} (Burda et al. 2016), from encoder means (N, m)."""
+    return int((means.var(0) > threshold).sum())
+
+
+@torch.no_grad()
 def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 500,
              is_samples: int = 0, seed: int = 0, au_threshold: float = 0.01) -> dict:
     """Metrics on a held-out set of uint8 images. Reproducible: the noise is seeded and the global RNG kept."""
@@ -74,7 +91,7 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
         "distortion": distortion,
         "loss": distortion + model.config.beta * rate,
         "mse": sums["mse"] / n,
-        "au": int((mu.var(0) > au_threshold).sum()),
+        "au": active_units(mu, au_threshold),
         "kl_per_dim": (torch.stack(kl_dims).sum(0) / n).tolist() if kl_dims else None,
         "n_test": n,
     }

@@ -63,7 +63,8 @@ class MLPEncoder(nn.Module):
     def __init__(self, image_shape: tuple[int, int, int], hidden: int = 256):
         super().__init__()
         n = math.prod(image_shape)
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(n, 2 * hidden), nn.SiLU(), nn.Linear(2 * hidden, hidden), nn.SiLU())
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(n, 2 * hidden), nn.SiLU(),
+                                  nn.Linear(2 * hidden, hidden), nn.SiLU())
         self.out_features = hidden
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be >= 1 (got {self.steps})")
-        if self.steps is None and not self.epochs > 0:
-            raise ConfigError(f"epochs must be > 0 (got {self.epochs})")
+        if self.steps is None and not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise ConfigError(f"epochs must be a finite number > 0 (got {self.epochs})")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be >= 1 (got {self.batch_size})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -47,6 +47,9 @@ class TrainConfig:
             raise ConfigError("device cuda was asked for but no CUDA GPU is available (use --device auto or cpu)")
         if self.log_every < 1:
             raise ConfigError(f"log_every must be >= 1 (got {self.log_every})")
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+            # a negative max-norm would flip the gradient's sign in clip_grad_norm_ (ascent); 0 or NaN zero it
+            raise ConfigError(f"grad_clip must be a finite number > 0 or None for off (got {self.grad_clip})")
 
     def total_steps(self, n_train: int) -> int:
         if self.steps is not None:
@@ -167,14 +170,23 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
     t0 = time.perf_counter()
     step = history.step
 
+    def weights_finite() -> bool:
+        return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+
+    def diverge(at: int) -> None:
+        model.load_state_dict(good_state)
+        history.status = "diverged"
+        history.message = (f"loss became NaN or infinite between steps {history.step} and {at}; "
+                           f"weights restored from step {history.step}. Try a lower learning rate.")
+
     def flush(force_step: int) -> bool:
         """Read accumulated terms (one host sync); False if non-finite."""
         nonlocal sums, window, good_state
         if window == 0:
             return True
         rec = {k: (v / window).item() for k, v in sums.items()}
-        if not all(math.isfinite(v) for v in rec.values()):
-            return False
+        if not all(math.isfinite(v) for v in rec.values()) or not weights_finite():
+            return False  # a finite loss with a NaN gradient leaves NaN weights: that tick is not good either
         rec.update(step=force_step, epoch=force_step * bs / n, time=time.perf_counter() - t0)
         history.records.append(rec)
         history.step = force_step
@@ -195,7 +207,7 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
             idx = perm[pos : pos + bs]
             pos += bs
             x = to_float(x_all[idx])
-            terms = model.loss(x, y_all[idx])
+            terms = model.loss(x, y_all[idx])  # models build distributions with validate_args=False: no sync
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()
             if config.grad_clip:
@@ -208,15 +220,12 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
             window += 1
             if step % config.log_every == 0 or step == total or single:
                 if not flush(step):
-                    model.load_state_dict(good_state)
-                    history.status = "diverged"
-                    history.message = (f"loss became NaN or infinite between steps {history.step} and {step}; "
-                                       f"weights restored from step {history.step}. Try a lower learning rate.")
+                    diverge(step)
                     break
         else:
             history.status, history.message = "finished", f"finished {total} steps"
-        if history.status == "stopped":
-            flush(step)
+        if history.status == "stopped" and not flush(step):
+            diverge(step)
     finally:
         if history.status == "running":  # an exception escaped the loop
             history.status = "failed"

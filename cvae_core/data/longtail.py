@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -10,7 +11,8 @@ from ..errors import DataError
 
 
 def long_tail_counts(n_max: int, rho: float, num_classes: int) -> list[int]:
-    if not (isinstance(rho, (int, float)) and math.isfinite(rho)) or rho < 1:
+    # numbers.Real admits numpy scalars (np.int64 from a sweep, np.float32); bool is not a ratio
+    if not (isinstance(rho, numbers.Real) and not isinstance(rho, bool) and math.isfinite(rho)) or rho < 1:
         raise DataError(f"imbalance ratio rho must be a number >= 1 (got {rho}); rho = 1 is the balanced set")
     if num_classes < 2:
         raise DataError("a long-tailed set needs at least 2 classes")
@@ -31,5 +33,5 @@ def long_tail_indices(labels: np.ndarray, rho: float, seed: int = 0, n_max: int 
     if min(counts) < 1:
         raise DataError(f"rho={rho} leaves the rarest class empty with n_max={n_max}")
     rng = np.random.default_rng(seed)
-    chosen = [rng.choice(idx, size=n, replace=False) for idx, n in zip(per_class, counts)]
+    chosen = [rng.choice(idx, size=n, replace=False) for idx, n in zip(per_class, counts, strict=True)]
     return np.sort(np.concatenate(chosen))

@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -54,10 +55,10 @@ def decode_idx(raw: bytes, what: str) -> np.ndarray:
     ndim = magic & 0xFF
     if magic >> 8 != 0x08 or ndim not in (1, 3):
         raise DataError(f"{what}: not an MNIST idx file (magic number {magic:#010x})")
-    dims = np.frombuffer(raw[4 : 4 + 4 * ndim], dtype=">i4").astype(int)
+    dims = tuple(int(d) for d in np.frombuffer(raw[4 : 4 + 4 * ndim], dtype=">i4"))
     body = raw[4 + 4 * ndim :]
     if len(body) != int(np.prod(dims)):
-        raise DataError(f"{what}: header says shape {tuple(dims)} but holds {len(body)} bytes")
+        raise DataError(f"{what}: header says shape {dims} but holds {len(body)} bytes")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims).copy()
 
 
@@ -69,7 +70,7 @@ def _read_idx(raw_dir: Path, stem: str) -> np.ndarray:
             if name.endswith(".gz"):
                 try:
                     data = gzip.decompress(data)
-                except (OSError, EOFError) as e:
+                except (OSError, EOFError, zlib.error) as e:  # zlib.error: damaged deflate data
                     raise DataError(f"{p}: corrupt gzip file ({e})") from None
             return decode_idx(data, str(p))
     raise DataError(f"{raw_dir}: missing {stem} (expected torchvision's layout ROOT/MNIST/raw/{stem}[.gz])")

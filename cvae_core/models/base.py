@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +31,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(v) for v in self.image_shape)  # JSON gives a list
-        if self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1 (got {self.latent_dim})")
+        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
+            raise ValueError(f"image_shape must be three positive sizes (C, H, W) (got {self.image_shape})")
+        for name in ("latent_dim", "hidden", "num_classes"):  # layer sizes: a str or 2.5 would fail deep in torch
+            v = getattr(self, name)
+            if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1):
+                raise ValueError(f"{name} must be >= 1 and an integer (got {v!r})")
+            setattr(self, name, int(v))  # numpy integers would be saved as floats in config.json
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise ValueError(f"beta must be a finite number >= 0 (got {self.beta})")
         if self.arch not in ("conv", "mlp"):
@@ -96,13 +102,21 @@ class LatentModel(nn.Module, abc.ABC):
         terms.update({k: v.detach().mean() for k, v in extras.items()})
         return terms
 
+    def prior_latents(self, eps: torch.Tensor, y: torch.Tensor | None = None, tau: float = 1.0) -> torch.Tensor:
+        """Map standard-normal noise eps (n, m) to prior latents, z = mean + tau * stddev * eps. Families whose
+        prior is not location-scale (flows, Student-t with a chi-square mixing variable) override this."""
+        p = self.prior(y, len(eps))
+        return p.mean + tau * p.stddev * eps
+
     @torch.no_grad()
-    def sample(self, n: int, y: torch.Tensor | None = None, tau: float = 1.0) -> torch.Tensor:
-        """n images in [0, 1], (n, C, H, W). tau scales the prior's spread around its mean."""
-        p = self.prior(y, n)
-        mean = p.mean
-        z = mean + tau * (p.sample() - mean)
-        return self.mean_image(self.decode(z, y))
+    def sample(self, n: int, y: torch.Tensor | None = None, tau: float = 1.0,
+               eps: torch.Tensor | None = None) -> torch.Tensor:
+        """n images in [0, 1], (n, C, H, W). tau scales the prior's spread around its mean; pass `eps` (n, m)
+        to decode fixed noise (the app does, so that samples evolve smoothly while a model trains)."""
+        device = next(self.parameters()).device
+        if eps is None:
+            eps = torch.randn(n, self.config.latent_dim, device=device)
+        return self.mean_image(self.decode(self.prior_latents(eps.to(device), y, tau), y))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -101,12 +101,14 @@ class GaussianVAE(LatentModel):
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         mu, log_var = self.enc_head(self.encoder(x)).chunk(2, dim=-1)  # (B, m) each
-        return Independent(Normal(mu, torch.exp(0.5 * log_var)), 1)
+        # validate_args=False: argument checks would sync with the host every step; a NaN or overflowing scale
+        # instead shows up as a non-finite loss, which fit() catches at the next log tick
+        return Independent(Normal(mu, torch.exp(0.5 * log_var), validate_args=False), 1, validate_args=False)
 
     def prior(self, y: torch.Tensor | None = None, n: int | None = None) -> Distribution:
         p = next(self.parameters())
         shape = (n or (len(y) if y is not None else 1), self.config.latent_dim)
-        return Independent(Normal(p.new_zeros(shape), p.new_ones(shape)), 1)
+        return Independent(Normal(p.new_zeros(shape), p.new_ones(shape), validate_args=False), 1, validate_args=False)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.decoder(z)
