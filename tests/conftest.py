@@ -1,0 +1,44 @@
+"""Shared fixtures for the model-core tests: the offline MNIST copy, small subsets, and a repo-root path.
+
+The gpu marker skips tests when no CUDA device is present; slow tests are excluded by pytest.ini's addopts.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # so `import cvae_core` works without installing the package
+    sys.path.insert(0, str(REPO))
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA GPU on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The full offline MNIST split (60k/10k uint8; loads in ~0.2 s from <repo>/.data)."""
+    from cvae_core.data import load_dataset
+
+    return load_dataset("mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_small(mnist):
+    """First 512 training and 256 test images: enough for a few optimiser steps and stable metrics."""
+    return mnist.subset(512, 256)

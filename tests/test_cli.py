@@ -1,0 +1,257 @@
+"""``python -m cvae_core`` through subprocess (sys.executable). Each process costs ~1.5 s of imports, so every
+command is launched once, concurrently, by a module fixture (in two waves: the second needs the trained run), and
+the tests below check the results. Numbers printed by the CLI are compared with the same computation in-process."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+
+from cvae_core.checkpoint import load_run
+from cvae_core.metrics import evaluate
+from cvae_core.registry import MODELS
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["--option", "arch=mlp", "--option", "hidden=32", "--latent-dim", "4"]
+
+
+class Result(NamedTuple):
+    args: list[str]
+    rc: int
+    out: str
+    err: str
+
+
+def _launch(args: list[str]) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"  # several run at once on 2 cores: avoid OpenMP oversubscription
+    return subprocess.Popen([sys.executable, "-m", "cvae_core", *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _run_all(cmds: dict[str, list], at_once: int = 4) -> dict[str, Result]:
+    out, items = {}, list(cmds.items())
+    for i in range(0, len(items), at_once):
+        procs = {k: (_launch(a), [str(x) for x in a]) for k, a in items[i : i + at_once]}
+        for k, (p, a) in procs.items():
+            so, se = p.communicate(timeout=300)
+            out[k] = Result(a, p.returncode, so, se)
+    return out
+
+
+# name -> (arguments, the text the single stderr line must contain). RUN / MISSING / TMP are filled in below.
+BAD = {
+    "unknown-model": (["train", "--model", "nope_vae", "--dataset", "mnist", "--steps", "1", "--out", "TMP/a"],
+                      "unknown model 'nope_vae'"),
+    "rho-below-one": (["train", "--model", "vae", "--dataset", "mnist-lt", "--rho", "0.5", "--steps", "1",
+                       "--out", "TMP/c"], "rho must be a number >= 1"),
+    "steps-zero": (["train", "--model", "vae", "--dataset", "mnist", "--steps", "0", "--out", "TMP/d"],
+                   "argument --steps: must be >= 1"),
+    "no-command": ([], "required"),
+    "missing-run": (["evaluate", "MISSING", "--n-test", "5"], "is not a run folder"),
+    "negative-is-samples": (["evaluate", "RUN", "--is-samples", "-1"], "argument --is-samples: must be >= 0"),
+    "class-on-unconditional": (["sample", "RUN", "--class", "3", "--out", "TMP/s.png"], "is unconditional"),
+    "not-png": (["sample", "RUN", "--out", "TMP/s.jpg"], "--out must be a .png file"),
+}
+# more bad arguments, checked in-process through main(argv) (same code path, no 1.5 s of imports each)
+BAD_INPROC = {
+    "unknown-dataset": (["train", "--model", "vae", "--dataset", "cifar", "--steps", "1", "--out", "TMP/b"],
+                        "unknown data set 'cifar'"),
+    "lr-nan": (["train", "--model", "vae", "--dataset", "mnist", "--lr", "nan", "--out", "TMP/e"],
+               "argument --lr: must be a finite number"),
+    "epochs-zero": (["train", "--model", "vae", "--dataset", "mnist", "--epochs", "0", "--out", "TMP/e"],
+                    "epochs must be a finite number > 0"),
+    "unknown-option": (["train", "--model", "vae", "--dataset", "mnist", "--option", "latent_size=3", "--out",
+                        "TMP/f"], "has no option latent_size"),
+    "bad-option-value": (["train", "--model", "vae", "--dataset", "mnist", "--option", "hidden=abc", "--out",
+                          "TMP/g"], "hidden must be >= 1"),
+    "option-clashes-with-data": (["train", "--model", "vae", "--dataset", "mnist", "--option",
+                                  "image_shape=[3,32,32]", "--steps", "1", "--out", "TMP/h"],
+                                 "image_shape is set by the data set"),
+    "train-negative-is-samples": (["train", "--model", "vae", "--dataset", "mnist", "--is-samples", "-2", "--out",
+                                   "TMP/i"], "argument --is-samples: must be >= 0"),
+    "negative-tau": (["sample", "RUN", "--tau", "-1", "--out", "TMP/t.png"], "--tau must be >= 0"),
+    "n-zero": (["sample", "RUN", "--n", "0", "--out", "TMP/t.png"], "argument --n: must be >= 1"),
+}
+NEEDS_RUN = {k for k, (a, _) in BAD.items() if "RUN" in a}
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    run = tmp / "run"
+
+    def fill(args):
+        return [str(run) if a == "RUN" else str(tmp / "missing_run") if a == "MISSING"
+                else a.replace("TMP", str(tmp)) for a in args]
+
+    wave1 = {
+        "train": ["train", "--model", "bs_vae", "--dataset", "mnist", "--steps", "3", "--batch-size", "32",
+                  "--seed", "0", *SMALL, "--out", run, "--json"],
+        "diverge": ["train", "--model", "vae", "--dataset", "mnist", "--steps", "5", "--lr", "1e12", *SMALL,
+                    "--out", tmp / "diverged", "--json"],
+        "list": ["list"],
+        "list-json": ["list", "--json"],
+    }
+    wave1.update({k: fill(a) for k, (a, _) in BAD.items() if k not in NEEDS_RUN})
+    res = _run_all(wave1)
+    assert res["train"].rc == 0, res["train"].err  # the second wave needs the run
+    wave2 = {
+        "evaluate": ["evaluate", run, "--json", "--n-test", "50", "--is-samples", "3"],
+        "sample": ["sample", run, "--n", "6", "--seed", "1", "--out", tmp / "grid.png"],
+    }
+    wave2.update({k: fill(a) for k, (a, _) in BAD.items() if k in NEEDS_RUN})
+    res.update(_run_all(wave2))
+    res["_tmp"] = tmp  # type: ignore[assignment]
+    return res
+
+
+def _last_json(r: Result) -> dict:
+    assert r.rc == 0, r.err
+    assert "Traceback" not in r.err
+    return json.loads(r.out.strip().splitlines()[-1])
+
+
+def _close(a: float, b: float, rel=1e-5, abs_=1e-6) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+
+
+# ---------------------------------------------------------------- list
+def test_list_text(cli):
+    r = cli["list"]
+    assert r.rc == 0 and r.err == ""
+    lines = r.out.splitlines()
+    assert lines[0] == "models:" and "data sets:" in lines
+    for name in MODELS:
+        assert any(line.split()[0] == name for line in lines if line.startswith("  ")), name
+
+
+def test_list_json(cli):
+    r = cli["list-json"]
+    assert r.rc == 0
+    d = json.loads(r.out)
+    assert set(d["models"]) == set(MODELS)
+    assert {"mnist", "mnist-lt"} <= set(d["datasets"])
+    vae = d["models"]["vae"]
+    assert vae["family"] == "gaussian"
+    assert vae["options"]["sigma"] == 1.0 and vae["options"]["likelihood"] == "gaussian"
+    assert vae["options"]["image_shape"] == [1, 28, 28] and vae["options"]["latent_dim"] == 16
+
+
+# ---------------------------------------------------------------- train / evaluate / sample
+def test_train_json(cli, mnist):
+    m = _last_json(cli["train"])
+    for k in ("neg_elbo", "rate", "distortion", "mse", "au", "kl_per_dim", "n_test", "bits_per_dim", "loss"):
+        assert k in m, k
+    for k in ("neg_elbo", "rate", "distortion", "mse", "bits_per_dim", "loss"):
+        assert isinstance(m[k], float) and math.isfinite(m[k]), k
+    assert m["n_test"] == 10000 and m["steps"] == 3 and m["status"] == "finished"
+    assert m["model"] == "bs_vae" and m["dataset"] == "mnist"
+    assert isinstance(m["au"], int) and 0 <= m["au"] <= 4
+    assert len(m["kl_per_dim"]) == 4 and all(v >= 0 and math.isfinite(v) for v in m["kl_per_dim"])
+    assert _close(sum(m["kl_per_dim"]), m["rate"])
+    assert _close(m["neg_elbo"], m["rate"] + m["distortion"])
+    assert _close(m["bits_per_dim"], m["neg_elbo"] / (784 * math.log(2)))
+    assert "finished 3 steps" in cli["train"].err and "Traceback" not in cli["train"].err
+    # the saved run reproduces the printed metrics in this process (same seed, same test set)
+    model, info = load_run(cli["_tmp"] / "run")
+    assert info["model"] == "bs_vae" and model.config.latent_dim == 4 and model.config.arch == "mlp"
+    assert info["train"]["steps"] == 3 and info["dataset"]["name"] == "mnist"
+    assert len(info["history"]["records"]) == 1 and info["metrics"]["neg_elbo"] == m["neg_elbo"]
+    ref = evaluate(model, mnist.x_test, mnist.y_test)
+    for k in ("neg_elbo", "rate", "distortion", "mse"):
+        assert _close(ref[k], m[k]), (k, ref[k], m[k])
+    assert ref["au"] == m["au"]
+
+
+def test_evaluate_json(cli, mnist):
+    m = _last_json(cli["evaluate"])
+    assert m["n_test"] == 50 and m["is_samples"] == 3 and m["model"] == "bs_vae"
+    for k in ("neg_elbo", "rate", "distortion", "mse", "is_nll"):
+        assert math.isfinite(m[k]), k
+    model, _ = load_run(cli["_tmp"] / "run")
+    ref = evaluate(model, mnist.x_test[:50], mnist.y_test[:50], is_samples=3)
+    for k in ("neg_elbo", "rate", "distortion", "mse", "is_nll"):
+        assert _close(ref[k], m[k]), (k, ref[k], m[k])
+    assert len(cli["evaluate"].out.strip().splitlines()) == 2  # a summary line, then the JSON
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    return struct.unpack(">II", data[16:24])
+
+
+def test_sample_png(cli):
+    from PIL import Image
+
+    r = cli["sample"]
+    assert r.rc == 0 and "wrote 6 samples" in r.err and "Traceback" not in r.err
+    path = cli["_tmp"] / "grid.png"
+    w, h = _png_size(path.read_bytes())
+    # 6 images -> ceil(sqrt(6)) = 3 columns, 2 rows; each 28 px plus 2 px padding, plus the outer 2 px
+    assert (w, h) == (3 * (28 + 2) + 2, 2 * (28 + 2) + 2)
+    img = np.asarray(Image.open(path).convert("L")).astype(int)
+    model, _ = load_run(cli["_tmp"] / "run")
+    torch.manual_seed(1)
+    ref = (model.sample(6)[:, 0].numpy() * 255 + 0.5).clip(0, 255).astype(int)
+    for i in range(6):
+        r0, c0 = 2 + (i // 3) * 30, 2 + (i % 3) * 30
+        assert np.abs(img[r0 : r0 + 28, c0 : c0 + 28] - ref[i]).max() <= 1, i
+    assert (img[:2] == 255).all() and (img[:, :2] == 255).all()  # white padding
+
+
+# ---------------------------------------------------------------- errors
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_arguments_one_error_line(cli, case):
+    r = cli[case]
+    expected = BAD[case][1]
+    assert r.rc == 2, (r.args, r.rc, r.err)
+    assert "Traceback" not in r.err
+    lines = r.err.strip("\n").splitlines()
+    assert len(lines) == 1, r.err
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert r.out == ""
+
+
+@pytest.mark.parametrize("case", list(BAD_INPROC))
+def test_bad_arguments_in_process(cli, case, capsys):
+    from cvae_core.__main__ import main
+
+    tmp = cli["_tmp"]
+    argv = [str(tmp / "run") if a == "RUN" else a.replace("TMP", str(tmp)) for a in BAD_INPROC[case][0]]
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # argparse errors exit from inside parse_args
+        rc = e.code
+    out, err = capsys.readouterr()
+    assert rc == 2
+    lines = err.strip("\n").splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and BAD_INPROC[case][1] in lines[0], err
+    assert out == ""
+    assert not Path(argv[argv.index("--out") + 1]).exists()  # nothing written
+
+
+def test_diverged_training_exits_one_with_an_error_line(cli):
+    r = cli["diverge"]
+    assert r.rc == 1 and "Traceback" not in r.err
+    last = r.err.strip().splitlines()[-1]
+    assert last.startswith("error: loss became NaN or infinite"), last
+    m = json.loads(r.out.strip().splitlines()[-1])
+    assert m["status"] == "diverged" and math.isfinite(m["neg_elbo"])
+    model, info = load_run(cli["_tmp"] / "diverged")  # the last good weights were still saved
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+    assert info["history"]["status"] == "diverged"

@@ -1,0 +1,196 @@
+"""Generic tests parametrised over ``registry.MODELS`` (zuko's test_flows.py style): every registered model, both
+architectures, three image shapes. A model added to the registry is picked up here without editing this file."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import kl_divergence
+
+from cvae_core.checkpoint import load_run, save_run
+from cvae_core.errors import ConfigError
+from cvae_core.registry import MODELS, build_model, make_config, model_names
+
+NAMES = list(MODELS)
+ARCHS = ["conv", "mlp"]
+SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
+# every registered model with its defaults, plus the non-default likelihood of the plain VAE
+VARIANTS = [(n, {}) for n in NAMES] + [("vae", {"likelihood": "bernoulli"})]
+VARIANT_IDS = [n + ("-" + "-".join(f"{v}" for v in o.values()) if o else "") for n, o in VARIANTS]
+SMALL = dict(hidden=32, latent_dim=5)
+
+
+def _build(name, arch, shape, seed=0, **over):
+    return build_model(name, seed=seed, arch=arch, image_shape=shape, **SMALL, **over)
+
+
+def _batch(shape, b=3, seed=0, k=10):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, *shape, generator=g), torch.randint(0, k, (b,), generator=g)
+
+
+def test_registry_entries_are_consistent():
+    assert model_names() == NAMES and len(NAMES) >= 3
+    for name, spec in MODELS.items():
+        cfg = spec.config_cls()  # every field defaulted
+        assert dataclasses.is_dataclass(cfg)
+        assert isinstance(build_model(name, arch="mlp", hidden=8, latent_dim=2), spec.model_cls)
+        assert spec.description and spec.family
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", NAMES)
+def test_shapes(name, arch, shape):
+    model = _build(name, arch, shape)
+    x, y = _batch(shape)
+    q = model.encode(x, y)
+    assert q.batch_shape == (3,) and q.event_shape == (5,)
+    z = q.rsample()
+    assert z.shape == (3, 5)
+    logits = model.decode(z, y)
+    assert logits.shape == (3, *shape)
+    p = model.prior(y if model.conditional else None, 4)
+    assert p.event_shape == (5,) and p.sample().shape == (4, 5)
+    ys = torch.arange(4) % model.config.num_classes if model.conditional else None
+    s = model.sample(4, ys)
+    assert s.shape == (4, *shape) and s.min() >= 0 and s.max() <= 1
+    r = model.reconstruct(x, y)
+    assert r.shape == (3, *shape) and r.min() >= 0 and r.max() <= 1
+    # reconstruct = decoder mean at the encoder mean
+    torch.testing.assert_close(r, model.mean_image(model.decode(q.mean, y)))
+    assert model.n_pixels == math.prod(shape)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name,over", VARIANTS, ids=VARIANT_IDS)
+def test_loss_terms(name, over, arch, shape):
+    """Finite terms; loss = rec + beta * kl and neg_elbo = rec + kl; rec, kl and mse recomputed from the same noise
+    (re-seeded) with the model's parts and torch.distributions.kl_divergence."""
+    beta = 0.37
+    model = _build(name, arch, shape, beta=beta, **over)
+    x, y = _batch(shape, b=4, seed=1)
+    if over.get("likelihood") == "bernoulli":
+        x = (x > 0.5).float()
+    torch.manual_seed(3)
+    terms = model.loss(x, y)
+    for k in ("loss", "rec", "kl", "neg_elbo", "mse"):
+        assert terms[k].shape == () and torch.isfinite(terms[k]), k
+    torch.testing.assert_close(terms["loss"], terms["rec"] + beta * terms["kl"], rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(terms["neg_elbo"], terms["rec"] + terms["kl"], rtol=1e-6, atol=1e-5)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        q = model.encode(x, y)
+        z = q.rsample()
+        logits = model.decode(z, y)
+        rec = model.nll(x, logits)[0]
+        kl = kl_divergence(q, model.prior(y if model.conditional else None, 4))
+    assert rec.shape == (4,) and kl.shape == (4,) and (kl >= 0).all()
+    torch.testing.assert_close(terms["rec"], rec.mean(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(terms["kl"], kl.mean(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(terms["mse"], (model.mean_image(logits) - x).pow(2).mean(), rtol=1e-5, atol=1e-7)
+    assert terms["loss"].requires_grad and not terms["rec"].requires_grad  # only `loss` carries the graph
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name,over", VARIANTS, ids=VARIANT_IDS)
+def test_every_parameter_gets_a_gradient(name, over, arch, shape):
+    model = _build(name, arch, shape, **over)
+    x, y = _batch(shape, b=4, seed=2)
+    torch.manual_seed(0)
+    model.loss(x, y)["loss"].backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, f"{pname} gets no gradient"
+        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{pname} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name,over", VARIANTS, ids=VARIANT_IDS)
+def test_save_load_round_trip(name, over, arch, tmp_path):
+    shape = (3, 32, 32)
+    model = _build(name, arch, shape, seed=4, beta=2.5, **over).eval()
+    x, y = _batch(shape, b=3, seed=5)
+    run = save_run(tmp_path / "run", model)
+    loaded, info = load_run(run)
+    assert type(loaded) is type(model) and not loaded.training
+    assert dataclasses.asdict(loaded.config) == dataclasses.asdict(model.config)
+    assert info["model"] == name
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.reconstruct(x, y), model.reconstruct(x, y), rtol=0, atol=0)
+        q0, q1 = model.encode(x, y), loaded.encode(x, y)
+        assert torch.equal(q0.mean, q1.mean) and torch.equal(q0.stddev, q1.stddev)
+        torch.manual_seed(6)
+        a = model.loss(x, y)
+        torch.manual_seed(6)
+        b = loaded.loss(x, y)
+    assert {k: v.item() for k, v in a.items()} == {k: v.item() for k, v in b.items()}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_seeded_build_is_reproducible(name):
+    a = build_model(name, seed=11, arch="mlp", hidden=16, latent_dim=3)
+    b = build_model(name, seed=11, arch="mlp", hidden=16, latent_dim=3)
+    c = build_model(name, seed=12, arch="mlp", hidden=16, latent_dim=3)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sample_tau_scales_prior_noise(name):
+    """sample(n, tau) decodes z = mean + tau * (z_prior - mean); tau = 0 is the prior mean (all images equal)."""
+    model = _build(name, "mlp", (1, 28, 28), seed=7).eval()
+    torch.manual_seed(8)
+    eps = model.prior(None, 4).sample()  # the same draw sample() will make after re-seeding
+    for tau in (0.0, 0.5, 1.0):
+        torch.manual_seed(8)
+        s = model.sample(4, tau=tau)
+        with torch.no_grad():
+            ref = model.mean_image(model.decode(tau * eps))
+        torch.testing.assert_close(s, ref, rtol=1e-6, atol=1e-6)
+    s0 = model.sample(4, tau=0.0)
+    assert torch.equal(s0[0], s0[3])
+
+
+def test_make_config_rejects_bad_options():
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        make_config("nope")
+    with pytest.raises(ConfigError, match="no option latent_size"):
+        make_config("vae", latent_size=3)
+    for name in NAMES:
+        for bad in (dict(latent_dim=0), dict(latent_dim=2.5), dict(hidden=0), dict(hidden="abc"), dict(num_classes=0),
+                    dict(image_shape=(28, 28)), dict(image_shape=(1, 0, 28)), dict(beta=-1.0), dict(beta=float("nan")),
+                    dict(arch="resnet")):
+            with pytest.raises(ConfigError, match=name):
+                make_config(name, **bad)
+    with pytest.raises(ConfigError, match="likelihood"):
+        make_config("vae", likelihood="laplace")
+    with pytest.raises(ConfigError, match="sigma"):
+        make_config("vae", sigma=0.0)
+    cfg = make_config("vae", image_shape=[3, 32, 32], beta=4.0)  # JSON gives lists
+    assert cfg.image_shape == (3, 32, 32) and cfg.beta == 4.0
+    cfg = make_config("vae", latent_dim=np.int64(8))  # a numpy sweep value becomes a plain int (JSON-safe)
+    assert type(cfg.latent_dim) is int and cfg.latent_dim == 8
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sample_from_fixed_noise_goes_through_the_prior(name):
+    """sample(eps=...) decodes prior.mean + tau * prior.stddev * eps, computed here from the prior directly."""
+    model = build_model(name, seed=3).eval()
+    eps = torch.randn(6, model.config.latent_dim, generator=torch.Generator().manual_seed(4))
+    p = model.prior(None, 6)
+    for tau in (0.0, 0.5, 1.0):
+        expected = torch.sigmoid(model.decode(p.mean + tau * p.stddev * eps))
+        torch.testing.assert_close(model.sample(6, tau=tau, eps=eps), expected, rtol=0, atol=0)
+    # same noise, same images; fresh noise, different images
+    assert torch.equal(model.sample(6, eps=eps), model.sample(6, eps=eps))
+    assert not torch.equal(model.sample(6, eps=eps), model.sample(6))

@@ -1,0 +1,400 @@
+"""The training engine: learning, reproducibility, the batch sampler, pause/step/stop from another thread,
+divergence handling, config validation, and the threaded TrainingJob. Small MLP models, a few dozen steps."""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from cvae_core.checkpoint import load_run
+from cvae_core.data import Dataset, to_float
+from cvae_core.errors import ConfigError
+from cvae_core.jobs import TrainingJob
+from cvae_core.metrics import evaluate
+from cvae_core.registry import MODELS, build_model
+from cvae_core.train import History, TrainConfig, TrainControl, fit
+
+SMALL = dict(arch="mlp", hidden=32, latent_dim=4)
+
+
+def _model(name="bs_vae", seed=0):
+    return build_model(name, seed=seed, **SMALL)
+
+
+def _wait_for(cond, timeout=30.0, what="condition"):
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def _instrumented(name="bs_vae", seed=0, nan_loss_after=None, nan_grad_at=None):
+    """A registry model whose loss() logs each step's batch and loss; optionally the loss turns NaN after k calls,
+    or at call k the loss stays finite but its gradient is NaN (0 * d sqrt(u)/du at u = 0)."""
+    base = MODELS[name].model_cls
+
+    class Probe(base):
+        def loss(self, x, y=None):
+            t = super().loss(x, y)
+            self.calls += 1
+            self.batches.append(x.detach().clone())
+            if nan_loss_after is not None and self.calls > nan_loss_after:
+                t["loss"] = t["loss"] * float("nan")
+            if nan_grad_at is not None and self.calls == nan_grad_at:
+                p = next(self.parameters())
+                t["loss"] = t["loss"] + 0.0 * torch.sqrt((p - p.detach()).sum())  # value 0, gradient NaN
+            self.losses.append(t["loss"].item())
+            return t
+
+    model = build_model(name, seed=seed, **SMALL)
+    probe = Probe(model.config)
+    probe.load_state_dict(model.state_dict())
+    probe.calls, probe.batches, probe.losses = 0, [], []
+    return probe
+
+
+class _Ticks:
+    """Callback keeping a copy of the weights and the record at every log tick."""
+
+    def __init__(self):
+        self.states, self.records, self.ended = [], [], 0
+
+    def on_log(self, model, rec, hist):
+        self.states.append(copy.deepcopy(model.state_dict()))
+        self.records.append(dict(rec))
+
+    def on_end(self, model, hist):
+        self.ended += 1
+
+
+def _unique_images(n=100):
+    """n images that each carry their index in the first two pixels (so batches can be identified)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+    x[:, 0, 0, 0] = torch.arange(n) // 256
+    x[:, 0, 0, 1] = torch.arange(n) % 256
+    y = torch.arange(n) % 10
+    return Dataset("toy", x, y, x[:20], y[:20], 10, [str(i) for i in range(10)])
+
+
+def _ids(batch: torch.Tensor) -> list[int]:
+    b = (batch[:, 0, 0, :2] * 255).round().long()
+    return (b[:, 0] * 256 + b[:, 1]).tolist()
+
+
+# ---------------------------------------------------------------- learning and bookkeeping
+def test_fit_reduces_the_loss(mnist_small):
+    model = _model("bs_vae")
+    x_eval = mnist_small.x_test[:128]
+    before = evaluate(model, x_eval)["neg_elbo"]
+    ticks = _Ticks()
+    hist = fit(model, mnist_small, TrainConfig(steps=60, batch_size=64, lr=3e-3, log_every=20), callbacks=[ticks])
+    after = evaluate(model, x_eval)["neg_elbo"]
+    assert hist.status == "finished" and hist.message == "finished 60 steps"
+    assert hist.step == hist.total_steps == 60 and ticks.ended == 1
+    assert [r["step"] for r in hist.records] == [20, 40, 60]
+    assert [r["epoch"] for r in hist.records] == pytest.approx([20 * 64 / 512, 40 * 64 / 512, 60 * 64 / 512])
+    # held-out -ELBO (nats/image) falls by a wide margin: ~540 untrained, ~20 after 60 steps (seed 0)
+    assert after < before - 150, (before, after)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+    assert not model.training  # fit leaves the model in eval mode
+
+
+def test_records_are_window_means_and_epochs_are_permutations():
+    """Each record averages the per-step terms since the previous tick; each epoch visits floor(n/bs) disjoint
+    batches (the last partial batch is dropped and the order is reshuffled)."""
+    data = _unique_images(100)
+    model = _instrumented("vae")
+    hist = fit(model, data, TrainConfig(steps=9, batch_size=32, log_every=4))
+    assert [r["step"] for r in hist.records] == [4, 8, 9]
+    for rec, (a, b) in zip(hist.records, [(0, 4), (4, 8), (8, 9)], strict=True):
+        assert rec["loss"] == pytest.approx(float(np.mean(model.losses[a:b])), rel=1e-6)
+    ids = [_ids(b) for b in model.batches]
+    assert all(len(i) == 32 for i in ids)
+    for e in range(3):  # three epochs of three batches
+        seen = sum(ids[3 * e : 3 * e + 3], [])
+        assert len(set(seen)) == 96 and set(seen) <= set(range(100))
+    assert ids[0] != ids[3]  # reshuffled between epochs
+
+
+def test_total_steps_from_epochs():
+    assert TrainConfig(epochs=2.0, batch_size=128).total_steps(60000) == 2 * 469
+    assert TrainConfig(epochs=0.5, batch_size=100).total_steps(1000) == 5
+    assert TrainConfig(epochs=0.001, batch_size=100).total_steps(1000) == 1
+    assert TrainConfig(steps=7, epochs=100).total_steps(10) == 7
+
+
+def test_fit_is_reproducible(mnist_small):
+    cfg = TrainConfig(steps=15, batch_size=32, log_every=5, seed=3)
+    runs = []
+    for seed in (3, 3, 4):
+        model = _model("sigma_vae", seed=0)
+        hist = fit(model, mnist_small, TrainConfig(**{**cfg.__dict__, "seed": seed}))
+        runs.append(([{k: v for k, v in r.items() if k != "time"} for r in hist.records], model.state_dict()))
+    (ra, sa), (rb, sb), (rc, sc) = runs
+    assert ra == rb
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert ra != rc  # another seed: another batch order and noise
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+# ---------------------------------------------------------------- pause / step / stop from another thread
+@pytest.fixture
+def teardown_stop():
+    """Objects with stop() (TrainControl, TrainingJob): stopped after the test even when an assertion fails, so no
+    training thread outlives its test."""
+    items = []
+    yield items
+    for obj in items:
+        obj.stop()
+    for obj in items:
+        if hasattr(obj, "join"):
+            obj.join(30)
+
+
+def _start(model, data, control, **cfg):
+    hist = History()
+    kw = dict(steps=10**6, batch_size=16, log_every=1000)
+    kw.update(cfg)
+    t = threading.Thread(target=fit, args=(model, data, TrainConfig(**kw)),
+                         kwargs=dict(control=control, history=hist), daemon=True)
+    t.start()
+    return t, hist
+
+
+def test_pause_step_stop_from_another_thread(mnist_small, teardown_stop):
+    model = _instrumented("vae")
+    control = TrainControl()
+    teardown_stop.append(control)
+    control.pause()
+    thread, hist = _start(model, mnist_small, control)
+    time.sleep(0.3)
+    assert model.calls == 0 and control.paused  # paused before the first step
+    control.step(3)
+    _wait_for(lambda: hist.step == 3, what="3 single steps")
+    time.sleep(0.3)  # would be ample time for further steps if any were allowed
+    assert model.calls == 3 and hist.step == 3 and len(hist.records) == 3  # each single step is a log tick
+    control.step(2)
+    _wait_for(lambda: hist.step == 5, what="2 more steps")
+    time.sleep(0.2)
+    assert model.calls == 5 and control.paused
+    control.resume()
+    _wait_for(lambda: model.calls >= 20, what="running after resume")
+    control.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert hist.status == "stopped"
+    assert hist.step == model.calls  # the partial window is flushed on stop
+    assert hist.message == f"stopped by the user at step {model.calls}"
+    assert hist.records[-1]["step"] == model.calls
+
+
+def test_stop_while_paused_ends_promptly(mnist_small, teardown_stop):
+    model = _instrumented("vae")
+    control = TrainControl()
+    teardown_stop.append(control)
+    control.pause()
+    thread, hist = _start(model, mnist_small, control)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    control.stop()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - t0 < 5
+    assert hist.status == "stopped" and model.calls == 0 and hist.records == []
+
+
+# ---------------------------------------------------------------- divergence
+def _assert_weights_equal(model, state):
+    for k, v in model.state_dict().items():
+        assert torch.isfinite(v).all(), k
+        assert torch.equal(v, state[k]), k
+
+
+def test_nan_loss_stops_with_diverged_and_restores_last_good_tick(mnist_small):
+    model = _instrumented("vae", nan_loss_after=12)
+    ticks = _Ticks()
+    hist = fit(model, mnist_small, TrainConfig(steps=50, batch_size=32, log_every=5), callbacks=[ticks])
+    assert hist.status == "diverged"
+    assert hist.step == 10 and [r["step"] for r in hist.records] == [5, 10]
+    # found at the next tick (15) at the latest; NaN weights may surface earlier (a distribution rejects them)
+    assert re.search(r"NaN or infinite between steps 10 and 1[3-5];", hist.message), hist.message
+    assert "restored from step 10" in hist.message and "lower learning rate" in hist.message
+    assert 13 <= model.calls <= 15
+    _assert_weights_equal(model, ticks.states[-1])
+    assert ticks.ended == 1 and len(ticks.records) == 2
+
+
+def test_nan_before_first_tick_restores_initial_weights(mnist_small):
+    model = _instrumented("vae", nan_loss_after=1)
+    init = copy.deepcopy(model.state_dict())
+    hist = fit(model, mnist_small, TrainConfig(steps=50, batch_size=32, log_every=5))
+    assert hist.status == "diverged" and hist.step == 0 and hist.records == []
+    assert re.search(r"between steps 0 and [1-5];", hist.message), hist.message
+    _assert_weights_equal(model, init)
+
+
+def test_nan_gradient_with_finite_loss_at_a_tick_is_not_kept(mnist_small):
+    """At step 10 (a log tick) the loss is finite but its gradient NaN, so the weights after that step are NaN.
+    The tick must not be taken as good: the weights come back finite, from step 5."""
+    model = _instrumented("vae", nan_grad_at=10)
+    ticks = _Ticks()
+    hist = fit(model, mnist_small, TrainConfig(steps=50, batch_size=32, log_every=5), callbacks=[ticks])
+    assert hist.status == "diverged"
+    assert hist.step == 5 and "restored from step 5" in hist.message
+    _assert_weights_equal(model, ticks.states[0])
+
+
+def test_huge_learning_rate_diverges_cleanly(mnist_small):
+    """One Adam step of size ~1e12 makes the encoder's scale overflow (exp of a huge log-variance); that must
+    end as "diverged" with the last good weights, not as an exception from torch.distributions."""
+    model = _model("vae")
+    init = copy.deepcopy(model.state_dict())
+    ticks = _Ticks()
+    hist = fit(model, mnist_small, TrainConfig(steps=200, batch_size=32, log_every=2, lr=1e12), callbacks=[ticks])
+    assert hist.status == "diverged", hist.message
+    assert "NaN or infinite" in hist.message and f"restored from step {hist.step}" in hist.message
+    _assert_weights_equal(model, ticks.states[-1] if ticks.states else init)
+    assert all(math.isfinite(v) for r in hist.records for v in r.values())
+
+
+# ---------------------------------------------------------------- config validation
+@pytest.mark.parametrize("kw,msg", [
+    (dict(steps=0), "steps must be >= 1"),
+    (dict(steps=-5), "steps must be >= 1"),
+    (dict(epochs=0), "epochs must be a finite number > 0"),
+    (dict(epochs=-1.0), "epochs must be a finite number > 0"),
+    (dict(epochs=float("nan")), "epochs"),
+    (dict(epochs=float("inf")), "epochs"),
+    (dict(batch_size=0), "batch size"),
+    (dict(lr=0.0), "learning rate"),
+    (dict(lr=-1e-3), "learning rate"),
+    (dict(lr=float("nan")), "learning rate"),
+    (dict(lr=float("inf")), "learning rate"),
+    (dict(device="tpu"), "device"),
+    (dict(log_every=0), "log_every"),
+    (dict(grad_clip=-1.0), "grad_clip"),
+    (dict(grad_clip=0.0), "grad_clip"),
+    (dict(grad_clip=float("nan")), "grad_clip"),
+])
+def test_train_config_rejects_bad_values(kw, msg):
+    with pytest.raises(ConfigError, match=msg):
+        TrainConfig(**kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_train_config_cuda_without_gpu():
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        TrainConfig(device="cuda")
+
+
+def test_grad_clip_bounds_the_update(mnist_small):
+    """With grad_clip the gradient norm the optimiser sees is at most the bound (recomputed in a spy on Adam.step;
+    an untrained VAE's gradient norm is far above 0.5, so the clip is active)."""
+    model = _model("vae")
+    norms = []
+    orig = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        g = torch.cat([p.grad.flatten() for grp in self.param_groups for p in grp["params"] if p.grad is not None])
+        norms.append(g.norm().item())
+        return orig(self, *a, **k)
+
+    torch.optim.Adam.step = spy
+    try:
+        fit(model, mnist_small, TrainConfig(steps=3, batch_size=32, grad_clip=0.5))
+    finally:
+        torch.optim.Adam.step = orig
+    assert len(norms) == 3 and max(norms) <= 0.5 * (1 + 1e-5)
+
+
+# ---------------------------------------------------------------- TrainingJob
+def test_training_job_runs_in_a_thread_and_saves(mnist_small, tmp_path):
+    data = mnist_small.subset(256, 64)
+    model = _model("bs_vae")
+    job = TrainingJob(model, data, TrainConfig(steps=12, batch_size=32, log_every=4), n_preview=8, au_images=64)
+    assert job.snapshot()["status"] == "running" and job.snapshot()["records"] == []
+    job.start()
+    job.join(120)
+    assert not job.alive and job.error is None
+    snap = job.snapshot()
+    assert snap["status"] == "finished" and snap["step"] == 12 and snap["total_steps"] == 12
+    assert snap["paused"] is False and snap["device"] == "cpu"
+    assert [r["step"] for r in snap["records"]] == [4, 8, 12]
+    for r in snap["records"]:
+        assert all(math.isfinite(v) for v in r.values())
+        assert r["au"] == int(r["au"]) and 0 <= r["au"] <= 4
+    pv = snap["previews"]
+    assert pv["samples"].shape == (8, 1, 28, 28) and pv["recon"].shape == (4, 1, 28, 28)
+    assert 0 <= pv["samples"].min() and pv["samples"].max() <= 1
+    assert torch.equal(pv["original"], to_float(data.x_test[:4]))
+    # the last tick is the last step, so previews show the final weights
+    torch.testing.assert_close(pv["recon"], model.reconstruct(pv["original"]), rtol=1e-5, atol=1e-6)
+    assert snap["records"][-1]["au"] == evaluate(model, data.x_test[:64])["au"]
+
+    run = job.save(tmp_path / "run")
+    loaded, info = load_run(run)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    assert info["model"] == "bs_vae" and info["train"]["steps"] == 12
+    assert info["dataset"]["name"] == "mnist"
+    assert len(info["history"]["records"]) == 3 and info["history"]["status"] == "finished"
+    ref = evaluate(loaded, data.x_test, data.y_test)
+    assert info["metrics"]["neg_elbo"] == pytest.approx(ref["neg_elbo"], rel=1e-6)
+    assert math.isfinite(info["metrics"]["neg_elbo"])
+
+
+def test_training_job_matches_plain_fit(mnist_small):
+    """Previews and the AU evaluation at each tick must not perturb training (evaluate forks the RNG): a job
+    ends with exactly the weights of a plain fit with the same seed."""
+    data = mnist_small.subset(256, 64)
+    cfg = TrainConfig(steps=8, batch_size=32, log_every=2, seed=5)
+    plain = _model("sigma_vae", seed=1)
+    fit(plain, data, cfg)
+    job = TrainingJob(_model("sigma_vae", seed=1), data, cfg, n_preview=4, au_images=32).start()
+    job.join(120)
+    assert job.snapshot()["status"] == "finished"
+    for k, v in plain.state_dict().items():
+        assert torch.equal(job.model.state_dict()[k], v), k
+
+
+def test_training_job_pause_step_stop(mnist_small, teardown_stop):
+    data = mnist_small.subset(256, 64)
+    job = TrainingJob(_model("vae"), data, TrainConfig(steps=10**6, batch_size=16, log_every=1000),
+                      n_preview=4, au_images=32)
+    teardown_stop.append(job)
+    job.pause()
+    job.start()
+    time.sleep(0.2)
+    assert job.snapshot()["step"] == 0 and job.snapshot()["paused"]
+    job.step(2)
+    _wait_for(lambda: len(job.snapshot()["records"]) == 2, what="two single steps")
+    snap = job.snapshot()
+    assert snap["step"] == 2 and snap["paused"] and "samples" in snap["previews"]
+    job.stop()
+    job.join(30)
+    assert not job.alive and job.snapshot()["status"] == "stopped"
+
+
+# ---------------------------------------------------------------- CUDA (skipped without a GPU; see conftest.py)
+@pytest.mark.gpu
+def test_fit_and_evaluate_on_cuda(mnist_small):
+    """The CUDA path (fused Adam, data on the device): finite records, weights on the GPU, and deterministic metrics
+    (rate: closed-form KL; mse: decoder at the encoder mean) equal to those of the same weights on the CPU."""
+    model = _model("bs_vae")
+    hist = fit(model, mnist_small, TrainConfig(steps=6, batch_size=32, log_every=3, device="cuda"))
+    assert hist.status == "finished" and [r["step"] for r in hist.records] == [3, 6]
+    assert all(math.isfinite(v) for r in hist.records for v in r.values())
+    assert next(model.parameters()).device.type == "cuda"
+    on_cpu = copy.deepcopy(model).cpu()
+    a = evaluate(model, mnist_small.x_test[:64])
+    b = evaluate(on_cpu, mnist_small.x_test[:64])
+    assert a["rate"] == pytest.approx(b["rate"], rel=1e-4) and a["mse"] == pytest.approx(b["mse"], rel=1e-4)
+    assert a["au"] == b["au"]
