@@ -1,0 +1,22 @@
+"""Interactive VAE lab: the Streamlit entry point. Run with ``streamlit run app.py``.
+
+Only navigation and the shared sidebar live here; each page is a script in pages/, and all maths is in cvae_core.
+"""
+
+import streamlit as st
+
+from pages._ui import device_label
+
+st.set_page_config(page_title="Interactive VAE lab", page_icon=":material/science:", layout="wide")
+
+page = st.navigation([
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+])
+
+with st.sidebar:
+    st.markdown(f"**Device:** {device_label()}")
+    st.caption("An open-source lab for training small variational autoencoders live and seeing what "
+               "β, the decoder variance and the latent size do.")
+
+page.run()

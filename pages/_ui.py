@@ -1,0 +1,338 @@
+"""Streamlit helpers shared by the pages: paths, cached loaders, image grids, plotly charts, config widgets and
+the training-job plumbing. No maths here: models, metrics and training all live in ``cvae_core``.
+
+The leading underscore keeps this module out of any page list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import os
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from plotly.subplots import make_subplots
+from torchvision.utils import make_grid
+
+from cvae_core.checkpoint import load_run, read_run_info
+from cvae_core.data import Dataset, load_dataset
+from cvae_core.errors import LabError
+from cvae_core.jobs import TrainingJob
+from cvae_core.models.base import ModelConfig
+from cvae_core.registry import MODELS, build_model, make_config
+from cvae_core.train import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+BETAS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+LRS = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
+BATCH_SIZES = [16, 32, 64, 128, 256, 512]
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+COLORS = {"loss": "#4F46E5", "neg_elbo": "#94A3B8", "rate": "#0EA5E9", "dist": "#F97316", "sigma": "#14B8A6",
+          "au": "#A855F7", "mse": "#64748B"}
+
+
+# ------------------------------------------------------------------ paths and device
+def runs_root() -> Path:
+    """Where the app saves runs: ``$CVAE_RUNS_DIR`` or ``<repo>/runs``."""
+    return Path(os.environ.get("CVAE_RUNS_DIR") or REPO / "runs")
+
+
+def checkpoints_root() -> Path:
+    """Shipped pretrained runs: ``$CVAE_CHECKPOINTS_DIR`` or ``<repo>/checkpoints``."""
+    return Path(os.environ.get("CVAE_CHECKPOINTS_DIR") or REPO / "checkpoints")
+
+
+def device_label() -> str:
+    if torch.cuda.is_available():
+        return f"CUDA: {torch.cuda.get_device_name(0)}"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def leave_legacy_pages_mode() -> None:
+    """Call first on every page. Streamlit treats a folder named ``pages/`` as a legacy multipage app until app.py
+    has called ``st.navigation`` once in the server process; if the first visitor of a fresh server opens a page
+    URL directly (a shared ``/train?...`` link), the page would run without app.py (no sidebar, a wrong menu).
+    Switch that mode off, as ``st.navigation`` itself does, and rerun through app.py."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a future streamlit without the legacy mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+# ------------------------------------------------------------------ cached loaders
+@st.cache_resource(show_spinner="Loading the data set ...")
+def get_dataset(name: str, rho: float = 10.0, seed: int = 0) -> Dataset:
+    return load_dataset(name, rho=rho, seed=seed)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def get_run(path: str, mtime: float):
+    """(model, info) of a run folder; `mtime` keys the cache so a re-saved run is reloaded."""
+    return load_run(path)
+
+
+def _mtime(path: Path) -> float:
+    w = path / "model.safetensors"
+    return w.stat().st_mtime if w.exists() else (path / "config.json").stat().st_mtime
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_sample_grid(path: str, mtime: float, n: int = 16, seed: int = 0) -> np.ndarray:
+    """A fixed-seed grid of samples from a saved run, as an (H, W, 3) uint8 image."""
+    model, _ = get_run(path, mtime)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        y = torch.arange(n) % model.config.num_classes if model.conditional else None
+        x = model.sample(n, y)
+    return image_grid(x, nrow=int(np.ceil(np.sqrt(n))))
+
+
+# ------------------------------------------------------------------ images
+def image_grid(x: torch.Tensor, nrow: int = 8, scale: int = 3) -> np.ndarray:
+    """(N, C, H, W) floats in [0, 1] -> (H', W', 3) uint8 grid, upscaled by `scale` without blurring."""
+    g = make_grid(x.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.35)  # (3, H', W')
+    img = (g.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    return img.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def show_grid(x: torch.Tensor | None, title: str, caption: str | None = None, nrow: int = 8) -> None:
+    st.markdown(f"**{title}**")
+    if x is None:
+        st.caption("appears after the first log tick")
+        return
+    st.image(image_grid(x, nrow), width="stretch")
+    if caption:
+        st.caption(caption)
+
+
+# ------------------------------------------------------------------ run tables (Home page)
+def run_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per readable run folder, plus one-line problems for folders that could not be read."""
+    rows, problems = [], []
+    for p in paths:
+        try:
+            info = read_run_info(p)
+        except LabError as e:
+            problems.append(str(e))
+            continue
+        m, ds, hist = info.get("metrics", {}), info.get("dataset", {}), info.get("history", {})
+        data = ds.get("name", "?") + (f" (rho {ds['rho']:g})" if ds.get("name") == "mnist-lt" else "")
+        steps = hist.get("step") or (info.get("train") or {}).get("steps")
+        rows.append({"run": p.name, "model": info["model"], "data set": data, "beta": info["config"].get("beta"),
+                     "steps": steps,
+                     "neg_elbo": m.get("neg_elbo"), "rate": m.get("rate"), "distortion": m.get("distortion"),
+                     "mse": m.get("mse"), "au": m.get("au")})
+    return pd.DataFrame(rows), problems
+
+
+RUN_COLUMNS = {
+    "run": st.column_config.TextColumn("run"),
+    "beta": st.column_config.NumberColumn("β", format="%g"),
+    "steps": st.column_config.NumberColumn("steps", format="%d"),
+    "neg_elbo": st.column_config.NumberColumn("−ELBO (nats)", format="%.1f", help="D + R on the test set, per image"),
+    "rate": st.column_config.NumberColumn("rate R (nats)", format="%.2f", help="KL(q(z|x) || p(z)) per image"),
+    "distortion": st.column_config.NumberColumn("distortion D (nats)", format="%.1f", help="−log p(x|z) per image"),
+    "mse": st.column_config.NumberColumn("MSE / pixel", format="%.4f"),
+    "au": st.column_config.NumberColumn("active units", format="%d", help="latent dims with Var_x E[z_j|x] > 0.01"),
+}
+
+
+def runs_section(paths: list[Path], per_row: int = 6) -> None:
+    """Table of runs and a small sample grid per run."""
+    df, problems = run_rows(paths)
+    for msg in problems:
+        st.warning(msg)
+    if df.empty:
+        return
+    st.dataframe(df, hide_index=True, column_config=RUN_COLUMNS, width="stretch")
+    good = [p for p in paths if p.name in set(df["run"])]
+    for i in range(0, len(good), per_row):
+        cols = st.columns(per_row)
+        for col, p in zip(cols, good[i : i + per_row], strict=False):
+            with col:
+                try:
+                    grid = run_sample_grid(str(p), _mtime(p))
+                except LabError as e:
+                    st.warning(str(e))
+                    continue
+                st.image(grid, caption=f"{p.name}: samples", width="stretch")
+
+
+# ------------------------------------------------------------------ config widgets
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its trailing comment in the dataclass source (the config's own documentation)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            src = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for m in re.finditer(r"^\s+(\w+)\s*:[^=\n]+=[^#\n]*#\s*(.+)$", src, re.M):
+            docs[m[1]] = m[2].strip()
+    return docs
+
+
+def _choices(doc: str, default: Any) -> list[str] | None:
+    """A str field whose comment quotes its allowed values, e.g. '"conv" (...) or "mlp"', becomes a select."""
+    opts = re.findall(r'"([^"]+)"', doc)
+    return opts if isinstance(default, str) and default in opts and len(opts) >= 2 else None
+
+
+SET_BY_PAGE = {"image_shape", "num_classes", "latent_dim", "beta"}  # fixed by the data set or own widgets
+NETWORK = ("arch", "hidden")
+
+
+def field_widget(model: str, f: dataclasses.Field, doc: str) -> Any:
+    """One widget per config field, chosen from the field's default type (bool, int, float or str)."""
+    key, default = f"{model}.{f.name}", f.default
+    kw = {"key": key, "help": doc or None, "bind": "query-params"}
+    if isinstance(default, bool):
+        return st.checkbox(f.name, value=default, **kw)
+    if isinstance(default, int):
+        return int(st.number_input(f.name, value=default, step=1, **kw))
+    if isinstance(default, float):
+        return float(st.number_input(f.name, value=default, step=0.1, format="%g", **kw))
+    if isinstance(default, str):
+        opts = _choices(doc, default)
+        if opts:
+            return st.selectbox(f.name, opts, index=opts.index(default), **kw)
+        return st.text_input(f.name, value=default, **kw)
+    return default
+
+
+def model_option_widgets(model: str) -> dict[str, Any]:
+    """Widgets for the model's own config fields (e.g. vae: likelihood, sigma) and an expander for the network."""
+    cls: type[ModelConfig] = MODELS[model].config_cls
+    docs = field_docs(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.name not in SET_BY_PAGE]
+    opts = {f.name: field_widget(model, f, docs.get(f.name, "")) for f in fields if f.name not in NETWORK}
+    with st.expander("Network"):
+        opts.update({f.name: field_widget(model, f, docs.get(f.name, "")) for f in fields if f.name in NETWORK})
+    return opts
+
+
+# ------------------------------------------------------------------ training jobs
+@st.cache_resource
+def _job_board() -> dict[int, list]:
+    """Every job this server started: id -> [job, last time a page showed it]. Shared by all sessions."""
+    return {}
+
+
+_board_lock = threading.Lock()
+
+
+def touch(job: TrainingJob) -> None:
+    with _board_lock:
+        if id(job) in _job_board():
+            _job_board()[id(job)][1] = time.monotonic()
+
+
+def stop_job(job: TrainingJob | None, timeout: float = 10.0) -> None:
+    if job is not None and job.alive:
+        job.stop()
+        job.join(timeout)
+
+
+def _stop_orphans(max_age: float = 20.0) -> None:
+    """Stop running jobs no page has shown for `max_age` s (their browser tab was closed or reloaded)."""
+    now = time.monotonic()
+    with _board_lock:
+        board = _job_board()
+        for k, (job, seen) in list(board.items()):
+            if not job.alive:
+                del board[k]
+            elif now - seen > max_age and not job.snapshot()["paused"]:
+                job.stop()
+
+
+def start_training(setup: dict, options: dict) -> TrainingJob:
+    """Stop this session's old job, build the model and data set from the setup, start a new job.
+    Raises LabError (ConfigError / DataError) with a one-line message on bad values."""
+    rho = setup["rho"] if setup["dataset"] == "mnist-lt" else 10.0
+    data = get_dataset(setup["dataset"], rho=rho)
+    train = TrainConfig(steps=setup["steps"], batch_size=setup["batch_size"], lr=setup["lr"], seed=setup["seed"],
+                        log_every=max(1, min(25, setup["steps"] // 8), setup["steps"] // 200))  # <= ~200 ticks
+    config = make_config(setup["model"], image_shape=data.image_shape, num_classes=data.num_classes,
+                         latent_dim=setup["latent_dim"], beta=setup["beta"], **options)
+    model = build_model(setup["model"], config, seed=setup["seed"])
+    stop_job(st.session_state.get("job"))  # only once the new setup is known to be valid
+    _stop_orphans()
+    job = TrainingJob(model, data, train, au_images=500).start()  # AU on 500 test images: cheaper ticks
+    with _board_lock:
+        _job_board()[id(job)] = [job, time.monotonic()]
+    st.session_state["job"], st.session_state["job_setup"] = job, dict(setup, **options)
+    return job
+
+
+def step_and_wait(job: TrainingJob, timeout: float = 5.0) -> None:
+    """While paused: run one optimiser step and wait (bounded) until its log record is complete."""
+    n_before = len(job.snapshot()["records"])
+    job.step(1)
+    t0 = time.monotonic()
+    while job.alive and len(job.snapshot()["records"]) == n_before and time.monotonic() - t0 < timeout:
+        time.sleep(0.05)
+
+
+def suggested_run_name(setup: dict) -> str:
+    return f"{setup['model']}-{setup['dataset']}-beta{setup['beta']:g}-seed{setup['seed']}"
+
+
+def save_job(job: TrainingJob, name: str) -> Path:
+    if not RUN_NAME.fullmatch(name):
+        raise LabError(f"run name {name!r} may only use letters, digits, '.', '_' and '-' (up to 64 characters)")
+    return job.save(runs_root() / name)
+
+
+# ------------------------------------------------------------------ charts
+def curves_figure(records: list[dict], latent_dim: int, fixed_sigma: float | None = None) -> go.Figure:
+    """Live training curves in one figure: objective, rate, distortion, decoder sigma, active units, MSE."""
+    df = pd.DataFrame(records)
+    titles = ("objective (nats / image)", "rate R (nats / image)", "distortion D (nats / image)",
+              "decoder σ (pixel scale 0–1)", f"active units (of m = {latent_dim})", "reconstruction MSE (per pixel)")
+    fig = make_subplots(rows=2, cols=3, subplot_titles=titles, horizontal_spacing=0.08, vertical_spacing=0.2)
+    x = df["step"] if len(df) else []
+
+    def line(col: str, row: int, c: int, name: str, color: str, values=None, **kw) -> None:
+        if values is None and col not in df:
+            return
+        y = df[col] if values is None else values
+        fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers", marker={"size": 4},
+                                 line={"color": color, "width": 2, **kw.pop("line", {})}, **kw), row=row, col=c)
+
+    line("loss", 1, 1, "loss = D + β·R", COLORS["loss"])
+    line("neg_elbo", 1, 1, "−ELBO = D + R", COLORS["neg_elbo"], line={"dash": "dash"})
+    line("kl", 1, 2, "rate R", COLORS["rate"], showlegend=False)
+    line("rec", 1, 3, "distortion D", COLORS["dist"], showlegend=False)
+    if "log_sigma" in df:
+        line("log_sigma", 2, 1, "σ (optimal)", COLORS["sigma"], values=np.exp(df["log_sigma"]), showlegend=False)
+    else:
+        note = f"fixed σ = {fixed_sigma:g}" if fixed_sigma else "no σ (Bernoulli decoder)"
+        if fixed_sigma and len(df):
+            line("step", 2, 1, "σ (fixed)", COLORS["sigma"], values=[fixed_sigma] * len(df), showlegend=False)
+        xd, yd = fig.layout.xaxis4.domain, fig.layout.yaxis4.domain  # paper coordinates: the panel may be empty
+        fig.add_annotation(text=note, showarrow=False, xref="paper", yref="paper", x=sum(xd) / 2,
+                           y=yd[0] + (0.92 if fixed_sigma else 0.5) * (yd[1] - yd[0]))
+    line("au", 2, 2, "active units", COLORS["au"], showlegend=False, line={"shape": "hv"})
+    line("mse", 2, 3, "MSE", COLORS["mse"], showlegend=False)
+    fig.update_yaxes(range=[0, latent_dim + 0.5], row=2, col=2)
+    fig.update_xaxes(title_text="optimiser step", title_standoff=4, row=2)
+    fig.update_annotations(font_size=14)
+    fig.update_layout(height=560, font_size=13, margin={"l": 10, "r": 10, "t": 60, "b": 10},
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "x": 0}, uirevision="keep")
+    return fig

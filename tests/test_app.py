@@ -1,0 +1,238 @@
+"""App tests with streamlit.testing (AppTest): every page renders, the widgets come from the registry, a real short
+training run is driven through the Train page, saved, and loaded back; config errors are one-line st.error.
+
+The training job runs in a background thread; the tests call ``at.run()`` again (bounded) instead of relying on
+the fragment's ``run_every`` timer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the pages import cvae_core and pages._ui from the repository root
+    sys.path.insert(0, str(REPO))
+
+from cvae_core.checkpoint import load_run, save_run  # noqa: E402
+from cvae_core.data import DATASETS  # noqa: E402
+from cvae_core.registry import MODELS, build_model  # noqa: E402
+
+APP, HOME, TRAIN = (str(REPO / p) for p in ("app.py", "pages/home.py", "pages/train.py"))
+TIMEOUT = 60  # seconds for one script run (the first imports torch)
+
+
+@pytest.fixture(autouse=True)
+def lab_dirs(tmp_path, monkeypatch):
+    """Empty runs and checkpoints folders, so the tests never touch the repository's own."""
+    runs, ckpt = tmp_path / "runs", tmp_path / "checkpoints"
+    monkeypatch.setenv("CVAE_RUNS_DIR", str(runs))
+    monkeypatch.setenv("CVAE_CHECKPOINTS_DIR", str(ckpt))
+    return runs, ckpt
+
+
+@pytest.fixture
+def train_page():
+    """The Train page, rendered once; any job it starts is stopped at the end of the test."""
+    at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT)
+    at.run()
+    yield at
+    job = at.session_state["job"] if "job" in at.session_state else None
+    if job is not None and job.alive:
+        job.stop()
+        job.join(10)
+
+
+def texts(elements) -> str:
+    return " | ".join(str(e.value) for e in elements)
+
+
+def run_until_done(at: AppTest, limit: float = 90.0) -> dict:
+    """Rerun the page until the job's thread ends (bounded), then once more; returns the final snapshot."""
+    job = at.session_state["job"]
+    t0 = time.monotonic()
+    while job.alive and time.monotonic() - t0 < limit:
+        job.join(1.0)  # let the worker have the CPU, then redraw like a run_every tick would
+        at.run()
+    assert not job.alive, f"training did not finish within {limit} s"
+    at.run()
+    return job.snapshot()
+
+
+def test_app_entry_renders_home_and_sidebar():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Interactive VAE lab"]
+    assert "Device:" in texts(at.sidebar.markdown)
+    assert "No pretrained runs are shipped yet" in texts(at.info)  # empty states, no crash
+    assert "Nothing saved yet" in texts(at.info)
+
+
+def test_app_navigates_to_train_page():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Train a VAE live"]
+    at.button(key="start")  # (AppTest drops the sidebar after switch_page; the browser test sees it)
+
+
+def test_home_page_lists_runs_with_samples(lab_dirs):
+    runs, ckpt = lab_dirs
+    model = build_model("bs_vae", seed=0, arch="mlp", hidden=32, latent_dim=4)
+    metrics = {"neg_elbo": -100.0, "rate": 5.0, "distortion": -105.0, "mse": 0.05, "au": 3}
+    save_run(ckpt / "shipped-bs", model, dataset={"name": "mnist"}, metrics=metrics, history={"step": 1000})
+    save_run(runs / "mine", model, dataset={"name": "mnist-lt", "rho": 10.0}, metrics=metrics)
+    (runs / "broken").mkdir()
+    (runs / "broken" / "config.json").write_text("{not json")
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert len(at.dataframe) == 2
+    shipped = at.dataframe[0].value
+    assert list(shipped["run"]) == ["shipped-bs"] and shipped["steps"][0] == 1000 and shipped["au"][0] == 3
+    assert "mnist-lt (rho 10)" in list(at.dataframe[1].value["data set"])
+    assert len(at.get("image")) == 2  # one sample grid per readable run
+    assert "not valid JSON" in texts(at.warning)  # a broken folder is one line, not a traceback
+
+
+def test_train_page_widgets_come_from_the_registry(train_page):
+    at = train_page
+    assert not at.exception
+    assert at.selectbox(key="model").options == list(MODELS)
+    assert at.selectbox(key="model").value == "bs_vae"
+    assert at.selectbox(key="dataset").options == list(DATASETS)
+    assert at.select_slider(key="beta").value == 1.0
+    assert {"0.01", "100"} <= set(at.select_slider(key="beta").options)
+    for key in ("latent_dim", "steps", "seed"):
+        at.number_input(key=key)
+    for key in ("start", "save", "pause", "step", "stop"):
+        at.button(key=key)
+    assert at.button(key="save").disabled and at.button(key="pause").disabled  # nothing to save or pause yet
+    assert "Press **Start**" in texts(at.info)
+    at.selectbox(key="model").select("vae").run()
+    assert at.selectbox(key="vae.likelihood").options == ["gaussian", "bernoulli"]
+    assert at.number_input(key="vae.sigma").value == 1.0
+    at.selectbox(key="dataset").select("mnist-lt").run()
+    assert at.slider(key="rho").value == 10.0 and at.slider(key="rho").min == 1.0
+    assert not at.exception
+
+
+def test_query_params_reproduce_the_setup():
+    at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT)
+    at.query_params.update({"model": "sigma_vae", "dataset": "mnist-lt", "rho": "20.0", "beta": "10", "seed": "7"})
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="model").value == "sigma_vae"
+    assert at.selectbox(key="dataset").value == "mnist-lt"
+    assert at.slider(key="rho").value == 20.0
+    assert at.select_slider(key="beta").value == 10.0
+    assert at.number_input(key="seed").value == 7
+
+
+def test_train_save_and_load_a_real_short_run(train_page, lab_dirs):
+    at = train_page
+    at.number_input(key="steps").set_value(16)
+    at.number_input(key="seed").set_value(3)
+    at.run()
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    snap = run_until_done(at)
+    assert snap["status"] == "finished", snap["message"]
+    assert snap["step"] == snap["total_steps"] == 16
+    assert not at.exception
+    recs = snap["records"]
+    assert len(recs) >= 2
+    for r in recs:
+        for k in ("loss", "rec", "kl", "neg_elbo", "mse", "log_sigma", "au"):
+            assert math.isfinite(r[k]), (k, r)
+    # curves, metric cards and the three image grids are on the page
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(spec["data"]) >= 6 and spec["data"][0]["x"]
+    assert {m.label for m in at.metric} >= {"rate R (nats)", "distortion D (nats)", "active units"}
+    assert len(at.get("image")) == 3
+    assert "finished 16 steps" in texts(at.success)
+    assert "step 16 of 16" in at.get("progress")[0].proto.text
+    # save with a name, then load the folder back
+    at.text_input(key="run_name").input("class-demo").run()
+    at.button(key="save").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "class-demo" in texts(at.success)
+    runs, _ = lab_dirs
+    model, info = load_run(runs / "class-demo")
+    assert info["model"] == "bs_vae" and info["train"]["steps"] == 16 and info["train"]["seed"] == 3
+    assert all(math.isfinite(info["metrics"][k]) for k in ("neg_elbo", "rate", "distortion", "mse"))
+    assert info["history"]["status"] == "finished"
+    assert model.sample(2).shape == (2, 1, 28, 28)
+
+
+def test_impossible_option_is_a_one_line_error(train_page):
+    at = train_page
+    at.selectbox(key="model").select("vae").run()
+    at.number_input(key="vae.sigma").set_value(0.0).run()
+    at.button(key="start").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "sigma must be > 0" in at.error[0].value and "\n" not in at.error[0].value
+    assert "job" not in at.session_state  # nothing started
+
+
+def test_bad_run_name_is_an_error(train_page):
+    at = train_page
+    at.number_input(key="steps").set_value(8).run()
+    at.button(key="start").click().run()
+    run_until_done(at)
+    at.text_input(key="run_name").input("../escape").run()
+    at.button(key="save").click().run()
+    assert not at.exception
+    assert "may only use letters" in texts(at.error)
+
+
+def test_pause_step_stop_and_restart(train_page):
+    at = train_page
+    at.number_input(key="steps").set_value(100_000).run()
+    at.button(key="start").click().run()
+    first = at.session_state["job"]
+    at.button(key="pause").click().run()
+    assert first.snapshot()["paused"] and at.button(key="pause").label == "Resume"
+    assert not at.button(key="step").disabled
+    at.button(key="step").click().run()  # the first step also logs the steps run since the last log tick
+    before = first.snapshot()["step"]
+    assert before >= 1 and first.snapshot()["records"][-1]["step"] == before
+    at.button(key="step").click().run()
+    assert first.snapshot()["step"] == before + 1  # exactly one optimiser step, shown at once
+    assert f"step {before + 1:,} of" in at.get("progress")[0].proto.text
+    assert first.snapshot()["paused"]
+    at.button(key="pause").click().run()  # resume
+    assert not first.snapshot()["paused"]
+    at.button(key="start").click().run()  # a new run stops the old one first
+    second = at.session_state["job"]
+    assert second is not first and not first.alive and first.snapshot()["status"] == "stopped"
+    at.button(key="stop").click().run()
+    assert not second.alive and second.snapshot()["status"] == "stopped"
+    assert "stopped by the user" in texts(at.success)
+    assert not at.exception
+
+
+@pytest.mark.parametrize("status", ["diverged", "failed"])
+def test_diverged_or_failed_run_is_shown_as_an_error(train_page, status):
+    import torch
+
+    from cvae_core.data import Dataset
+    from cvae_core.jobs import TrainingJob
+    from cvae_core.train import TrainConfig
+
+    x = torch.zeros(8, 1, 28, 28, dtype=torch.uint8)
+    data = Dataset("tiny", x, torch.zeros(8, dtype=torch.long), x, torch.zeros(8, dtype=torch.long), 10,
+                   [str(i) for i in range(10)])
+    job = TrainingJob(build_model("bs_vae", arch="mlp", hidden=16, latent_dim=2), data, TrainConfig(steps=5))
+    job.history.status, job.history.message = status, f"loss became NaN ({status} at step 3)"  # never started
+    at = train_page
+    at.session_state["job"] = job
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"loss became NaN ({status} at step 3)"]
+    assert at.button(key="pause").disabled and at.button(key="stop").disabled
