@@ -1,0 +1,21 @@
+"""Run every benchmark and print one markdown report (copy it into the README's benchmark section)."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bench_decoder_head  # noqa: E402
+import bench_train_loop  # noqa: E402
+
+if __name__ == "__main__":
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    print(f"Machine: {platform.machine()}, {dev}, torch {torch.__version__}\n")
+    print(bench_train_loop.main())
+    print(bench_decoder_head.main())
