@@ -29,22 +29,23 @@ with st.container(border=True):
         "**Save** a run to list it here. The page address holds the setup, so you can share a link to it."
     )
 
-st.header("Pretrained runs shipped with the lab")
-shipped = list_runs(_ui.checkpoints_root())
-if shipped:
-    st.caption("Test-set metrics per image. The grids are samples drawn from each model's prior.")
-    _ui.runs_section(shipped)
-else:
-    st.info("No pretrained runs are shipped yet: `checkpoints/` is empty. Train a model on the **Train** page "
-            "and save it to see it here.")
-
-st.header("Your saved runs")
-saved = list_runs(_ui.runs_root())
-if saved:
-    st.caption("Saved from the Train page; test-set metrics per image, samples from each model's prior.")
-    _ui.runs_section(saved)
-else:
-    st.info("Nothing saved yet. On the **Train** page, press **Save** during or after a run.")
+RUN_SECTIONS = [  # (title, folder, caption, what to say when it is empty)
+    ("Pretrained runs shipped with the lab", _ui.checkpoints_root(),
+     "Test-set metrics per image. The grids are samples drawn from each model's prior.",
+     "No pretrained runs are shipped yet: `checkpoints/` is empty. Train a model on the **Train** page "
+     "and save it to see it here."),
+    ("Your saved runs", _ui.runs_root(),
+     "Saved from the Train page; test-set metrics per image, samples from each model's prior.",
+     "Nothing saved yet. On the **Train** page, press **Save** during or after a run."),
+]
+for title, root, caption, empty in RUN_SECTIONS:
+    st.header(title)
+    runs = list_runs(root)
+    if runs:
+        st.caption(caption)
+        _ui.runs_section(runs)
+    else:
+        st.info(empty)
 
 with st.expander("The models in this lab"):
     for name, spec in MODELS.items():

@@ -69,7 +69,7 @@ def live_view() -> None:
     job = st.session_state.get("job")
     snap = job.snapshot() if job else None
     alive, paused = bool(job and job.alive), bool(snap and snap["paused"])
-    b1, b2, b3, _ = st.columns([1, 1, 1, 3])
+    b1, b2, b3, _ = st.columns([1, 1, 1, 1.2])
     icon = ":material/play_arrow:" if paused else ":material/pause:"
     if b1.button("Resume" if paused else "Pause", key="pause", icon=icon, disabled=not alive, width="stretch"):
         if paused:
