@@ -55,7 +55,9 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
 @torch.no_grad()
 def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 500,
              is_samples: int = 0, seed: int = 0, au_threshold: float = 0.01) -> dict:
-    """Metrics on a held-out set of uint8 images. Reproducible: the noise is seeded and the global RNG kept."""
+    """Metrics on a held-out set of uint8 images. Reproducible: the noise is seeded and the global RNG kept.
+
+    Likelihood components that pool over a batch (sigma_vae's shared variance) see batches of `batch_size`."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

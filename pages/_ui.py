@@ -93,10 +93,10 @@ def _mtime(path: Path) -> float:
 def run_sample_grid(path: str, mtime: float, n: int = 16, seed: int = 0) -> np.ndarray:
     """A fixed-seed grid of samples from a saved run, as an (H, W, 3) uint8 image."""
     model, _ = get_run(path, mtime)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        y = torch.arange(n) % model.config.num_classes if model.conditional else None
-        x = model.sample(n, y)
+    # a private generator: the global RNG belongs to any run training in the background
+    eps = torch.randn(n, model.config.latent_dim, generator=torch.Generator().manual_seed(seed))
+    y = torch.arange(n) % model.config.num_classes if model.conditional else None
+    x = model.sample(n, y, eps=eps)
     return image_grid(x, nrow=int(np.ceil(np.sqrt(n))))
 
 
