@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="any other model config field, e.g. --option sigma=0.1 --option arch=mlp")
     s.add_argument("--data-root", type=Path, default=None, help="MNIST folder in torchvision's layout")
+    s.add_argument("--download", action="store_true",
+                   help="when online: let torchvision download MNIST if no local copy is found")
     s.add_argument("--is-samples", type=_nonneg_int, default=0, help="importance samples for the test NLL (0 = skip)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--json", action="store_true")
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--is-samples", type=_nonneg_int, default=100, help="importance samples (0 = skip)")
     s.add_argument("--n-test", type=_positive_int, default=None, help="evaluate on the first N test images")
     s.add_argument("--data-root", type=Path, default=None)
+    s.add_argument("--download", action="store_true", help="when online: let torchvision download MNIST")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--json", action="store_true")
 
@@ -147,7 +150,7 @@ def cmd_train(a) -> int:
     if a.latent_dim is not None:
         overrides["latent_dim"] = a.latent_dim
     make_config(a.model, **overrides)  # validate before loading data
-    data = load_dataset(a.dataset, root=a.data_root, rho=a.rho, seed=a.seed)
+    data = load_dataset(a.dataset, root=a.data_root, rho=a.rho, seed=a.seed, download=a.download)
     for key, val in (("image_shape", data.image_shape), ("num_classes", data.num_classes)):
         if key in overrides and make_config(a.model, **{key: overrides[key]}).__dict__[key] != val:
             raise ConfigError(f"--option {key} is set by the data set: {a.dataset} has {key}={val}")
@@ -196,7 +199,8 @@ def cmd_evaluate(a) -> int:
     model, info = load_run(a.run, device=resolve_device(a.device))
     ds = info.get("dataset") or {}
     root = a.data_root if a.data_root is not None else ds.get("root")
-    data = load_dataset(ds.get("name", "mnist"), root=root, rho=ds.get("rho", 10.0), seed=ds.get("seed", 0))
+    data = load_dataset(ds.get("name", "mnist"), root=root, rho=ds.get("rho", 10.0), seed=ds.get("seed", 0),
+                        download=a.download)
     x, y = data.x_test[: a.n_test], data.y_test[: a.n_test]
     metrics = evaluate(model, x, y, is_samples=a.is_samples)
     metrics.update(model=info["model"], dataset=ds.get("name"))

