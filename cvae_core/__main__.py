@@ -6,10 +6,12 @@ Bad arguments exit with status 2 and one line ``error: ...`` on stderr, never a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import LabError
@@ -33,6 +35,13 @@ def _nonneg_int(s: str) -> int:
     v = int(s)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
+
+
+def _seed(s: str) -> int:
+    v = int(s)
+    if not 0 <= v < 2**32:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0 .. 2^32-1, got {s}")
     return v
 
 
@@ -74,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps", type=_positive_int, default=None)
     s.add_argument("--batch-size", type=_positive_int, default=128)
     s.add_argument("--lr", type=_finite_float, default=1e-3)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="any other model config field, e.g. --option sigma=0.1 --option arch=mlp")
@@ -99,9 +108,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=_positive_int, default=64)
     s.add_argument("--class", dest="klass", type=int, default=None, help="class to condition on")
     s.add_argument("--tau", type=_finite_float, default=1.0, help="sampling scale around the prior mean")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", type=Path, required=True)
     return p
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(control):
+    """First Ctrl-C stops training cleanly (the run is still evaluated and saved); a second one interrupts.
+    The previous handler is restored afterwards; off the main thread signals cannot be caught, so do nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(*_):
+        print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+        control.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _json_line(metrics: dict) -> str:
+    """One line of strict JSON: non-finite numbers become null."""
+    from .checkpoint import json_safe
+
+    return json.dumps(json_safe(metrics), allow_nan=False)
 
 
 # ---------------------------------------------------------------- commands
@@ -135,7 +171,7 @@ def _summary(metrics: dict) -> str:
 def cmd_train(a) -> int:
     from tqdm import tqdm
 
-    from .checkpoint import save_run
+    from .checkpoint import check_run_destination, save_run
     from .data import load_dataset
     from .errors import ConfigError
     from .metrics import evaluate
@@ -150,6 +186,7 @@ def cmd_train(a) -> int:
     if a.latent_dim is not None:
         overrides["latent_dim"] = a.latent_dim
     make_config(a.model, **overrides)  # validate before loading data
+    check_run_destination(a.out)  # before training, so a bad --out never costs a run
     data = load_dataset(a.dataset, root=a.data_root, rho=a.rho, seed=a.seed, download=a.download)
     for key, val in (("image_shape", data.image_shape), ("num_classes", data.num_classes)):
         if key in overrides and make_config(a.model, **{key: overrides[key]}).__dict__[key] != val:
@@ -160,7 +197,6 @@ def cmd_train(a) -> int:
     print(f"training {a.model} on {a.dataset} ({len(data.x_train)} images) for {total} steps", file=sys.stderr)
 
     control = TrainControl()
-    signal.signal(signal.SIGINT, lambda *_: control.stop())  # Ctrl-C: stop cleanly, still save
 
     class Bar:
         def __init__(self):
@@ -173,7 +209,8 @@ def cmd_train(a) -> int:
         def on_end(self, model, hist):
             self.bar.close()
 
-    hist = fit(model, data, tcfg, callbacks=[Bar()], control=control)
+    with _stop_on_ctrl_c(control):
+        hist = fit(model, data, tcfg, callbacks=[Bar()], control=control)
     metrics = evaluate(model, data.x_test, data.y_test, is_samples=a.is_samples)
     metrics.update(model=a.model, dataset=a.dataset, steps=hist.step, status=hist.status)
     ds_info = {"name": a.dataset, **data.info}
@@ -183,7 +220,7 @@ def cmd_train(a) -> int:
     print(f"{hist.message}; saved to {a.out}", file=sys.stderr)
     print(_summary(metrics))
     if a.json:
-        print(json.dumps(metrics))
+        print(_json_line(metrics))
     if hist.status == "diverged":
         print(f"error: {hist.message}", file=sys.stderr)
         return EXIT_DIVERGED
@@ -206,7 +243,7 @@ def cmd_evaluate(a) -> int:
     metrics.update(model=info["model"], dataset=ds.get("name"))
     print(_summary(metrics))
     if a.json:
-        print(json.dumps(metrics))
+        print(_json_line(metrics))
     return 0
 
 
@@ -252,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd(a)
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # e.g. an output path whose parent is a file
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
         return EXIT_USAGE
 
 

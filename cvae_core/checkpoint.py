@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import uuid
@@ -27,8 +28,40 @@ FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 
 
+def json_safe(obj: Any) -> Any:
+    """Replace NaN/inf floats by None (JSON has no such numbers) and tuples by lists, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+    path.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def check_run_destination(run_dir: str | Path) -> Path:
+    """Raise CheckpointError unless `run_dir` can become a run folder: it must not exist, be an empty folder, or
+    be a run folder (which is then replaced). Anything else a user may keep there is never deleted."""
+    run_dir = Path(run_dir)
+    if run_dir.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise CheckpointError(f"{run_dir} is the current folder or above it; name a new folder for the run")
+    if run_dir.exists():
+        if not run_dir.is_dir():
+            raise CheckpointError(f"{run_dir} exists and is a file; name a new folder for the run")
+        if any(run_dir.iterdir()) and not (run_dir / "config.json").is_file():
+            raise CheckpointError(f"{run_dir} exists and is not a run folder; refusing to replace its contents")
+    parent = run_dir.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CheckpointError(f"cannot create {run_dir}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CheckpointError(f"cannot create {run_dir}: no write permission in {parent}")
+    return run_dir
 
 
 def model_name_of(model: LatentModel) -> str:
@@ -40,11 +73,15 @@ def model_name_of(model: LatentModel) -> str:
 
 def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = None, dataset: dict | None = None,
              metrics: dict | None = None, history: dict | None = None) -> Path:
-    """Write the run folder atomically (replacing an existing one). Returns the folder."""
-    run_dir = Path(run_dir)
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir.parent / f".{run_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    """Write the run folder atomically, replacing an existing *run* folder (never anything else: see
+    check_run_destination). Returns the folder."""
+    run_dir = check_run_destination(run_dir)
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir.parent / f".{run_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as e:
+        raise CheckpointError(f"cannot create {run_dir}: {e.strerror or e}") from None
     try:
         cfg = {"format_version": FORMAT_VERSION, "model": model_name_of(model),
                "config": dataclasses.asdict(model.config),
@@ -63,6 +100,9 @@ def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = Non
         os.replace(tmp, run_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write the run to {run_dir}: {e.strerror or e}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import model_name_of, save_run
-from .data import Dataset, to_float
+from .checkpoint import check_run_destination, model_name_of, save_run
+from .data import Dataset
 from .metrics import active_units, encoder_means, evaluate
 from .models.base import LatentModel
 from .registry import build_model
@@ -23,8 +23,11 @@ from .train import History, TrainConfig, TrainControl, fit, resolve_device
 
 class TrainingJob:
     def __init__(self, model: LatentModel, data: Dataset, config: TrainConfig, *, n_preview: int = 32,
-                 au_images: int = 1000, dataset_info: dict | None = None):
+                 au_images: int = 1000, dataset_info: dict | None = None, callbacks=()):
+        """`callbacks`: extra fit() callbacks (e.g. a live certificate). Their on_log runs in the worker with the
+        model in eval mode, before the tick is published, so keys they add to the record appear in snapshots."""
         self.model, self.data, self.config = model, data, config
+        self.callbacks = list(callbacks)
         self.dataset_info = dataset_info or {"name": data.name, **data.info}
         self.control = TrainControl()
         self.history = History()
@@ -76,9 +79,12 @@ class TrainingJob:
     def on_log(self, model: LatentModel, record: dict, history: History) -> None:
         model.eval()
         device = next(model.parameters()).device
+        for cb in self.callbacks:
+            if hasattr(cb, "on_log"):
+                cb.on_log(model, record, history)
         au = active_units(encoder_means(model, self._x_au, self._y_au if model.conditional else None))
         y_fixed = self._y_fixed.to(device)
-        recon = model.reconstruct(to_float(self._x_fixed.to(device)), y_fixed if model.conditional else None)
+        recon = model.reconstruct(model.prepare_batch(self._x_fixed.to(device)), y_fixed if model.conditional else None)
         y_s = torch.arange(len(self._z), device=device) % model.config.num_classes if model.conditional else None
         samples = model.sample(len(self._z), y_s, eps=self._z)
         state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -88,9 +94,12 @@ class TrainingJob:
             self._n_logged = len(history.records)
             self._state = state
             self._previews = {"samples": samples.float().cpu(), "recon": recon.float().cpu(),
-                              "original": to_float(self._x_fixed).cpu()}
+                              "original": model.prepare_batch(self._x_fixed).float().cpu()}
 
     def on_end(self, model: LatentModel, history: History) -> None:
+        for cb in self.callbacks:
+            if hasattr(cb, "on_end"):
+                cb.on_end(model, history)
         with self._lock:
             self._state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -106,12 +115,16 @@ class TrainingJob:
 
     def save(self, run_dir: str | Path) -> Path:
         """Save weights as of the last log tick (or the end), with the history so far and test metrics."""
-        with self._lock:
+        check_run_destination(run_dir)  # fail before the (slow) test-set evaluation
+        with self._lock:  # weights and history of the same tick, never a record being filled in
             state = dict(self._state)
+            h = self.history
+            history = {"status": h.status, "message": h.message, "step": h.step, "total_steps": h.total_steps,
+                       "records": [dict(r) for r in h.records[: self._n_logged]]}
         name = model_name_of(self.model)
         clone = build_model(name, copy.deepcopy(self.model.config))
         clone.load_state_dict(state)
         clone.eval()
         metrics = evaluate(clone, self.data.x_test, self.data.y_test)
         return save_run(run_dir, clone, train_config=self.config, dataset=self.dataset_info, metrics=metrics,
-                        history=self.history.to_dict())
+                        history=history)

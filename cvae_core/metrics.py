@@ -11,7 +11,6 @@ import math
 
 import torch
 
-from .data import to_float
 from .models.base import LatentModel
 
 
@@ -20,18 +19,27 @@ def logmeanexp(a: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 @torch.no_grad()
-def importance_nll(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None, n_samples: int) -> torch.Tensor:
+def importance_nll(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None, n_samples: int,
+                   max_decode: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """-log (1/S) sum_s p(x|z_s) p(z_s) / q(z_s|x), z_s ~ q(z|x); per item (B,). Also returns the same-sample
-    ELBO estimate so that IS-NLL <= -ELBO holds sample by sample (Jensen)."""
+    ELBO estimate, so that IS-NLL <= -ELBO holds item by item (Jensen).
+
+    Decodes at most `max_decode` images at once (memory stays bounded for any S). The likelihood component sees
+    one importance sample of the B images at a time, so a variance shared per batch (sigma_vae) is pooled over
+    the same B images as in training."""
     q = model.encode(x, y)
-    z = q.sample((n_samples,))  # (S, B, m)
-    S, B = z.shape[:2]
-    yy = None if y is None else y.repeat(S, *([1] * (y.dim() - 1)))
-    logits = model.decode(z.reshape(S * B, -1), yy)
-    xx = x.repeat(S, 1, 1, 1)
-    log_px = -model.nll(xx, logits)[0].view(S, B)
-    log_pz = model.prior(yy, S * B).log_prob(z.reshape(S * B, -1)).view(S, B)
-    log_w = log_px + log_pz - q.log_prob(z)  # (S, B)
+    B = len(x)
+    chunk = max(1, max_decode // B)
+    log_w = []
+    for s0 in range(0, n_samples, chunk):
+        S = min(chunk, n_samples - s0)
+        z = q.sample((S,))  # (S, B, m)
+        yy = None if y is None else y.repeat(S, *([1] * (y.dim() - 1)))
+        logits = model.decode(z.reshape(S * B, -1), yy).view(S, B, *x.shape[1:])
+        log_px = torch.stack([-model.nll(x, logits[s])[0] for s in range(S)])  # (S, B)
+        log_pz = model.prior(yy, S * B).log_prob(z.reshape(S * B, -1)).view(S, B)
+        log_w.append(log_px + log_pz - q.log_prob(z))
+    log_w = torch.cat(log_w)  # (S, B)
     return -logmeanexp(log_w, 0), -log_w.mean(0)
 
 
@@ -43,7 +51,7 @@ def encoder_means(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None
     out = []
     for i in range(0, len(x_u8), batch_size):
         yb = None if y is None else y[i : i + batch_size].to(device)
-        out.append(model.encode(to_float(x_u8[i : i + batch_size].to(device)), yb).mean.float().cpu())
+        out.append(model.encode(model.prepare_batch(x_u8[i : i + batch_size].to(device)), yb).mean.float().cpu())
     return torch.cat(out)
 
 
@@ -62,26 +70,25 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
     model.eval()
     device = next(model.parameters()).device
     n_pix = model.n_pixels
-    sums = {"rec": 0.0, "kl": 0.0, "mse": 0.0, "is_nll": 0.0, "is_elbo": 0.0}
+    sums = {"rec": 0.0, "kl": 0.0, "mse": 0.0, "is_nll": 0.0}
     kl_dims, means = [], []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for i in range(0, len(x_u8), batch_size):
-            x = to_float(x_u8[i : i + batch_size].to(device))
+            x = model.prepare_batch(x_u8[i : i + batch_size].to(device))
             yb = None if y is None else y[i : i + batch_size].to(device)
             q = model.encode(x, yb)
-            logits = model.decode(q.sample(), yb)
+            z = q.sample()
+            logits = model.decode(z, yb)
             sums["rec"] += model.nll(x, logits)[0].sum().item()
-            sums["kl"] += model.kl(q, yb).sum().item()
+            sums["kl"] += model.kl(q, z, yb).sum().item()
             sums["mse"] += (model.reconstruct(x, yb) - x).pow(2).flatten(1).mean(1).sum().item()
             kd = model.kl_per_dim(q, yb)
             if kd is not None:
                 kl_dims.append(kd.sum(0))
             means.append(q.mean.float().cpu())
             if is_samples:
-                nll, elbo = importance_nll(model, x, yb, is_samples)
-                sums["is_nll"] += nll.sum().item()
-                sums["is_elbo"] += elbo.sum().item()
+                sums["is_nll"] += importance_nll(model, x, yb, is_samples)[0].sum().item()
     n = len(x_u8)
     mu = torch.cat(means)  # (N, m)
     rate, distortion = sums["kl"] / n, sums["rec"] / n

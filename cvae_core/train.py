@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .data import Dataset, to_float
+from .data import Dataset
 from .errors import ConfigError
 
 
@@ -206,7 +206,7 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
                 pos = 0
             idx = perm[pos : pos + bs]
             pos += bs
-            x = to_float(x_all[idx])
+            x = model.prepare_batch(x_all[idx])
             terms = model.loss(x, y_all[idx])  # models build distributions with validate_args=False: no sync
             opt.zero_grad(set_to_none=True)
             terms["loss"].backward()

@@ -250,3 +250,37 @@ def test_plain_pickle_is_rejected(run, tmp_path):
     with pytest.raises(CheckpointError, match="corrupt or not a safetensors file"):
         load_run(run)
     assert not marker.exists()
+
+
+def test_save_run_never_replaces_a_non_run_folder(tmp_path):
+    """save_run replaces a run folder or an empty folder, and refuses anything else without touching it."""
+    from cvae_core.checkpoint import check_run_destination
+
+    model = build_model("vae", seed=0)
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "data.csv").write_text("1,2,3")
+    with pytest.raises(CheckpointError, match="is not a run folder; refusing"):
+        save_run(users, model)
+    assert (users / "data.csv").read_text() == "1,2,3" and sorted(p.name for p in users.iterdir()) == ["data.csv"]
+    afile = tmp_path / "f.txt"
+    afile.write_text("x")
+    with pytest.raises(CheckpointError, match="exists and is a file"):
+        save_run(afile, model)
+    with pytest.raises(CheckpointError, match="is a file, not a folder"):
+        save_run(afile / "sub" / "run", model)
+    assert afile.read_text() == "x"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    save_run(empty, model)  # an empty folder becomes the run
+    assert (empty / WEIGHTS).is_file()
+    assert check_run_destination(empty) == empty  # and a run folder may be replaced
+    save_run(empty, build_model("vae", seed=1))
+    assert not torch.equal(load_run(empty)[0].state_dict()["enc_head.weight"], model.state_dict()["enc_head.weight"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "f.txt", "mine"]  # no temp folders left
+
+
+def test_metrics_with_nan_are_written_as_strict_json(tmp_path):
+    save_run(tmp_path / "r", build_model("vae", seed=0), metrics={"neg_elbo": float("nan"), "au": 3})
+    text = (tmp_path / "r" / "metrics.json").read_text()
+    assert "NaN" not in text and json.loads(text) == {"neg_elbo": None, "au": 3}

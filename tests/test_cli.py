@@ -75,13 +75,23 @@ BAD_INPROC = {
     "unknown-option": (["train", "--model", "vae", "--dataset", "mnist", "--option", "latent_size=3", "--out",
                         "TMP/f"], "has no option latent_size"),
     "bad-option-value": (["train", "--model", "vae", "--dataset", "mnist", "--option", "hidden=abc", "--out",
-                          "TMP/g"], "hidden must be >= 1"),
+                          "TMP/g"], "hidden must be an integer (got 'abc')"),
     "option-clashes-with-data": (["train", "--model", "vae", "--dataset", "mnist", "--option",
                                   "image_shape=[3,32,32]", "--steps", "1", "--out", "TMP/h"],
                                  "image_shape is set by the data set"),
     "train-negative-is-samples": (["train", "--model", "vae", "--dataset", "mnist", "--is-samples", "-2", "--out",
                                    "TMP/i"], "argument --is-samples: must be >= 0"),
     "negative-tau": (["sample", "RUN", "--tau", "-1", "--out", "TMP/t.png"], "--tau must be >= 0"),
+    "negative-seed": (["train", "--model", "vae", "--dataset", "mnist-lt", "--seed", "-1", "--out", "TMP/j"],
+                      "argument --seed: must be an integer in 0 .. 2^32-1"),
+    "huge-seed": (["train", "--model", "vae", "--dataset", "mnist", "--seed", str(2**64), "--out", "TMP/j"],
+                  "argument --seed: must be an integer in 0 .. 2^32-1"),
+    "infinite-sigma": (["train", "--model", "vae", "--dataset", "mnist", "--option", "sigma=1e400", "--out",
+                        "TMP/k"], "sigma must be a finite number (got inf)"),
+    "string-sigma": (["train", "--model", "vae", "--dataset", "mnist", "--option", "sigma=abc", "--out", "TMP/k"],
+                     "sigma must be a finite number (got 'abc')"),
+    "bool-sigma": (["train", "--model", "vae", "--dataset", "mnist", "--option", "sigma=true", "--out", "TMP/k"],
+                   "sigma must be a finite number (got True)"),
     "n-zero": (["sample", "RUN", "--n", "0", "--out", "TMP/t.png"], "argument --n: must be >= 1"),
 }
 NEEDS_RUN = {k for k, (a, _) in BAD.items() if "RUN" in a}
@@ -255,3 +265,49 @@ def test_diverged_training_exits_one_with_an_error_line(cli):
     model, info = load_run(cli["_tmp"] / "diverged")  # the last good weights were still saved
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
     assert info["history"]["status"] == "diverged"
+
+
+@pytest.mark.parametrize("kind", ["folder-with-files", "file", "parent-is-a-file", "current-folder"])
+def test_bad_out_fails_before_training_and_keeps_the_users_files(tmp_path, kind, capsys, monkeypatch):
+    """--out is checked before any training: a folder holding other files is never replaced (its files stay),
+    nor a file, nor the current folder; a parent that is a file is one clear line."""
+    from cvae_core.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    keep = tmp_path / "thesis" / "thesis.tex"
+    keep.parent.mkdir()
+    keep.write_text("important")
+    (tmp_path / "notes.txt").write_text("also important")
+    out = {"folder-with-files": "thesis", "file": "notes.txt", "parent-is-a-file": "notes.txt/run",
+           "current-folder": "."}[kind]
+    expected = {"folder-with-files": "is not a run folder; refusing to replace", "file": "exists and is a file",
+                "parent-is-a-file": "is a file, not a folder", "current-folder": "is the current folder"}[kind]
+    import cvae_core.train
+
+    monkeypatch.setattr(cvae_core.train, "fit", lambda *a, **k: pytest.fail("training started"))
+    capsys.readouterr()
+    rc = main(["train", "--model", "vae", "--dataset", "mnist", "--steps", "1", "--out", out])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+    assert keep.read_text() == "important" and (tmp_path / "notes.txt").read_text() == "also important"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "thesis"]  # no temp folders left
+
+
+def test_ctrl_c_handler_is_restored_after_train(tmp_path, capsys):
+    """In a notebook, main(["train", ...]) must leave SIGINT as it found it (so the kernel stays interruptible)."""
+    import signal
+
+    from cvae_core.__main__ import main
+
+    before = signal.getsignal(signal.SIGINT)
+    rc = main(["train", "--model", "vae", "--dataset", "mnist", "--steps", "2", "--batch-size", "8",
+               "--out", str(tmp_path / "r")])
+    assert rc == 0 and signal.getsignal(signal.SIGINT) is before
+
+
+def test_json_line_is_strict_json():
+    from cvae_core.__main__ import _json_line
+
+    line = _json_line({"a": float("nan"), "b": [1.0, float("inf")], "c": 2.5})
+    assert json.loads(line) == {"a": None, "b": [1.0, None], "c": 2.5}
+    assert "NaN" not in line and "Infinity" not in line

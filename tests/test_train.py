@@ -398,3 +398,32 @@ def test_fit_and_evaluate_on_cuda(mnist_small):
     b = evaluate(on_cpu, mnist_small.x_test[:64])
     assert a["rate"] == pytest.approx(b["rate"], rel=1e-4) and a["mse"] == pytest.approx(b["mse"], rel=1e-4)
     assert a["au"] == b["au"]
+
+
+def test_training_job_extra_callbacks_publish_their_keys(mnist_small, tmp_path):
+    """An extra callback (the way a live certificate plugs in) runs at every tick with the model in eval mode;
+    the key it adds is in every snapshot record and in the saved history; on_end is forwarded."""
+    data = mnist_small.subset(256, 64)
+    model = _model("vae")
+
+    class MeanNorm:
+        ended = False
+
+        def on_log(self, m, record, history):
+            assert not m.training
+            with torch.no_grad():
+                record["mu_norm"] = m.encode(to_float(data.x_test[:16])).mean.pow(2).sum(1).mean().item()
+
+        def on_end(self, m, history):
+            MeanNorm.ended = True
+
+    job = TrainingJob(model, data, TrainConfig(steps=8, batch_size=32, log_every=4), n_preview=4, au_images=32,
+                      callbacks=[MeanNorm()]).start()
+    job.join(120)
+    recs = job.snapshot()["records"]
+    assert [r["step"] for r in recs] == [4, 8] and MeanNorm.ended
+    with torch.no_grad():  # the last tick is the last step: recompute the key from the final weights
+        expected = model.encode(to_float(data.x_test[:16])).mean.pow(2).sum(1).mean().item()
+    assert math.isclose(recs[-1]["mu_norm"], expected, rel_tol=1e-6)
+    info = load_run(job.save(tmp_path / "run"))[1]
+    assert [r["mu_norm"] for r in info["history"]["records"]] == [r["mu_norm"] for r in recs]

@@ -9,6 +9,7 @@ and one likelihood component ``nll(x, logits) -> (-log p(x|z) per image (B,), ex
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.distributions import Distribution
+
+from ..data import to_float
 
 
 @dataclass
@@ -30,6 +33,7 @@ class ModelConfig:
     beta: float = 1.0  # weight of the KL (rate) term
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         self.image_shape = tuple(int(v) for v in self.image_shape)  # JSON gives a list
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be three positive sizes (C, H, W) (got {self.image_shape})")
@@ -42,6 +46,28 @@ class ModelConfig:
             raise ValueError(f"beta must be a finite number >= 0 (got {self.beta})")
         if self.arch not in ("conv", "mlp"):
             raise ValueError(f"arch must be 'conv' or 'mlp' (got {self.arch!r})")
+
+
+def _check_field_types(config) -> None:
+    """Every field whose default is a bool/int/float/str must hold that kind of value (an int is accepted for a
+    float; floats must be finite), so a typo in --option or config.json fails here in one line, not in torch."""
+    for f in dataclasses.fields(config):
+        v, d = getattr(config, f.name), f.default
+        if isinstance(d, bool):
+            ok, kind = isinstance(v, bool), "true or false"
+        elif isinstance(d, int):
+            ok, kind = isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"
+        elif isinstance(d, float):
+            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+            kind = "a finite number"
+            if ok:
+                setattr(config, f.name, float(v))
+        elif isinstance(d, str):
+            ok, kind = isinstance(v, str), "a string"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{f.name} must be {kind} (got {v!r})")
 
 
 class LatentModel(nn.Module, abc.ABC):
@@ -75,12 +101,18 @@ class LatentModel(nn.Module, abc.ABC):
         ...
 
     @abc.abstractmethod
-    def kl(self, q: Distribution, y: torch.Tensor | None = None) -> torch.Tensor:
-        """KL(q(z|x) || p(z)) per item, (B,)."""
+    def kl(self, q: Distribution, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """KL(q(z|x) || p(z[|y])) per item, (B,). `z` (B, m) is the reparameterised sample the reconstruction
+        used: closed-form KLs ignore it, Monte-Carlo KLs (flow priors, Student-t) evaluate log q - log p at it."""
 
     def kl_per_dim(self, q: Distribution, y: torch.Tensor | None = None) -> torch.Tensor | None:
         """Per-latent-dimension KL (B, m) when it factorises; None otherwise."""
         return None
+
+    def prepare_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored batch -> model input. Images are kept as uint8 and become floats in [0, 1] here; a family
+        with other data (token ids) or another input transform (dynamic binarisation) overrides this."""
+        return to_float(x) if x.dtype == torch.uint8 else x
 
     def mean_image(self, logits: torch.Tensor) -> torch.Tensor:
         """Decoder output -> image in [0, 1]."""
@@ -96,7 +128,7 @@ class LatentModel(nn.Module, abc.ABC):
         z = q.rsample()  # (B, m)
         logits = self.decode(z, y)
         rec, extras = self.nll(x, logits)  # (B,)
-        kl = self.kl(q, y)  # (B,)
+        kl = self.kl(q, z, y)  # (B,)
         terms = loss_terms(rec, kl, self.config.beta)
         terms["mse"] = (self.mean_image(logits).detach() - x).pow(2).mean()
         terms.update({k: v.detach().mean() for k, v in extras.items()})
