@@ -5,7 +5,7 @@ Only navigation and the shared sidebar live here; each page is a script in pages
 
 import streamlit as st
 
-from pages._ui import device_label
+from pages._ui import device_label, mark_session_job_seen
 
 st.set_page_config(page_title="Interactive VAE lab", page_icon=":material/science:", layout="wide")
 
@@ -19,4 +19,5 @@ with st.sidebar:
     st.caption("An open-source lab for training small variational autoencoders live and seeing what "
                "β, the decoder variance and the latent size do.")
 
+mark_session_job_seen()  # any page open in this tab keeps its training job (see pages/_ui.py ORPHAN_AGE)
 page.run()

@@ -142,7 +142,10 @@ RUN_COLUMNS = {
     "run": st.column_config.TextColumn("run"),
     "beta": st.column_config.NumberColumn("β", format="%g"),
     "steps": st.column_config.NumberColumn("steps", format="%d"),
-    "neg_elbo": st.column_config.NumberColumn("−ELBO (nats)", format="%.1f", help="D + R on the test set, per image"),
+    "neg_elbo": st.column_config.NumberColumn(
+        "−ELBO (nats)", format="%.1f",
+        help="D + R on the test set, per image. sigma_vae and bs_vae fit their decoder variance to the images being "
+             "scored, so their −ELBO is optimistic: compare it within one model, and across models use MSE."),
     "rate": st.column_config.NumberColumn("rate R (nats)", format="%.2f", help="KL(q(z|x) || p(z)) per image"),
     "distortion": st.column_config.NumberColumn("distortion D (nats)", format="%.1f", help="−log p(x|z) per image"),
     "mse": st.column_config.NumberColumn("MSE / pixel", format="%.4f"),
@@ -228,6 +231,15 @@ def model_option_widgets(model: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ training jobs
+# A job whose browser tab is gone (closed, reloaded) would otherwise train on until its step count is used up.
+# Every page view marks its session's job as seen (app.py calls mark_session_job_seen; the Train page's live view
+# also touches it at each tick), and a Start anywhere stops jobs that no page has shown for ORPHAN_AGE seconds.
+# The age is long on purpose: a teacher may sit on the Home page, or a background tab may be throttled and not
+# refresh, for minutes while a student presses Start; stopping their run then would be worse than letting an
+# abandoned one finish its bounded number of steps. Paused jobs are never stopped (someone is looking at them).
+ORPHAN_AGE = 600.0  # seconds (10 minutes)
+
+
 @st.cache_resource
 def _job_board() -> dict[int, list]:
     """Every job this server started: id -> [job, last time a page showed it]. Shared by all sessions."""
@@ -237,10 +249,18 @@ def _job_board() -> dict[int, list]:
 _board_lock = threading.Lock()
 
 
-def touch(job: TrainingJob) -> None:
+def touch(job: TrainingJob | None) -> None:
+    """Mark `job` as just seen by a page (no-op for None or a job this server did not start)."""
+    if job is None:
+        return
     with _board_lock:
         if id(job) in _job_board():
             _job_board()[id(job)][1] = time.monotonic()
+
+
+def mark_session_job_seen() -> None:
+    """Call on every page view: this session's job, if any, is still wanted (see ORPHAN_AGE)."""
+    touch(st.session_state.get("job"))
 
 
 def stop_job(job: TrainingJob | None, timeout: float = 10.0) -> None:
@@ -249,9 +269,9 @@ def stop_job(job: TrainingJob | None, timeout: float = 10.0) -> None:
         job.join(timeout)
 
 
-def _stop_orphans(max_age: float = 20.0) -> None:
-    """Stop running jobs no page has shown for `max_age` s (their browser tab was closed or reloaded)."""
-    now = time.monotonic()
+def _stop_orphans(max_age: float = ORPHAN_AGE, now: float | None = None) -> None:
+    """Forget finished jobs; stop running, unpaused jobs that no page has shown for `max_age` s."""
+    now = time.monotonic() if now is None else now
     with _board_lock:
         board = _job_board()
         for k, (job, seen) in list(board.items()):
@@ -290,13 +310,41 @@ def step_and_wait(job: TrainingJob, timeout: float = 5.0) -> None:
 
 
 def suggested_run_name(setup: dict) -> str:
-    return f"{setup['model']}-{setup['dataset']}-beta{setup['beta']:g}-seed{setup['seed']}"
+    """A run name from the setup, e.g. ``bs_vae-mnist-beta1-m16-400steps-lr0.001-seed0``, so that runs with a
+    different model, data set, beta, latent size, length, learning rate or seed get different names. Falls back to
+    shorter labels in the rare case the full name would not fit RUN_NAME (64 characters)."""
+    data = setup["dataset"] + (f"-rho{setup['rho']:g}" if setup.get("rho") is not None else "")
+    for labels in (("beta", "m", "steps", "lr", "seed"), ("b", "m", "st", "lr", "s")):
+        b, m, st_, lr, sd = labels
+        name = (f"{setup['model']}-{data}-{b}{setup['beta']:g}-{m}{setup['latent_dim']}-{setup['steps']}{st_}"
+                f"-{lr}{setup['lr']:g}-{sd}{setup['seed']}")
+        if RUN_NAME.fullmatch(name):
+            return name
+    return name[:64].rstrip("-._")
 
 
-def save_job(job: TrainingJob, name: str) -> Path:
+_saving: set[Path] = set()  # run folders being written right now, by any session
+_saving_lock = threading.Lock()
+
+
+def save_job(job: TrainingJob, name: str, overwrite: bool = False) -> Path:
+    """Save the job as runs_root()/name. Refuses (LabError) a name that is already taken unless `overwrite`, and a
+    name that another session is saving at this moment (evaluating the test set takes a few seconds)."""
     if not RUN_NAME.fullmatch(name):
         raise LabError(f"run name {name!r} may only use letters, digits, '.', '_' and '-' (up to 64 characters)")
-    return job.save(runs_root() / name)
+    path = runs_root() / name
+    with _saving_lock:
+        if path in _saving:
+            raise LabError(f"a run named {name!r} is being saved right now (from another tab); choose another name")
+        if not overwrite and (path.exists() or path.is_symlink()):
+            raise LabError(f"a run named {name!r} is already saved; choose another name or tick "
+                           f"\"Overwrite an existing run of this name\"")
+        _saving.add(path)
+    try:
+        return job.save(path)
+    finally:
+        with _saving_lock:
+            _saving.discard(path)
 
 
 # ------------------------------------------------------------------ charts

@@ -47,15 +47,29 @@ with setup_col, st.container(border=True):
 
 job = st.session_state.get("job")
 
+
+def _take_overwrite() -> None:
+    """Save's on_click (runs before the page): read the overwrite box for this click and untick it, so it only
+    ever applies to the Save it was ticked for."""
+    st.session_state["save_overwrite"] = bool(st.session_state.get("overwrite"))
+    st.session_state["overwrite"] = False
+
+
 with setup_col, st.container(border=True):
     st.subheader("Save")
     suggested = _ui.suggested_run_name(st.session_state.get("job_setup", setup))
     name = st.text_input("Run name", key="run_name", placeholder=suggested, help="letters, digits, . _ -")
+    if not name.strip():  # the placeholder is cut off in this narrow column
+        st.caption(f"Left empty, the run is saved as {suggested}")
+    st.checkbox("Overwrite an existing run of this name", key="overwrite",
+                help="Save never replaces a saved run unless this is ticked; it unticks itself after each Save.")
     if st.button("Save", key="save", icon=":material/save:", disabled=job is None, width="stretch",
-                 help="Save the weights of the last log tick, with test metrics, to the runs folder."):
+                 help="Save the weights of the last log tick, with test metrics, to the runs folder.",
+                 on_click=_take_overwrite):
         try:
             with st.spinner("Evaluating on the test set and saving ..."):
-                path = _ui.save_job(job, name.strip() or suggested)
+                path = _ui.save_job(job, name.strip() or suggested,
+                                    overwrite=st.session_state.pop("save_overwrite", False))
             st.success(f"Saved as **{path.name}**; it is listed on the Home page.")
         except LabError as e:
             st.error(str(e))

@@ -236,3 +236,142 @@ def test_diverged_or_failed_run_is_shown_as_an_error(train_page, status):
     assert not at.exception
     assert [e.value for e in at.error] == [f"loss became NaN ({status} at step 3)"]
     assert at.button(key="pause").disabled and at.button(key="stop").disabled
+
+
+# ------------------------------------------------------------------ saving never replaces a run by accident
+def weight_file_state(run: Path) -> tuple[bytes, int, int]:
+    w = run / "model.safetensors"
+    return w.read_bytes(), w.stat().st_mtime_ns, w.stat().st_ino
+
+
+def test_save_refuses_an_existing_name_unless_overwrite_is_ticked(train_page, lab_dirs):
+    runs, _ = lab_dirs
+    at = train_page
+    at.number_input(key="steps").set_value(8).run()
+    at.button(key="start").click().run()
+    run_until_done(at)
+    at.text_input(key="run_name").input("dup").run()
+    assert at.checkbox(key="overwrite").label == "Overwrite an existing run of this name"
+    assert not at.checkbox(key="overwrite").value
+    at.button(key="save").click().run()
+    assert not at.error and "dup" in texts(at.success), texts(at.error)
+    first = weight_file_state(runs / "dup")
+    # a different run (another seed), saved under the same name: refused in one line, the first run untouched
+    at.number_input(key="seed").set_value(1).run()
+    at.button(key="start").click().run()
+    run_until_done(at)
+    at.button(key="save").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and "\n" not in at.error[0].value, texts(at.error)
+    assert "'dup'" in at.error[0].value and "already saved" in at.error[0].value
+    assert "Overwrite an existing run of this name" in at.error[0].value
+    assert "Saved as" not in texts(at.success)
+    assert weight_file_state(runs / "dup") == first
+    assert load_run(runs / "dup")[1]["train"]["seed"] == 0
+    assert sorted(p.name for p in runs.iterdir()) == ["dup"]  # no stray temporary folders
+    # ticked: the second run replaces the first, and the box unticks itself for the next Save
+    at.checkbox(key="overwrite").check().run()
+    at.button(key="save").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "dup" in texts(at.success)
+    assert weight_file_state(runs / "dup")[0] != first[0]
+    assert load_run(runs / "dup")[1]["train"]["seed"] == 1
+    assert not at.checkbox(key="overwrite").value
+    assert sorted(p.name for p in runs.iterdir()) == ["dup"]
+
+
+def test_suggested_name_tells_runs_apart(train_page, lab_dirs):
+    from pages._ui import RUN_NAME, suggested_run_name
+
+    setup = {"model": "bs_vae", "dataset": "mnist", "rho": None, "beta": 1.0, "latent_dim": 16, "steps": 400,
+             "lr": 1e-3, "batch_size": 128, "seed": 0}
+    name = suggested_run_name(setup)
+    assert name == "bs_vae-mnist-beta1-m16-400steps-lr0.001-seed0"
+    changed = [suggested_run_name(dict(setup, **kw)) for kw in
+               ({"latent_dim": 8}, {"steps": 800}, {"lr": 2e-3}, {"beta": 0.1}, {"seed": 1}, {"model": "vae"})]
+    assert len({name, *changed}) == 1 + len(changed)
+    lt = suggested_run_name(dict(setup, dataset="mnist-lt", rho=20.0))
+    assert lt == "bs_vae-mnist-lt-rho20-beta1-m16-400steps-lr0.001-seed0"
+    huge = dict(setup, model="sigma_vae", dataset="mnist-lt", rho=100.0, beta=0.01, latent_dim=256, steps=200_000,
+                lr=1e-4, seed=1_000_000)  # the longest setup the page allows still makes a valid, complete name
+    long_name = suggested_run_name(huge)
+    assert RUN_NAME.fullmatch(long_name) and long_name.endswith("-s1000000") and "m256" in long_name
+    # the page saves under the suggested name of the job's own setup when the name box is left empty
+    at = train_page
+    at.number_input(key="steps").set_value(8).run()
+    at.number_input(key="latent_dim").set_value(4).run()
+    at.button(key="start").click().run()
+    run_until_done(at)
+    at.number_input(key="latent_dim").set_value(5).run()  # edited after Start: not what the job trained
+    at.button(key="save").click().run()
+    assert not at.error, texts(at.error)
+    runs, _ = lab_dirs
+    assert [p.name for p in runs.iterdir()] == ["bs_vae-mnist-beta1-m4-8steps-lr0.001-seed0"]
+
+
+# ------------------------------------------------------------------ other sessions' jobs are left alone
+class FakeJob:
+    def __init__(self, alive: bool = True, paused: bool = False):
+        self.alive, self.paused, self.stopped = alive, paused, False
+
+    def snapshot(self) -> dict:
+        return {"paused": self.paused}
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_stop_orphans_only_stops_long_unseen_running_jobs():
+    from pages import _ui
+
+    now = time.monotonic()
+    jobs = {"seen a minute ago": (FakeJob(), now - 60),  # e.g. a teacher on the Home page, a throttled tab
+            "seen 9 min ago": (FakeJob(), now - 9 * 60),
+            "unseen 11 min": (FakeJob(), now - 11 * 60),
+            "unseen 11 min, paused": (FakeJob(paused=True), now - 11 * 60),
+            "finished": (FakeJob(alive=False), now - 11 * 60)}
+    board = _ui._job_board()
+    try:
+        for job, seen in jobs.values():
+            board[id(job)] = [job, seen]
+        _ui._stop_orphans(now=now)
+        assert {k for k, (job, _) in jobs.items() if job.stopped} == {"unseen 11 min"}
+        assert id(jobs["finished"][0]) not in board and id(jobs["unseen 11 min, paused"][0]) in board
+    finally:
+        for job, _ in jobs.values():
+            board.pop(id(job), None)
+
+
+def test_another_sessions_start_leaves_a_recently_seen_job_running(train_page):
+    from pages import _ui
+
+    teacher = train_page
+    teacher.number_input(key="steps").set_value(100_000).run()
+    teacher.button(key="start").click().run()
+    job = teacher.session_state["job"]
+    # the teacher went to the Home page 5 minutes ago (or their tab is in the background and does not refresh)
+    _ui._job_board()[id(job)][1] = time.monotonic() - 300
+    student = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
+    try:
+        student.number_input(key="steps").set_value(100_000).run()
+        student.button(key="start").click().run()
+        assert not student.exception and student.session_state["job"].alive
+        assert not job.control.stopped
+        job.join(2.0)  # (a stop request would end the worker within a step or two)
+        assert job.alive and job.snapshot()["status"] == "running"
+    finally:
+        stop_job_of(student)
+    # any page of the app (here Home, through app.py) marks the session's job as seen
+    home = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    _ui._job_board()[id(job)][1] = time.monotonic() - 300
+    home.session_state["job"] = job
+    home.run()
+    assert not home.exception and [t.value for t in home.title] == ["Interactive VAE lab"]
+    assert time.monotonic() - _ui._job_board()[id(job)][1] < 30
+
+
+def stop_job_of(at: AppTest) -> None:
+    job = at.session_state["job"] if "job" in at.session_state else None
+    if job is not None and job.alive:
+        job.stop()
+        job.join(10)
