@@ -107,11 +107,16 @@ class TrainingJob:
     def snapshot(self) -> dict:
         with self._lock:
             previews = dict(self._previews)
-            records = [dict(r) for r in self.history.records[:self._n_logged]]  # complete records only
+            records = self._complete_records()
         h = self.history
         return {"records": records, "status": h.status, "message": h.message, "step": h.step,
                 "total_steps": h.total_steps, "paused": self.control.paused and h.status == "running",
                 "previews": previews, "device": str(resolve_device(self.config.device))}
+
+    def _complete_records(self) -> list[dict]:
+        """Copies of the records whose on_log has finished (fit appends a record before on_log fills it in).
+        Call with self._lock held."""
+        return [dict(r) for r in self.history.records[: self._n_logged]]
 
     def save(self, run_dir: str | Path) -> Path:
         """Save weights as of the last log tick (or the end), with the history so far and test metrics."""
@@ -120,7 +125,7 @@ class TrainingJob:
             state = dict(self._state)
             h = self.history
             history = {"status": h.status, "message": h.message, "step": h.step, "total_steps": h.total_steps,
-                       "records": [dict(r) for r in h.records[: self._n_logged]]}
+                       "records": self._complete_records()}
         name = model_name_of(self.model)
         clone = build_model(name, copy.deepcopy(self.model.config))
         clone.load_state_dict(state)

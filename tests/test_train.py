@@ -170,12 +170,18 @@ def _start(model, data, control, **cfg):
     return t, hist
 
 
-def test_pause_step_stop_from_another_thread(mnist_small, teardown_stop):
+def _start_paused(data, teardown_stop):
+    """An instrumented vae whose fit() runs in a thread, paused before its first step."""
     model = _instrumented("vae")
     control = TrainControl()
     teardown_stop.append(control)
     control.pause()
-    thread, hist = _start(model, mnist_small, control)
+    thread, hist = _start(model, data, control)
+    return model, control, thread, hist
+
+
+def test_pause_step_stop_from_another_thread(mnist_small, teardown_stop):
+    model, control, thread, hist = _start_paused(mnist_small, teardown_stop)
     time.sleep(0.3)
     assert model.calls == 0 and control.paused  # paused before the first step
     control.step(3)
@@ -198,11 +204,7 @@ def test_pause_step_stop_from_another_thread(mnist_small, teardown_stop):
 
 
 def test_stop_while_paused_ends_promptly(mnist_small, teardown_stop):
-    model = _instrumented("vae")
-    control = TrainControl()
-    teardown_stop.append(control)
-    control.pause()
-    thread, hist = _start(model, mnist_small, control)
+    model, control, thread, hist = _start_paused(mnist_small, teardown_stop)
     time.sleep(0.2)
     t0 = time.monotonic()
     control.stop()

@@ -37,11 +37,9 @@ class ModelConfig:
         self.image_shape = tuple(int(v) for v in self.image_shape)  # JSON gives a list
         if len(self.image_shape) != 3 or min(self.image_shape) < 1:
             raise ValueError(f"image_shape must be three positive sizes (C, H, W) (got {self.image_shape})")
-        for name in ("latent_dim", "hidden", "num_classes"):  # layer sizes: a str or 2.5 would fail deep in torch
-            v = getattr(self, name)
-            if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1):
-                raise ValueError(f"{name} must be >= 1 and an integer (got {v!r})")
-            setattr(self, name, int(v))  # numpy integers would be saved as floats in config.json
+        for name in ("latent_dim", "hidden", "num_classes"):  # layer sizes (already checked to be integers)
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 and an integer (got {getattr(self, name)!r})")
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise ValueError(f"beta must be a finite number >= 0 (got {self.beta})")
         if self.arch not in ("conv", "mlp"):
@@ -57,6 +55,8 @@ def _check_field_types(config) -> None:
             ok, kind = isinstance(v, bool), "true or false"
         elif isinstance(d, int):
             ok, kind = isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"
+            if ok:
+                setattr(config, f.name, int(v))  # numpy integers would be saved as floats in config.json
         elif isinstance(d, float):
             ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
             kind = "a finite number"
