@@ -33,11 +33,12 @@ class TrainingJob:
         self.history = History()
         self._lock = threading.Lock()
         self._state = copy.deepcopy(model.state_dict())  # weights at the last log tick
+        self._state_step = 0  # the step those weights are from
         self._previews: dict[str, torch.Tensor] = {}
         self._n_logged = 0  # records whose on_log has finished (fit appends a record before on_log fills it in)
         self.error: str | None = None
         gen = torch.Generator().manual_seed(config.seed + 1)
-        self._z = torch.randn(n_preview, model.config.latent_dim, generator=gen)  # fixed sample noise
+        self._z = model.prior_noise(n_preview, generator=gen)  # fixed sample noise (the family's own kind)
         self._x_fixed = data.x_test[:n_preview // 2]
         self._y_fixed = data.y_test[:n_preview // 2]
         self._x_au, self._y_au = data.x_test[:au_images], data.y_test[:au_images]
@@ -92,7 +93,7 @@ class TrainingJob:
         with self._lock:
             record["au"] = float(au)
             self._n_logged = len(history.records)
-            self._state = state
+            self._state, self._state_step = state, history.step
             self._previews = {"samples": samples.float().cpu(), "recon": recon.float().cpu(),
                               "original": model.prepare_batch(self._x_fixed).float().cpu()}
 
@@ -102,6 +103,7 @@ class TrainingJob:
                 cb.on_end(model, history)
         with self._lock:
             self._state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            self._state_step = history.step
 
     # ------------------------------------------------------------------ reader side
     def snapshot(self) -> dict:
@@ -118,6 +120,15 @@ class TrainingJob:
         Call with self._lock held."""
         return [dict(r) for r in self.history.records[: self._n_logged]]
 
+    def model_at_tick(self) -> tuple[LatentModel, int]:
+        """(a CPU copy of the model with the weights of the last log tick, in eval mode; that tick's step).
+        Safe to call from any thread while training goes on: the worker's own model is never touched."""
+        with self._lock:
+            state, step = dict(self._state), self._state_step
+        clone = build_model(model_name_of(self.model), copy.deepcopy(self.model.config))
+        clone.load_state_dict(state)
+        return clone.eval(), step
+
     def save(self, run_dir: str | Path) -> Path:
         """Save weights as of the last log tick (or the end), with the history so far and test metrics."""
         check_run_destination(run_dir)  # fail before the (slow) test-set evaluation
@@ -126,8 +137,7 @@ class TrainingJob:
             h = self.history
             history = {"status": h.status, "message": h.message, "step": h.step, "total_steps": h.total_steps,
                        "records": self._complete_records()}
-        name = model_name_of(self.model)
-        clone = build_model(name, copy.deepcopy(self.model.config))
+        clone = build_model(model_name_of(self.model), copy.deepcopy(self.model.config))
         clone.load_state_dict(state)
         clone.eval()
         metrics = evaluate(clone, self.data.x_test, self.data.y_test)

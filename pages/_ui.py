@@ -94,7 +94,7 @@ def run_sample_grid(path: str, mtime: float, n: int = 16, seed: int = 0) -> np.n
     """A fixed-seed grid of samples from a saved run, as an (H, W, 3) uint8 image."""
     model, _ = get_run(path, mtime)
     # a private generator: the global RNG belongs to any run training in the background
-    eps = torch.randn(n, model.config.latent_dim, generator=torch.Generator().manual_seed(seed))
+    eps = model.prior_noise(n, generator=torch.Generator().manual_seed(seed))
     y = torch.arange(n) % model.config.num_classes if model.conditional else None
     x = model.sample(n, y, eps=eps)
     return image_grid(x, nrow=int(np.ceil(np.sqrt(n))))

@@ -134,21 +134,39 @@ class LatentModel(nn.Module, abc.ABC):
         terms.update({k: v.detach().mean() for k, v in extras.items()})
         return terms
 
-    def prior_latents(self, eps: torch.Tensor, y: torch.Tensor | None = None, tau: float = 1.0) -> torch.Tensor:
-        """Map standard-normal noise eps (n, m) to prior latents, z = mean + tau * stddev * eps. Families whose
+    def prior_noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Fresh prior noise for n samples, on the CPU: the family decides what a sample's noise is. Here one
+        standard normal eps (n, m); a Student-t prior adds its chi-square mixing variable, a flow prior its base
+        noise. The Train page keeps one such tensor fixed so that its previews evolve smoothly."""
+        return torch.randn(n, self.config.latent_dim, generator=generator)
+
+    def prior_latents(self, noise: torch.Tensor, y: torch.Tensor | None = None, tau: float = 1.0) -> torch.Tensor:
+        """Map prior noise (from ``prior_noise``) to latents: here z = mean + tau * stddev * eps. Families whose
         prior is not location-scale (flows, Student-t with a chi-square mixing variable) override this."""
-        p = self.prior(y, len(eps))
-        return p.mean + tau * p.stddev * eps
+        p = self.prior(y, len(noise))
+        return p.mean + tau * p.stddev * noise
 
     @torch.no_grad()
     def sample(self, n: int, y: torch.Tensor | None = None, tau: float = 1.0,
                eps: torch.Tensor | None = None) -> torch.Tensor:
-        """n images in [0, 1], (n, C, H, W). tau scales the prior's spread around its mean; pass `eps` (n, m)
-        to decode fixed noise (the app does, so that samples evolve smoothly while a model trains)."""
+        """n images in [0, 1], (n, C, H, W). tau scales the prior's spread around its mean; pass `eps` (noise from
+        ``prior_noise``) to decode fixed noise (the app does, so that samples evolve smoothly while a model trains).
+        """
         device = next(self.parameters()).device
-        if eps is None:
-            eps = torch.randn(n, self.config.latent_dim, device=device)
-        return self.mean_image(self.decode(self.prior_latents(eps.to(device), y, tau), y))
+        noise = self.prior_noise(n) if eps is None else eps
+        y = None if y is None else y.to(device)
+        return self.mean_image(self.decode(self.prior_latents(noise.to(device), y, tau), y))
+
+    @torch.no_grad()
+    def map_overlays(self, n: int, generator: torch.Generator | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Latent points to draw over a map of encoder means: name -> (points (N, m) on the CPU, class labels (N,)
+        or None). Here: n draws from the prior (for conditional models, n per class would crowd the map, so the
+        classes take turns). Families with class centres or a learned (flow) prior add their own entries."""
+        device = next(self.parameters()).device
+        y = torch.arange(n, device=device) % self.config.num_classes if self.conditional else None
+        noise = self.prior_noise(n, generator=generator).to(device)
+        z = self.prior_latents(noise, y)
+        return {"prior samples": (z.float().cpu(), None if y is None else y.cpu())}
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
