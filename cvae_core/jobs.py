@@ -23,9 +23,15 @@ from .train import History, TrainConfig, TrainControl, fit, resolve_device
 
 class TrainingJob:
     def __init__(self, model: LatentModel, data: Dataset, config: TrainConfig, *, n_preview: int = 32,
-                 au_images: int = 1000, dataset_info: dict | None = None, callbacks=()):
+                 preview_per_class: int = 8, au_images: int = 1000, dataset_info: dict | None = None, callbacks=()):
         """`callbacks`: extra fit() callbacks (e.g. a live certificate). Their on_log runs in the worker with the
-        model in eval mode, before the tick is published, so keys they add to the record appear in snapshots."""
+        model in eval mode, before the tick is published, so keys they add to the record appear in snapshots.
+        A callback with ``on_means(model, record, means, labels)`` also gets the encoder means (N, m) of the first
+        `au_images` test images and their labels, computed once per tick for all diagnostics (active units too).
+
+        Previews: `n_preview` samples from fixed prior noise; for a conditional model, one row of
+        `preview_per_class` samples per class instead (the same noise in every row, so rows differ only by class).
+        """
         self.model, self.data, self.config = model, data, config
         self.callbacks = list(callbacks)
         self.dataset_info = dataset_info or {"name": data.name, **data.info}
@@ -38,7 +44,16 @@ class TrainingJob:
         self._n_logged = 0  # records whose on_log has finished (fit appends a record before on_log fills it in)
         self.error: str | None = None
         gen = torch.Generator().manual_seed(config.seed + 1)
-        self._z = model.prior_noise(n_preview, generator=gen)  # fixed sample noise (the family's own kind)
+        if model.conditional and model.config.condition == "class":
+            K = model.config.num_classes
+            noise = model.prior_noise(preview_per_class, generator=gen)
+            self._z = noise.repeat(K, *[1] * (noise.dim() - 1))  # (K * per, ...): the same noise in every row
+            self._y_preview = torch.arange(K).repeat_interleave(preview_per_class)  # row k: class k
+            self.preview_columns = preview_per_class
+        else:
+            self._z = model.prior_noise(n_preview, generator=gen)  # fixed sample noise (the family's own kind)
+            self._y_preview = None
+            self.preview_columns = 8
         self._x_fixed = data.x_test[:n_preview // 2]
         self._y_fixed = data.y_test[:n_preview // 2]
         self._x_au, self._y_au = data.x_test[:au_images], data.y_test[:au_images]
@@ -80,14 +95,16 @@ class TrainingJob:
     def on_log(self, model: LatentModel, record: dict, history: History) -> None:
         model.eval()
         device = next(model.parameters()).device
+        means = encoder_means(model, self._x_au, self._y_au if model.conditional else None)  # once per tick
+        au = active_units(means)
         for cb in self.callbacks:
             if hasattr(cb, "on_log"):
                 cb.on_log(model, record, history)
-        au = active_units(encoder_means(model, self._x_au, self._y_au if model.conditional else None))
+            if hasattr(cb, "on_means"):
+                cb.on_means(model, record, means, self._y_au)
         y_fixed = self._y_fixed.to(device)
         recon = model.reconstruct(model.prepare_batch(self._x_fixed.to(device)), y_fixed if model.conditional else None)
-        y_s = torch.arange(len(self._z), device=device) % model.config.num_classes if model.conditional else None
-        samples = model.sample(len(self._z), y_s, eps=self._z)
+        samples = model.sample(len(self._z), self._y_preview, eps=self._z)
         state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         model.train()
         with self._lock:
@@ -95,7 +112,8 @@ class TrainingJob:
             self._n_logged = len(history.records)
             self._state, self._state_step = state, history.step
             self._previews = {"samples": samples.float().cpu(), "recon": recon.float().cpu(),
-                              "original": model.prepare_batch(self._x_fixed).float().cpu()}
+                              "original": model.prepare_batch(self._x_fixed).float().cpu(),
+                              "sample_classes": None if self._y_preview is None else self._y_preview.clone()}
 
     def on_end(self, model: LatentModel, history: History) -> None:
         for cb in self.callbacks:
@@ -140,6 +158,7 @@ class TrainingJob:
         clone = build_model(model_name_of(self.model), copy.deepcopy(self.model.config))
         clone.load_state_dict(state)
         clone.eval()
-        metrics = evaluate(clone, self.data.x_test, self.data.y_test)
+        metrics = evaluate(clone, self.data.x_test, self.data.y_test, extras=self.data.extras_test,
+                           train_x=self.data.x_train, train_y=self.data.y_train)
         return save_run(run_dir, clone, train_config=self.config, dataset=self.dataset_info, metrics=metrics,
                         history=history)

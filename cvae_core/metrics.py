@@ -12,6 +12,7 @@ import math
 import torch
 
 from .models.base import LatentModel
+from .models.gaussian import gaussian_nll
 
 
 def logmeanexp(a: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -61,51 +62,98 @@ def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
 
 
 @torch.no_grad()
+def train_sigma(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = None, *, max_items: int = 5_000,
+                batch_size: int = 500, seed: int = 0) -> float:
+    """The decoder standard deviation a calibrated-variance model settles on over its training data:
+    sigma^2 = mean over pixels and items of (x - xhat(z))^2 with z ~ q(z|x), as in training (SPEC section 1). Uses
+    an evenly spaced subset of at most `max_items` images (the estimate's relative error is far below 1% there)."""
+    device = next(model.parameters()).device
+    idx = torch.linspace(0, len(x_u8) - 1, min(max_items, len(x_u8))).round().long()
+    sq, count = 0.0, 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for i in range(0, len(idx), batch_size):
+            b = idx[i : i + batch_size]
+            x = model.prepare_batch(x_u8[b].to(device))
+            yb = None if y is None or not model.conditional else y[b].to(device)
+            xhat = model.mean_image(model.decode(model.encode(x, yb).sample(), yb))
+            sq += (x - xhat).pow(2).sum().item()
+            count += x.numel()
+    return math.sqrt(sq / count)
+
+
+@torch.no_grad()
 def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 500,
-             is_samples: int = 0, seed: int = 0, au_threshold: float = 0.01) -> dict:
+             is_samples: int = 0, seed: int = 0, au_threshold: float = 0.01, extras: dict | None = None,
+             train_x: torch.Tensor | None = None, train_y: torch.Tensor | None = None) -> dict:
     """Metrics on a held-out set of uint8 images. Reproducible: the noise is seeded and the global RNG kept.
 
-    Likelihood components that pool over a batch (sigma_vae's shared variance) see batches of `batch_size`."""
+    The family's own named terms are averaged (``item_terms``): `loss` is its objective, `rate` and `distortion`
+    the terms its ``rate_key`` / ``distortion_key`` name, `neg_elbo` when the family has one. Likelihood components
+    that pool over a batch (sigma_vae's shared variance) see batches of `batch_size`.
+
+    With `train_x` (the training images), models whose decoder variance is fitted to the images being scored
+    (sigma_vae, bs_vae, sigma_cvae) also get `neg_elbo_train_sigma`: the test -ELBO with the variance frozen at its
+    training-set value `train_sigma` (a fair figure to compare models by); for fixed-variance models it equals
+    `neg_elbo`."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     n_pix = model.n_pixels
-    sums = {"rec": 0.0, "kl": 0.0, "mse": 0.0, "is_nll": 0.0}
+    yc = y if model.conditional else None
+    fixed_sigma = None
+    if train_x is not None and model.calibrated_variance:
+        fixed_sigma = train_sigma(model, train_x, train_y, seed=seed)
+    sums: dict[str, float] = {}
     kl_dims, means = [], []
+
+    def add(key: str, v: torch.Tensor) -> None:
+        sums[key] = sums.get(key, 0.0) + v.sum().item()
+
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for i in range(0, len(x_u8), batch_size):
             x = model.prepare_batch(x_u8[i : i + batch_size].to(device))
-            yb = None if y is None else y[i : i + batch_size].to(device)
+            yb = None if yc is None else yc[i : i + batch_size].to(device)
+            eb = {k: v[i : i + batch_size].to(device) for k, v in (extras or {}).items()} or None
+            for k, v in model.item_terms(x, yb, eb).items():
+                add(k, v)
             q = model.encode(x, yb)
-            z = q.sample()
-            logits = model.decode(z, yb)
-            sums["rec"] += model.nll(x, logits)[0].sum().item()
-            sums["kl"] += model.kl(q, z, yb).sum().item()
-            sums["mse"] += (model.reconstruct(x, yb) - x).pow(2).flatten(1).mean(1).sum().item()
+            add("mse_at_mean", (model.mean_image(model.decode(q.mean, yb)) - x).pow(2).flatten(1).mean(1))
+            if fixed_sigma is not None:
+                z = q.sample()
+                # the frozen variance makes the likelihood a plain Gaussian at sigma = train_sigma
+                add("neg_elbo_frozen", gaussian_nll(x, model.mean_image(model.decode(z, yb)), math.log(fixed_sigma))
+                    + model.kl(q, z, yb))
             kd = model.kl_per_dim(q, yb)
             if kd is not None:
                 kl_dims.append(kd.sum(0))
             means.append(q.mean.float().cpu())
             if is_samples:
-                sums["is_nll"] += importance_nll(model, x, yb, is_samples)[0].sum().item()
+                add("is_nll", importance_nll(model, x, yb, is_samples)[0])
     n = len(x_u8)
+    avg = {k: v / n for k, v in sums.items()}
     mu = torch.cat(means)  # (N, m)
-    rate, distortion = sums["kl"] / n, sums["rec"] / n
-    neg_elbo = distortion + rate
     out = {
-        "neg_elbo": neg_elbo,
-        "bits_per_dim": neg_elbo / (n_pix * math.log(2)),
-        "rate": rate,
-        "distortion": distortion,
-        "loss": distortion + model.config.beta * rate,
-        "mse": sums["mse"] / n,
+        "loss": avg["loss"],
+        "rate": avg[model.rate_key],
+        "distortion": avg[model.distortion_key],
+        "mse": avg["mse_at_mean"],
         "au": active_units(mu, au_threshold),
         "kl_per_dim": (torch.stack(kl_dims).sum(0) / n).tolist() if kl_dims else None,
         "n_test": n,
     }
+    if "neg_elbo" in avg:
+        out["neg_elbo"] = avg["neg_elbo"]
+        out["bits_per_dim"] = avg["neg_elbo"] / (n_pix * math.log(2))
+        if train_x is not None:
+            out["neg_elbo_train_sigma"] = avg.get("neg_elbo_frozen", avg["neg_elbo"])
+    if fixed_sigma is not None:
+        out["train_sigma"] = fixed_sigma
+    if "log_sigma" in avg:
+        out["log_sigma"] = avg["log_sigma"]
     if is_samples:
-        out["is_nll"] = sums["is_nll"] / n
+        out["is_nll"] = avg["is_nll"]
         out["is_samples"] = is_samples
     model.train(was_training)
     return out

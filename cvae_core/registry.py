@@ -13,7 +13,18 @@ import torch
 
 from .errors import ConfigError
 from .models.base import LatentModel, ModelConfig
-from .models.gaussian import BSVAE, VAE, BSVAEConfig, SigmaVAE, SigmaVAEConfig, VAEConfig
+from .models.gaussian import (
+    BSVAE,
+    CVAE,
+    VAE,
+    BSVAEConfig,
+    CVAEConfig,
+    SigmaCVAE,
+    SigmaCVAEConfig,
+    SigmaVAE,
+    SigmaVAEConfig,
+    VAEConfig,
+)
 
 
 class ModelSpec(NamedTuple):
@@ -28,6 +39,10 @@ MODELS: dict[str, ModelSpec] = {
     "sigma_vae": ModelSpec(SigmaVAEConfig, SigmaVAE, "sigma-VAE: optimal decoder variance shared per batch",
                            "gaussian"),
     "bs_vae": ModelSpec(BSVAEConfig, BSVAE, "Beta-Sigma VAE: optimal variance per image, separate beta", "gaussian"),
+    "cvae": ModelSpec(CVAEConfig, CVAE, "conditional VAE: encoder and decoder see the class (or attributes); "
+                      "prior N(0, I)", "conditional"),
+    "sigma_cvae": ModelSpec(SigmaCVAEConfig, SigmaCVAE, "conditional sigma-VAE: optimal shared decoder variance, "
+                            "encoder and decoder see the class", "conditional"),
 }
 
 

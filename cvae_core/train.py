@@ -4,6 +4,10 @@
 - Loss terms accumulate on the device and are read (one host sync) every ``log_every`` steps.
 - ``TrainControl`` lets another thread pause, resume, single-step and stop the loop.
 - A NaN/inf loss stops training with a clear message and restores the weights of the last good log tick.
+- Per-item extras of the data set (attributes, teacher probabilities, token masks) are sliced with the same batch
+  index as x and passed to the model's loss.
+- ``model.setup(data)`` runs once before the first step; ``model.phases()`` splits the steps into phases, each with
+  a fresh Adam over its parameter group, minimising its own named term. Records name their phase.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class History:
     message: str = ""
     step: int = 0
     total_steps: int = 0
+    phase: str = ""  # name of the training phase the last record belongs to
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,6 +148,29 @@ def _call(callbacks, hook: str, *args) -> None:
             fn(*args)
 
 
+def phase_plan(phases, total: int) -> list[tuple[int, int]]:
+    """[(first step, end step)] of each phase: shares of `total` by the phases' fractions (the last phase ends at
+    `total`; every phase gets at least one step when total allows)."""
+    fr = [max(float(p.fraction), 0.0) for p in phases]
+    if not phases or sum(fr) <= 0:
+        raise ConfigError("a model needs at least one training phase with a positive fraction of the steps")
+    ends, acc = [], 0.0
+    for f in fr[:-1]:
+        acc += f
+        ends.append(round(total * acc / sum(fr)))
+    ends.append(total)
+    starts = [0, *ends[:-1]]
+    return list(zip(starts, ends, strict=True))
+
+
+def _phase_params(model: torch.nn.Module, phase) -> list[torch.nn.Parameter]:
+    named = list(model.named_parameters())
+    chosen = [p for n, p in named if not phase.params or n.startswith(tuple(phase.params))]
+    if not chosen:
+        raise ConfigError(f"training phase {phase.name!r} selects no parameters (prefixes {phase.params})")
+    return chosen
+
+
 def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=(),
         control: TrainControl | None = None, history: History | None = None) -> History:
     """Train `model` on `data.x_train` (uint8) with Adam; returns the History. See the module docstring."""
@@ -152,15 +180,30 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
     torch.manual_seed(config.seed)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
 
+    if history.step == 0:
+        model.setup(data)  # a family's one look at the training data (centres, a teacher), kept in buffers
     model.to(device).train()
     x_all = data.x_train.to(device)  # (N, C, H, W) uint8, whole set on the device
     y_all = data.y_train.to(device)
+    extras_all = {k: v.to(device) for k, v in data.extras_train.items()}  # per-item, first dim N
     n = len(x_all)
     bs = min(config.batch_size, n)
     total = config.total_steps(n)
     history.total_steps = total
     fused = device.type == "cuda"
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, fused=fused)
+    phases = model.phases()
+    plan = phase_plan(phases, total)
+    requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
+    phase_i, opt = -1, None
+
+    def enter_phase(i: int) -> None:
+        """Freeze every parameter outside phase i's group and give the group a fresh Adam."""
+        nonlocal phase_i, opt
+        phase_i = i
+        chosen = {id(p) for p in _phase_params(model, phases[i])}
+        for name, p in model.named_parameters():
+            p.requires_grad_(requires_grad[name] and id(p) in chosen)
+        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr, fused=fused)
 
     good_state = copy.deepcopy(model.state_dict())
     sums: dict[str, torch.Tensor] = {}
@@ -188,8 +231,10 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
         if not all(math.isfinite(v) for v in rec.values()) or not weights_finite():
             return False  # a finite loss with a NaN gradient leaves NaN weights: that tick is not good either
         rec.update(step=force_step, epoch=force_step * bs / n, time=time.perf_counter() - t0)
+        if len(phases) > 1:
+            rec["phase"] = phases[phase_i].name
         history.records.append(rec)
-        history.step = force_step
+        history.step, history.phase = force_step, phases[phase_i].name
         good_state = copy.deepcopy(model.state_dict())
         sums, window = {}, 0
         _call(callbacks, "on_log", model, rec, history)
@@ -197,6 +242,11 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
 
     try:
         while step < total:
+            if phase_i < 0 or step >= plan[phase_i][1]:
+                if window and not flush(step):  # a phase's last record holds only its own steps
+                    diverge(step)
+                    break
+                enter_phase(next(i for i, (a, b) in enumerate(plan) if a <= step < b))
             go, single = control.wait()
             if not go:
                 history.status, history.message = "stopped", f"stopped by the user at step {step}"
@@ -207,11 +257,14 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
             idx = perm[pos : pos + bs]
             pos += bs
             x = model.prepare_batch(x_all[idx])
-            terms = model.loss(x, y_all[idx])  # models build distributions with validate_args=False: no sync
+            extras = {k: v[idx] for k, v in extras_all.items()} or None
+            objective = phases[phase_i].objective
+            # models build distributions with validate_args=False: no host sync per step
+            terms = model.loss(x, y_all[idx], extras, objective=objective)
             opt.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            terms[objective].backward()
             if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
             opt.step()
             step += 1
             for k, v in terms.items():
@@ -227,6 +280,8 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
         if history.status == "stopped" and not flush(step):
             diverge(step)
     finally:
+        for name, p in model.named_parameters():
+            p.requires_grad_(requires_grad[name])
         if history.status == "running":  # an exception escaped the loop
             history.status = "failed"
         model.eval()

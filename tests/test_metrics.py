@@ -157,23 +157,28 @@ def test_is_nll_same_samples_for_registry_models(name, mnist_small):
     and scipy's logsumexp; check IS-NLL <= -ELBO item by item. The likelihood component sees one importance sample
     of the 12 images at a time (sigma_vae pools its variance over those 12, as over a training batch); the
     decoder's input layer is scaled up so that images differ between samples and pooling over all S x 12 would
-    give different numbers."""
+    give different numbers. Conditional models get the test labels: q(z|x,y) and p(x|z,y) must see the label of
+    each item in every importance sample (a wrong repeat of y would decode sample s with other items' labels)."""
     torch.manual_seed(0)
     model = build_model(name, arch="mlp", hidden=32, latent_dim=4).eval()
     with torch.no_grad():
         model.decoder.body[0].weight.mul_(30.0)
     x = to_float(mnist_small.x_test[:12])
+    y = mnist_small.y_test[:12] if model.conditional else None
     S = 6
     torch.manual_seed(5)
-    nll, neg_elbo = importance_nll(model, x, None, S)
+    nll, neg_elbo = importance_nll(model, x, y, S)
     assert (nll <= neg_elbo + 1e-4).all()  # float32: equality up to rounding when all weights coincide
     torch.manual_seed(5)
     with torch.no_grad():
-        q = model.encode(x)
+        q = model.encode(x, y)
         z = q.sample((S,))  # (S, B, m), the same draws
-        logits = model.decode(z.reshape(S * 12, -1))
+        logits = torch.cat([model.decode(z[s], y) for s in range(S)])  # sample by sample, each item its own y
         log_px = torch.stack([-model.nll(x, logits.view(S, 12, *x.shape[1:])[s])[0] for s in range(S)])  # (S, 12)
         pooled_all = -model.nll(x.repeat(S, 1, 1, 1), logits)[0].view(S, 12)
+        if y is not None:  # the label matters: decoding with shuffled labels gives other likelihoods
+            wrong = torch.cat([model.decode(z[s], y.roll(1)) for s in range(S)])
+            assert (wrong - logits).abs().max() > 1e-3
         std = Normal(torch.zeros(()), torch.ones(()))
         log_pz = std.log_prob(z).sum(-1)
         log_q = Normal(q.base_dist.loc, q.base_dist.scale).log_prob(z).sum(-1)

@@ -70,7 +70,9 @@ def test_shapes(name, arch, shape):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("name,over", VARIANTS, ids=VARIANT_IDS)
 def test_loss_terms(name, over, arch, shape):
-    """Finite terms; loss = rec + beta * kl and neg_elbo = rec + kl; rec, kl and mse recomputed from the same noise
+    """Read through the family's own named terms: `loss` is the batch mean of the per-item objective and the only
+    term with a graph; the terms the family names as rate and distortion exist, and for ELBO families (those with a
+    `neg_elbo` term) loss = D + beta R and neg_elbo = D + R. D, R and mse are recomputed from the same noise
     (re-seeded) with the model's parts and torch.distributions.kl_divergence."""
     beta = 0.37
     model = _build(name, arch, shape, beta=beta, **over)
@@ -79,10 +81,16 @@ def test_loss_terms(name, over, arch, shape):
         x = (x > 0.5).float()
     torch.manual_seed(3)
     terms = model.loss(x, y)
-    for k in ("loss", "rec", "kl", "neg_elbo", "mse"):
-        assert terms[k].shape == () and torch.isfinite(terms[k]), k
-    torch.testing.assert_close(terms["loss"], terms["rec"] + beta * terms["kl"], rtol=1e-6, atol=1e-5)
-    torch.testing.assert_close(terms["neg_elbo"], terms["rec"] + terms["kl"], rtol=1e-6, atol=1e-5)
+    torch.manual_seed(3)
+    items = model.item_terms(x, y)
+    assert set(terms) == set(items) and {"loss", model.rate_key, model.distortion_key} <= set(terms)
+    for k, v in items.items():
+        assert v.shape == (4,) and torch.isfinite(v).all(), k
+        torch.testing.assert_close(terms[k], v.mean(), rtol=1e-6, atol=1e-6)
+    D, R = terms[model.distortion_key], terms[model.rate_key]
+    if "neg_elbo" in terms:
+        torch.testing.assert_close(terms["loss"], D + beta * R, rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(terms["neg_elbo"], D + R, rtol=1e-6, atol=1e-5)
     torch.manual_seed(3)
     with torch.no_grad():
         q = model.encode(x, y)
@@ -91,10 +99,16 @@ def test_loss_terms(name, over, arch, shape):
         rec = model.nll(x, logits)[0]
         kl = kl_divergence(q, model.prior(y if model.conditional else None, 4))
     assert rec.shape == (4,) and kl.shape == (4,) and (kl >= 0).all()
-    torch.testing.assert_close(terms["rec"], rec.mean(), rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(terms["kl"], kl.mean(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(D, rec.mean(), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(R, kl.mean(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(terms["mse"], (model.mean_image(logits) - x).pow(2).mean(), rtol=1e-5, atol=1e-7)
-    assert terms["loss"].requires_grad and not terms["rec"].requires_grad  # only `loss` carries the graph
+    assert terms["loss"].requires_grad and not D.requires_grad and not R.requires_grad  # only `loss` has a graph
+    # a phase may minimise another term: then that one carries the graph instead
+    torch.manual_seed(3)
+    other = model.loss(x, y, objective=model.distortion_key)
+    assert other[model.distortion_key].requires_grad and not other["loss"].requires_grad
+    with pytest.raises(ConfigError, match="no term 'nope'"):
+        model.loss(x, y, objective="nope")
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -145,19 +159,25 @@ def test_seeded_build_is_reproducible(name):
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
 
 
+def _cond(model, n):
+    """A class per sample for conditional models (all the same class, so tau = 0 gives equal images), else None."""
+    return torch.full((n,), 3, dtype=torch.long) if model.conditional else None
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_sample_tau_scales_prior_noise(name):
     """sample(n, tau) decodes z = mean + tau * (z_prior - mean); tau = 0 is the prior mean (all images equal)."""
     model = _build(name, "mlp", (1, 28, 28), seed=7).eval()
+    y = _cond(model, 4)
     torch.manual_seed(8)
-    eps = model.prior(None, 4).sample()  # the same draw sample() will make after re-seeding
+    eps = model.prior(y, 4).sample()  # the same draw sample() will make after re-seeding
     for tau in (0.0, 0.5, 1.0):
         torch.manual_seed(8)
-        s = model.sample(4, tau=tau)
+        s = model.sample(4, y, tau=tau)
         with torch.no_grad():
-            ref = model.mean_image(model.decode(tau * eps))
+            ref = model.mean_image(model.decode(tau * eps, y))
         torch.testing.assert_close(s, ref, rtol=1e-6, atol=1e-6)
-    s0 = model.sample(4, tau=0.0)
+    s0 = model.sample(4, y, tau=0.0)
     assert torch.equal(s0[0], s0[3])
 
 
@@ -186,11 +206,13 @@ def test_make_config_rejects_bad_options():
 def test_sample_from_fixed_noise_goes_through_the_prior(name):
     """sample(eps=...) decodes prior.mean + tau * prior.stddev * eps, computed here from the prior directly."""
     model = build_model(name, seed=3).eval()
-    eps = torch.randn(6, model.config.latent_dim, generator=torch.Generator().manual_seed(4))
-    p = model.prior(None, 6)
+    y = _cond(model, 6)
+    eps = model.prior_noise(6, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(eps, torch.randn(6, model.config.latent_dim, generator=torch.Generator().manual_seed(4)))
+    p = model.prior(y, 6)
     for tau in (0.0, 0.5, 1.0):
-        expected = torch.sigmoid(model.decode(p.mean + tau * p.stddev * eps))
-        torch.testing.assert_close(model.sample(6, tau=tau, eps=eps), expected, rtol=0, atol=0)
+        expected = torch.sigmoid(model.decode(p.mean + tau * p.stddev * eps, y))
+        torch.testing.assert_close(model.sample(6, y, tau=tau, eps=eps), expected, rtol=0, atol=0)
     # same noise, same images; fresh noise, different images
-    assert torch.equal(model.sample(6, eps=eps), model.sample(6, eps=eps))
-    assert not torch.equal(model.sample(6, eps=eps), model.sample(6))
+    assert torch.equal(model.sample(6, y, eps=eps), model.sample(6, y, eps=eps))
+    assert not torch.equal(model.sample(6, y, eps=eps), model.sample(6, y))

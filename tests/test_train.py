@@ -42,8 +42,8 @@ def _instrumented(name="bs_vae", seed=0, nan_loss_after=None, nan_grad_at=None):
     base = MODELS[name].model_cls
 
     class Probe(base):
-        def loss(self, x, y=None):
-            t = super().loss(x, y)
+        def loss(self, x, y=None, extras=None, objective="loss"):
+            t = super().loss(x, y, extras, objective)
             self.calls += 1
             self.batches.append(x.detach().clone())
             if nan_loss_after is not None and self.calls > nan_loss_after:
@@ -429,3 +429,140 @@ def test_training_job_extra_callbacks_publish_their_keys(mnist_small, tmp_path):
     assert math.isclose(recs[-1]["mu_norm"], expected, rel_tol=1e-6)
     info = load_run(job.save(tmp_path / "run"))[1]
     assert [r["mu_norm"] for r in info["history"]["records"]] == [r["mu_norm"] for r in recs]
+
+
+# ---------------------------------------------------------------- hooks the next families build on
+def test_batch_sampler_when_the_batch_size_divides_the_data_size():
+    """n = 96, batch 32: every epoch is exactly three disjoint batches covering all 96 items once, then a reshuffle
+    (no empty or short batch at the boundary, no item skipped)."""
+    data = _unique_images(96)
+    model = _instrumented("vae")
+    fit(model, data, TrainConfig(steps=12, batch_size=32, log_every=5))
+    ids = [_ids(b) for b in model.batches]
+    assert len(ids) == 12 and all(len(i) == 32 for i in ids)
+    epochs = [sum(ids[3 * e : 3 * e + 3], []) for e in range(4)]
+    assert all(sorted(e) == list(range(96)) for e in epochs)
+    assert len({tuple(e) for e in epochs}) == 4  # each epoch in a new order
+
+
+class _ExtrasProbe(MODELS["vae"].model_cls):
+    """Checks, at every step, that the per-item extras it is handed belong to the images of its batch: the extra
+    'id' is each image's index, which the image also carries in its first two pixels."""
+
+    def item_terms(self, x, y=None, extras=None):
+        ids = (x[:, 0, 0, :2] * 255).round().long()
+        self.checked.append(torch.equal(extras["id"], ids[:, 0] * 256 + ids[:, 1]))
+        terms = super().item_terms(x, y, extras)
+        terms["loss"] = terms["loss"] * extras["weight"]  # a per-item weight, as a class-balanced loss would use
+        return terms
+
+
+def test_per_item_extras_travel_with_the_batch():
+    data = _unique_images(100)
+    data.extras_train = {"id": torch.arange(100), "weight": torch.linspace(0.5, 1.5, 100)}
+    data.extras_test = {"id": torch.arange(20), "weight": torch.ones(20)}
+    model = _ExtrasProbe(build_model("vae", **SMALL).config)
+    model.checked = []
+    fit(model, data, TrainConfig(steps=7, batch_size=16, log_every=3))
+    assert len(model.checked) == 7 and all(model.checked)
+    model.checked = []
+    evaluate(model, data.x_test, data.y_test, extras=data.extras_test, batch_size=8)  # test split, same slicing
+    assert len(model.checked) == 3 and all(model.checked)
+    with pytest.raises(Exception, match="extra 'id' has 5 train items for 100 images"):
+        Dataset("toy", data.x_train, data.y_train, data.x_test, data.y_test, 10, [], extras_train={"id": torch.ones(5)})
+    # subset and select keep extras aligned with the images
+    sub = data.select(torch.tensor([7, 3, 50]))
+    assert sub.extras_train["id"].tolist() == [7, 3, 50] and _ids(to_float(sub.x_train)) == [7, 3, 50]
+
+
+class _SetupProbe(MODELS["vae"].model_cls):
+    """A family that looks at the data once: it stores the training-set mean image in a buffer."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.register_buffer("data_mean", torch.zeros(config.image_shape))
+        self.setups = 0
+
+    def setup(self, data):
+        self.setups += 1
+        self.data_mean.copy_(to_float(data.x_train).mean(0))
+
+
+def test_setup_runs_once_before_training_and_its_buffer_is_state(mnist_small):
+    model = _SetupProbe(build_model("vae", **SMALL).config)
+    fit(model, mnist_small, TrainConfig(steps=3, batch_size=32, log_every=3))
+    assert model.setups == 1
+    torch.testing.assert_close(model.data_mean, to_float(mnist_small.x_train).mean(0))
+    assert "data_mean" in model.state_dict()  # so safetensors saves it and a reload needs no data
+    h = History(step=3)  # a continued run (history past step 0) does not redo its setup
+    fit(model, mnist_small, TrainConfig(steps=5, batch_size=32, log_every=5), history=h)
+    assert model.setups == 1
+
+
+class _TwoPhase(MODELS["vae"].model_cls):
+    """First fit the decoder alone to the distortion, then everything to the loss (a two-stage scheme)."""
+
+    def phases(self):
+        from cvae_core.models.base import Phase
+
+        return [Phase("decoder", 0.25, params=("decoder.",), objective="rec"), Phase("joint", 0.75)]
+
+
+def test_phases_train_their_parameter_groups_in_order(mnist_small):
+    model = _TwoPhase(build_model("vae", **SMALL).config)
+    enc0 = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("encoder.", "enc_head."))}
+    ticks = _Ticks()
+    hist = fit(model, mnist_small, TrainConfig(steps=12, batch_size=32, log_every=2), callbacks=[ticks])
+    # the decoder phase has 3 of the 12 steps; its last record is flushed at the switch, so no record mixes phases
+    assert [r["step"] for r in hist.records] == [2, 3, 4, 6, 8, 10, 12]
+    assert [r["phase"] for r in hist.records] == ["decoder"] * 2 + ["joint"] * 5
+    at_switch = ticks.states[1]  # the tick that closed the decoder phase (step 3)
+    assert ticks.records[1]["step"] == 3
+    for k, v in enc0.items():  # the encoder was frozen in phase 1 ...
+        assert torch.equal(at_switch[k], v), k
+    assert any(not torch.equal(at_switch[k], v) for k, v in model.state_dict().items() if k.startswith("decoder."))
+    assert any(not torch.equal(model.state_dict()[k], v) for k, v in enc0.items())  # ... and trained in phase 2
+    assert all(p.requires_grad for p in model.parameters())  # freezing is undone afterwards
+    assert hist.phase == "joint"
+
+
+def test_phase_plan_shares_the_steps():
+    from cvae_core.models.base import Phase
+    from cvae_core.train import phase_plan
+
+    assert phase_plan([Phase("a")], 10) == [(0, 10)]
+    assert phase_plan([Phase("a", 0.25), Phase("b", 0.75)], 12) == [(0, 3), (3, 12)]
+    assert phase_plan([Phase("a", 1), Phase("b", 1), Phase("c", 2)], 8) == [(0, 2), (2, 4), (4, 8)]
+    with pytest.raises(ConfigError, match="at least one training phase"):
+        phase_plan([Phase("a", 0.0)], 5)
+
+
+def test_training_job_hands_encoder_means_to_callbacks_and_previews_rows_per_class(mnist_small):
+    """on_means gets the encoder means of the job's test images, computed once per tick (equal to a fresh
+    computation with the tick's weights); a conditional model's previews are one row per class, same noise per row."""
+    from cvae_core.metrics import encoder_means
+
+    data = mnist_small.subset(256, 64)
+    model = build_model("cvae", seed=0, **SMALL)
+    got = []
+
+    class Means:
+        def on_means(self, m, record, means, labels):
+            got.append((record["step"], means.clone(), labels.clone(), encoder_means(m, data.x_test[:48],
+                                                                                     data.y_test[:48])))
+
+    job = TrainingJob(model, data, TrainConfig(steps=6, batch_size=32, log_every=3), au_images=48,
+                      preview_per_class=3, callbacks=[Means()]).start()
+    job.join(120)
+    assert [g[0] for g in got] == [3, 6]
+    for _, means, labels, fresh in got:
+        assert means.shape == (48, 4) and torch.equal(labels, data.y_test[:48])
+        torch.testing.assert_close(means, fresh)
+    p = job.snapshot()["previews"]
+    assert p["samples"].shape == (30, 1, 28, 28) and p["sample_classes"].tolist() == [k for k in range(10)
+                                                                                     for _ in range(3)]
+    clone, step = job.model_at_tick()
+    assert step == 6 and not clone.training
+    eps = job._z
+    torch.testing.assert_close(p["samples"], clone.sample(30, p["sample_classes"], eps=eps))
+    torch.testing.assert_close(eps[:3], eps[3:6])  # the same noise in every class row

@@ -21,7 +21,11 @@ __all__ = ["Dataset", "DATASETS", "load_dataset", "long_tail_counts", "long_tail
 
 @dataclass
 class Dataset:
-    """Images are uint8 (N, C, H, W); labels int64 (N,). Convert a batch with ``to_float``."""
+    """Images are uint8 (N, C, H, W); labels int64 (N,). Convert a batch with ``to_float``.
+
+    ``extras_train`` / ``extras_test``: per-item values beside the images (attribute vectors, teacher
+    probabilities, token masks), name -> tensor whose first dimension is N; training slices them with the batch
+    index of x and hands them to the model's loss."""
 
     name: str
     x_train: torch.Tensor
@@ -31,6 +35,14 @@ class Dataset:
     num_classes: int
     class_names: list[str]
     info: dict = field(default_factory=dict)
+    extras_train: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras_test: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for split, x, extras in (("train", self.x_train, self.extras_train), ("test", self.x_test, self.extras_test)):
+            for k, v in extras.items():
+                if len(v) != len(x):
+                    raise DataError(f"{self.name}: extra {k!r} has {len(v)} {split} items for {len(x)} images")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -42,12 +54,20 @@ class Dataset:
 
     def to(self, device: str | torch.device) -> Dataset:
         return Dataset(self.name, self.x_train.to(device), self.y_train.to(device), self.x_test.to(device),
-                       self.y_test.to(device), self.num_classes, self.class_names, dict(self.info))
+                       self.y_test.to(device), self.num_classes, self.class_names, dict(self.info),
+                       {k: v.to(device) for k, v in self.extras_train.items()},
+                       {k: v.to(device) for k, v in self.extras_test.items()})
 
     def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
         """First n items of each split (for quick tests and demos)."""
-        return Dataset(self.name, self.x_train[:n_train], self.y_train[:n_train], self.x_test[:n_test],
-                       self.y_test[:n_test], self.num_classes, self.class_names, dict(self.info))
+        return self.select(slice(None, n_train), slice(None, n_test))
+
+    def select(self, train_index, test_index=slice(None)) -> Dataset:
+        """The items at the given indices (slices, index tensors or arrays) of each split, extras included."""
+        return Dataset(self.name, self.x_train[train_index], self.y_train[train_index], self.x_test[test_index],
+                       self.y_test[test_index], self.num_classes, self.class_names, dict(self.info),
+                       {k: v[train_index] for k, v in self.extras_train.items()},
+                       {k: v[test_index] for k, v in self.extras_test.items()})
 
 
 def to_float(x_u8: torch.Tensor) -> torch.Tensor:
@@ -67,8 +87,9 @@ def _mnist_lt(root, source, download, rho: float = 10.0, seed: int = 0, **_) -> 
     long_tail_counts(1, rho, 10)  # validates rho before the (slower) load
     base = _mnist(root, source, download)
     idx = torch.from_numpy(long_tail_indices(base.y_train.numpy(), rho, seed=seed))
-    return Dataset("mnist-lt", base.x_train[idx], base.y_train[idx], base.x_test, base.y_test, 10,
-                   base.class_names, {"source": source, "rho": float(rho), "seed": seed})
+    lt = base.select(idx)
+    lt.name, lt.info = "mnist-lt", {"source": source, "rho": float(rho), "seed": seed}
+    return lt
 
 
 # name -> (builder, one-line description). Later issues add attribute sets, CelebA, sequences.

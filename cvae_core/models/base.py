@@ -3,7 +3,17 @@
 A model is made of parts that return ``torch.distributions`` objects:
     encode(x, y) -> q(z|x[,y])        prior(y, n) -> p(z[|y])        decode(z, y) -> logits (B, C, H, W)
 and one likelihood component ``nll(x, logits) -> (-log p(x|z) per image (B,), extras)``.
-``loss(x, y)`` returns a dict of named scalar terms (``loss`` is the one that is minimised).
+``item_terms(x, y, extras)`` returns the family's named terms per item (``loss`` is its objective, which need not
+be an ELBO); ``loss(x, y, extras)`` averages them over the batch. ``rate_key`` / ``distortion_key`` say which terms
+are the rate and the distortion, so that evaluation, the app's curves and the generic tests read any family.
+
+Hooks for families that need more than a Gaussian VAE (each defaulted here):
+    setup(data)            look at the training data once before training; keep what it computes in buffers
+    phases()               training phases over parameter groups, each minimising one named term
+    prior_noise(n, gen)    the noise of one prior sample (Student-t adds a chi-square draw, a flow its base noise)
+    prior_latents(noise, y, tau), map_overlays(n, gen)
+Conditioning is a config field (``condition``: "class" or "attributes", ``cond_dim``), so a run folder alone
+rebuilds a conditional model; ``condition_vector(y)`` turns y into the (B, d) float vector the networks see.
 """
 
 from __future__ import annotations
@@ -19,6 +29,9 @@ from torch import nn
 from torch.distributions import Distribution
 
 from ..data import to_float
+from ..errors import ConfigError
+
+CONDITIONS = ("class", "attributes")
 
 
 @dataclass
@@ -44,6 +57,37 @@ class ModelConfig:
             raise ValueError(f"beta must be a finite number >= 0 (got {self.beta})")
         if self.arch not in ("conv", "mlp"):
             raise ValueError(f"arch must be 'conv' or 'mlp' (got {self.arch!r})")
+
+
+@dataclass
+class ConditionFields:
+    """Mixin of conditional configs: what the encoder and decoder see besides x and z."""
+
+    condition: str = "class"  # "class" (one-hot of num_classes) or "attributes" (cond_dim values in [0, 1])
+    cond_dim: int = 0  # size of the condition vector; 0 = from the data (num_classes for "class")
+
+    def _check_condition(self) -> None:
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be 'class' or 'attributes' (got {self.condition!r})")
+        if self.condition == "class":
+            if self.cond_dim not in (0, self.num_classes):
+                raise ValueError(f"a class condition has cond_dim = num_classes = {self.num_classes} "
+                                 f"(got cond_dim={self.cond_dim})")
+            self.cond_dim = self.num_classes
+        elif self.cond_dim < 1:
+            raise ValueError(f"an attribute condition needs cond_dim >= 1, the number of attributes "
+                             f"(got {self.cond_dim})")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One training phase: `fraction` of the steps, Adam over the parameters whose names start with one of
+    `params` (all when empty; the others are frozen), minimising the named term `objective`."""
+
+    name: str
+    fraction: float = 1.0
+    params: tuple[str, ...] = ()
+    objective: str = "loss"
 
 
 def _check_field_types(config) -> None:
@@ -73,11 +117,53 @@ def _check_field_types(config) -> None:
 class LatentModel(nn.Module, abc.ABC):
     """Base class. Subclasses implement encode/prior/decode/nll/kl; the rest is shared."""
 
-    conditional: bool = False  # True when encode/decode/prior use y
+    rate_key: str = "kl"  # the named term that is the rate R
+    distortion_key: str = "rec"  # the named term that is the distortion D
+    objective_label: str = "D + β·R"  # how the app labels the `loss` term
+    calibrated_variance: bool = False  # True when the decoder variance is fitted to the images being scored
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+
+    @property
+    def conditional(self) -> bool:
+        """True when encode/decode/prior use y (the config has a condition)."""
+        return getattr(self.config, "condition", "none") != "none"
+
+    @property
+    def cond_dim(self) -> int:
+        return self.config.cond_dim if self.conditional else 0
+
+    def condition_vector(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        """y -> the (B, cond_dim) float vector the networks see: a one-hot row per class index, or the attribute
+        values as they are. None for unconditional models. Shapes are checked here (no host sync); class indices
+        outside 0..K-1 are the caller's to refuse (the CLI and app do, with one line)."""
+        if not self.conditional:
+            return None
+        name = type(self).__name__
+        if y is None:
+            raise ConfigError(f"{name} is conditional: it needs a {self.config.condition} condition y")
+        if self.config.condition == "class":
+            if y.dim() != 1 or y.dtype.is_floating_point:
+                raise ConfigError(f"{name}: a class condition is one integer per item, shape (B,) "
+                                  f"(got {y.dtype} of shape {tuple(y.shape)})")
+            return torch.eye(self.cond_dim, device=y.device)[y]  # (B, K); indexing, not one_hot: no host sync
+        if y.dim() != 2 or y.shape[1] != self.cond_dim:
+            raise ConfigError(f"{name}: an attribute condition has shape (B, {self.cond_dim}) "
+                              f"(got {tuple(y.shape)})")
+        return y.float()
+
+    # --- hooks with defaults -------------------------------------------------------------------
+    def setup(self, data) -> None:
+        """Look at the training data once before training starts (fit calls it at step 0): class-centre
+        initialisation, a teacher fitted to the data. Whatever it computes must live in buffers or parameters, so
+        that a saved run reloads without the data. Default: nothing."""
+
+    def phases(self) -> list[Phase]:
+        """Training phases, in order (fit gives each its share of the steps and a fresh optimiser): two-stage
+        prior fitting, a pre-fit of the encoder, a frozen backbone. Default: one phase, all parameters, `loss`."""
+        return [Phase("train")]
 
     @property
     def n_pixels(self) -> int:
@@ -119,20 +205,31 @@ class LatentModel(nn.Module, abc.ABC):
         return torch.sigmoid(logits)
 
     # --- shared behaviour ---------------------------------------------------------------------
-    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """One-sample ELBO with a beta-weighted KL: loss = mean_i [rec_i + beta * KL_i].
-
-        Returns batch means: loss, rec (= distortion D), kl (= rate R), neg_elbo (D + R, beta = 1), mse,
-        and whatever the likelihood component reports (e.g. log_sigma)."""
+    def item_terms(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                   extras: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The family's named terms per item, (B,) each. Here the one-sample beta-ELBO of a VAE:
+        loss = rec + beta * kl, rec (= distortion D), kl (= rate R), neg_elbo (D + R, beta = 1), mse (per-pixel,
+        of the decoder mean at the sampled z), and whatever the likelihood component reports (e.g. log_sigma).
+        `extras` are per-item values sliced from the data set with the same batch index as x (unused here)."""
         q = self.encode(x, y)
         z = q.rsample()  # (B, m)
         logits = self.decode(z, y)
-        rec, extras = self.nll(x, logits)  # (B,)
+        rec, lik_extras = self.nll(x, logits)  # (B,)
         kl = self.kl(q, z, y)  # (B,)
-        terms = loss_terms(rec, kl, self.config.beta)
-        terms["mse"] = (self.mean_image(logits).detach() - x).pow(2).mean()
-        terms.update({k: v.detach().mean() for k, v in extras.items()})
+        terms = elbo_terms(rec, kl, self.config.beta)
+        terms["mse"] = (self.mean_image(logits).detach() - x).pow(2).flatten(1).mean(1)
+        terms.update({k: v.detach().expand(len(x)) for k, v in lik_extras.items()})
         return terms
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None, extras: dict[str, torch.Tensor] | None = None,
+             objective: str = "loss") -> dict[str, torch.Tensor]:
+        """Batch means of ``item_terms``; only the term named `objective` (the current phase's) carries the graph,
+        the others are for display."""
+        terms = self.item_terms(x, y, extras)
+        if objective not in terms:
+            raise ConfigError(f"{type(self).__name__} has no term {objective!r} to minimise "
+                              f"(terms: {', '.join(terms)})")
+        return batch_means(terms, keep_graph=(objective,))
 
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Fresh prior noise for n samples, on the CPU: the family decides what a sample's noise is. Here one
@@ -158,7 +255,8 @@ class LatentModel(nn.Module, abc.ABC):
         return self.mean_image(self.decode(self.prior_latents(noise.to(device), y, tau), y))
 
     @torch.no_grad()
-    def map_overlays(self, n: int, generator: torch.Generator | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    def map_overlays(self, n: int, generator: torch.Generator | None = None
+                     ) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
         """Latent points to draw over a map of encoder means: name -> (points (N, m) on the CPU, class labels (N,)
         or None). Here: n draws from the prior (for conditional models, n per class would crowd the map, so the
         classes take turns). Families with class centres or a learned (flow) prior add their own entries."""
@@ -174,8 +272,12 @@ class LatentModel(nn.Module, abc.ABC):
         return self.mean_image(self.decode(self.encode(x, y).mean, y))
 
 
-def loss_terms(rec: torch.Tensor, kl: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
-    """Named terms from per-item rec (B,) and kl (B,): the one place the beta-weighted objective is formed."""
-    rec_m, kl_m = rec.mean(), kl.mean()
-    return {"loss": rec_m + beta * kl_m, "rec": rec_m.detach(), "kl": kl_m.detach(),
-            "neg_elbo": (rec_m + kl_m).detach()}
+def elbo_terms(rec: torch.Tensor, kl: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+    """Named per-item terms from rec (B,) and kl (B,): the one place the beta-weighted ELBO objective is formed."""
+    return {"loss": rec + beta * kl, "rec": rec, "kl": kl, "neg_elbo": rec + kl}
+
+
+def batch_means(terms: dict[str, torch.Tensor], keep_graph: tuple[str, ...] = ("loss",)) -> dict[str, torch.Tensor]:
+    """Per-item terms (B,) -> scalars; the terms in `keep_graph` keep their graph, the others are detached, so a
+    phase may minimise any one of them."""
+    return {k: v.mean() if k in keep_graph else v.detach().mean() for k, v in terms.items()}

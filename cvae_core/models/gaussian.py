@@ -5,6 +5,9 @@
   with Calibrated Decoders", arXiv:2006.13202.
 - ``bs_vae``: one optimal variance per image with a separate beta, Kim & Lee 2024, "Beta-Sigma VAE:
   Separating beta and decoder variance in Gaussian variational autoencoder", arXiv:2409.09361.
+- ``cvae`` / ``sigma_cvae`` (SPEC section 2): the same with encoder and decoder seeing a condition y (class one-hot
+  or attribute vector, concatenated to the encoder features and to z), prior N(0, I) (Sohn et al. 2015, "Learning
+  Structured Output Representation using Deep Conditional Generative Models"; the baselines of arXiv:2511.08946).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
 from ..nets import make_decoder, make_encoder
-from .base import LatentModel, ModelConfig
+from .base import ConditionFields, LatentModel, ModelConfig
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -88,19 +91,44 @@ class BSVAEConfig(ModelConfig):
     """beta and the (per-image optimal) decoder variance are separate knobs; sweep beta in {0.01 .. 100}."""
 
 
-# ------------------------------------------------------------------ models
-class GaussianVAE(LatentModel):
-    """q(z|x) = N(mu(x), diag exp(logvar(x))), p(z) = N(0, I); the likelihood is the variant's component."""
+@dataclass
+class CVAEConfig(VAEConfig, ConditionFields):
+    """vae with encoder and decoder conditioned on y; prior N(0, I)."""
 
-    def __init__(self, config: ModelConfig, cond_dim: int = 0):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_condition()
+
+
+@dataclass
+class SigmaCVAEConfig(SigmaVAEConfig, ConditionFields):
+    """sigma_vae with encoder and decoder conditioned on y; prior N(0, I)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_condition()
+
+
+# ------------------------------------------------------------------ models
+def _with(h: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    """Concatenate the condition vector c (B, d) to features h (B, F), when there is one."""
+    return h if c is None else torch.cat([h, c.to(h.dtype)], dim=-1)
+
+
+class GaussianVAE(LatentModel):
+    """q(z|x[,y]) = N(mu, diag exp(logvar)), p(z) = N(0, I); the likelihood is the variant's component. A condition
+    y (config.condition) is concatenated to the encoder features and to z."""
+
+    def __init__(self, config: ModelConfig):
         super().__init__(config)
-        c = config
+        c, d = config, self.cond_dim
         self.encoder = make_encoder(c.arch, c.image_shape, c.hidden)
-        self.enc_head = nn.Linear(self.encoder.out_features + cond_dim, 2 * c.latent_dim)
-        self.decoder = make_decoder(c.arch, c.latent_dim + cond_dim, c.image_shape, c.hidden)
+        self.enc_head = nn.Linear(self.encoder.out_features + d, 2 * c.latent_dim)
+        self.decoder = make_decoder(c.arch, c.latent_dim + d, c.image_shape, c.hidden)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
-        mu, log_var = self.enc_head(self.encoder(x)).chunk(2, dim=-1)  # (B, m) each
+        h = _with(self.encoder(x), self.condition_vector(y))  # (B, F + d)
+        mu, log_var = self.enc_head(h).chunk(2, dim=-1)  # (B, m) each
         # validate_args=False: argument checks would sync with the host every step; a NaN or overflowing scale
         # instead shows up as a non-finite loss, which fit() catches at the next log tick
         return Independent(Normal(mu, torch.exp(0.5 * log_var), validate_args=False), 1, validate_args=False)
@@ -111,7 +139,7 @@ class GaussianVAE(LatentModel):
         return Independent(Normal(p.new_zeros(shape), p.new_ones(shape), validate_args=False), 1, validate_args=False)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decoder(z)
+        return self.decoder(_with(z, self.condition_vector(y)))  # (B, m + d) -> logits (B, C, H, W)
 
     def kl_per_dim(self, q: Distribution, y: torch.Tensor | None = None) -> torch.Tensor:
         return kl_std_normal_per_dim(q.base_dist.loc, torch.log(q.base_dist.scale))
@@ -129,12 +157,24 @@ class VAE(GaussianVAE):
 
 
 class SigmaVAE(GaussianVAE):
+    calibrated_variance = True
+
     def nll(self, x, logits):
         nll, log_sigma = sigma_batch_nll(x, torch.sigmoid(logits))
         return nll, {"log_sigma": log_sigma}
 
 
 class BSVAE(GaussianVAE):
+    calibrated_variance = True
+
     def nll(self, x, logits):
         dist, log_sigma = sigma_image_distortion(x, torch.sigmoid(logits))
         return dist, {"log_sigma": log_sigma}
+
+
+class CVAE(VAE):
+    """Conditional VAE, fixed decoder variance (or Bernoulli): the vae likelihood with y seen by both networks."""
+
+
+class SigmaCVAE(SigmaVAE):
+    """Conditional sigma-VAE: the optimal shared decoder variance of sigma_vae with y seen by both networks."""
