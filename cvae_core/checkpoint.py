@@ -72,9 +72,13 @@ def model_name_of(model: LatentModel) -> str:
 
 
 def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = None, dataset: dict | None = None,
-             metrics: dict | None = None, history: dict | None = None) -> Path:
+             metrics: dict | None = None, history: dict | None = None, check: dict | None = None,
+             weights_dtype: str = "float32") -> Path:
     """Write the run folder atomically, replacing an existing *run* folder (never anything else: see
-    check_run_destination). Returns the folder."""
+    check_run_destination). Returns the folder. `check` (``metrics.check_numbers``) goes to check.json;
+    `weights_dtype="float16"` stores floating-point tensors in half precision (loading casts them back)."""
+    if weights_dtype not in ("float32", "float16"):
+        raise CheckpointError(f"weights_dtype must be float32 or float16 (got {weights_dtype!r})")
     run_dir = check_run_destination(run_dir)
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -88,9 +92,13 @@ def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = Non
                "train": dataclasses.asdict(train_config) if dataclasses.is_dataclass(train_config) else train_config,
                "dataset": dataset or {}}
         _write_json(tmp / "config.json", cfg)
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS))
+        half = weights_dtype == "float16"
+        state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+                 for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"weights_dtype": weights_dtype})
         _write_json(tmp / "metrics.json", metrics or {})
+        if check is not None:
+            _write_json(tmp / "check.json", check)
         if history is not None:
             _write_json(tmp / "history.json", history)
         old = None
@@ -110,7 +118,7 @@ def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = Non
 
 
 def read_run_info(run_dir: str | Path) -> dict:
-    """config.json plus metrics.json (and history.json when present), without loading weights."""
+    """config.json plus metrics.json (and history.json, check.json when present), without loading weights."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir} is not a run folder (it does not exist or is not a folder)")
@@ -126,7 +134,7 @@ def read_run_info(run_dir: str | Path) -> dict:
     if not isinstance(info["model"], str) or not isinstance(info["config"], dict):
         raise CheckpointError(f"{cfg_path}: 'model' must be a name and 'config' an object of options "
                               f"(got {type(info['model']).__name__} and {type(info['config']).__name__})")
-    for extra in ("metrics", "history"):
+    for extra in ("metrics", "history", "check"):
         p = run_dir / f"{extra}.json"
         try:
             info[extra] = json.loads(p.read_text()) if p.is_file() else {}
@@ -169,8 +177,17 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[L
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
         raise CheckpointError(f"{run_dir}: config.json does not match the weights: " + "; ".join(parts))
-    model.load_state_dict(state)
+    model.load_state_dict(state)  # copies into the model's own (float32) tensors: half-precision files load too
     return model.to(device).eval(), info
+
+
+def round_to_half(model: LatentModel) -> None:
+    """Round the model's floating-point weights to float16 and back, in place: the model then computes exactly
+    what it will after a save with weights_dtype="float16" and a reload."""
+    with torch.no_grad():
+        for v in model.state_dict().values():
+            if v.is_floating_point():
+                v.copy_(v.half().float())
 
 
 def list_runs(root: str | Path) -> list[Path]:

@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import check_run_destination, model_name_of, save_run
 from .data import Dataset
-from .metrics import active_units, encoder_means, evaluate
+from .metrics import active_units, check_numbers, encoder_means, full_evaluation
 from .models.base import LatentModel
 from .registry import build_model
 from .train import History, TrainConfig, TrainControl, fit, resolve_device
@@ -147,8 +147,10 @@ class TrainingJob:
         clone.load_state_dict(state)
         return clone.eval(), step
 
-    def save(self, run_dir: str | Path) -> Path:
-        """Save weights as of the last log tick (or the end), with the history so far and test metrics."""
+    def save(self, run_dir: str | Path, *, fid: str | None = None, progress=None) -> Path:
+        """Save weights as of the last log tick (or the end), with the history so far, test metrics (likelihood
+        terms and the sample metrics of ``metrics.full_evaluation``; `fid="inception"` adds the slow Inception FID,
+        `progress(fraction, text)` follows it) and the check numbers a reload is verified against."""
         check_run_destination(run_dir)  # fail before the (slow) test-set evaluation
         with self._lock:  # weights and history of the same tick, never a record being filled in
             state = dict(self._state)
@@ -158,7 +160,9 @@ class TrainingJob:
         clone = build_model(model_name_of(self.model), copy.deepcopy(self.model.config))
         clone.load_state_dict(state)
         clone.eval()
-        metrics = evaluate(clone, self.data.x_test, self.data.y_test, extras=self.data.extras_test,
-                           train_x=self.data.x_train, train_y=self.data.y_train)
+        image_data = tuple(self.data.x_test.shape[1:]) == (1, 28, 28)
+        metrics = full_evaluation(clone, self.data, sample_metrics=image_data, fid=fid, progress=progress)
+        metrics.update(model=model_name_of(clone), dataset=self.dataset_info.get("name"), steps=history["step"],
+                       status=history["status"])
         return save_run(run_dir, clone, train_config=self.config, dataset=self.dataset_info, metrics=metrics,
-                        history=history)
+                        history=history, check=check_numbers(clone, self.data))

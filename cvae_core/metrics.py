@@ -157,3 +157,48 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
         out["is_samples"] = is_samples
     model.train(was_training)
     return out
+
+
+def full_evaluation(model: LatentModel, data, *, n_test: int | None = None, is_samples: int = 0, seed: int = 0,
+                    sample_metrics: bool = True, n_per_class: int = 1000, n_samples: int = 10_000,
+                    fid: str | None = None, fid_samples: int = 1000, progress=None) -> dict:
+    """Everything `evaluate --json` reports for a model and its data set (a ``Dataset``): ``evaluate`` on the
+    first `n_test` test images, with the training images for ``neg_elbo_train_sigma``, plus the sample-quality
+    metrics of ``sample_metrics.generative_metrics`` (per-class precision/recall/F1 and mode coverage for
+    conditional models, class frequencies for unconditional ones, classifier-FID, and Inception FID with
+    ``fid="inception"``). `progress(fraction, text)` is called during the slow parts."""
+    device = next(model.parameters()).device
+    x, y = data.x_test[:n_test], data.y_test[:n_test]
+    extras = {k: v[:n_test] for k, v in data.extras_test.items()}
+    if progress:
+        progress(0.0, "evaluating likelihood terms on the test set")
+    out = evaluate(model, x, y, is_samples=is_samples, seed=seed, extras=extras, train_x=data.x_train,
+                   train_y=data.y_train)
+    if sample_metrics or fid:
+        from .sample_metrics import generative_metrics
+
+        sub = None if progress is None else (lambda f, t: progress(0.1 + 0.9 * f, t))
+        out.update(generative_metrics(model, x, y, n_per_class=n_per_class if sample_metrics else 0,
+                                      n_samples=n_samples if sample_metrics else 0, seed=seed, fid=fid,
+                                      fid_samples=fid_samples, progress=sub, device=device))
+    if progress:
+        progress(1.0, "done")
+    return out
+
+
+CHECK_SLICE = 500  # test images behind a run's check.json
+CHECK_KEYS = ("loss", "rate", "distortion", "mse", "neg_elbo", "au")
+
+
+def check_numbers(model: LatentModel, data) -> dict:
+    """Numbers a run folder records (check.json) so that a reload can be verified exactly: ``evaluate`` on the first
+    CHECK_SLICE test images with seed 0, plus the mean of 8 samples from fixed noise. A bug that fresh weights hide
+    (swapped mean/log-variance heads, a wrong scale, a dtype slip) changes them."""
+    x, y = data.x_test[:CHECK_SLICE], data.y_test[:CHECK_SLICE]
+    m = evaluate(model, x, y, seed=0, extras={k: v[:CHECK_SLICE] for k, v in data.extras_test.items()})
+    out = {k: m[k] for k in CHECK_KEYS if k in m}
+    noise = model.prior_noise(8, generator=torch.Generator().manual_seed(0))
+    yy = torch.arange(8) % model.config.num_classes if model.conditional else None
+    out["sample_mean"] = model.sample(8, yy, eps=noise).float().mean().item()
+    out["n_test"] = len(x)
+    return out

@@ -180,6 +180,9 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
     torch.manual_seed(config.seed)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
 
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "condition", None) == "attributes" and "attributes" not in data.extras_train:
+        raise ConfigError(f"condition=attributes needs a data set with attribute vectors; {data.name} has none")
     if history.step == 0:
         model.setup(data)  # a family's one look at the training data (centres, a teacher), kept in buffers
     model.to(device).train()

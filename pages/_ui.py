@@ -118,6 +118,12 @@ def show_grid(x: torch.Tensor | None, title: str, caption: str | None = None, nr
         st.caption(caption)
 
 
+def class_rows(samples: torch.Tensor, classes: torch.Tensor, keep: list[int]) -> torch.Tensor:
+    """The preview rows (one per class, in class order) of the classes in `keep`."""
+    mask = torch.isin(classes, torch.as_tensor(keep, dtype=classes.dtype))
+    return samples[mask]
+
+
 # ------------------------------------------------------------------ run tables (Home page)
 def run_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     """One row per readable run folder, plus one-line problems for folders that could not be read."""
@@ -131,10 +137,14 @@ def run_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
         m, ds, hist = info.get("metrics", {}), info.get("dataset", {}), info.get("history", {})
         data = ds.get("name", "?") + (f" (rho {ds['rho']:g})" if ds.get("name") == "mnist-lt" else "")
         steps = hist.get("step") or (info.get("train") or {}).get("steps")
+        fair = m.get("neg_elbo_train_sigma", m.get("neg_elbo"))
+        coverage = m.get("mode_coverage")
+        if coverage is None and m.get("class_freq_tv") is not None:
+            coverage = 1.0 - m["class_freq_tv"]
         rows.append({"run": p.name, "model": info["model"], "data set": data, "beta": info["config"].get("beta"),
-                     "steps": steps,
-                     "neg_elbo": m.get("neg_elbo"), "rate": m.get("rate"), "distortion": m.get("distortion"),
-                     "mse": m.get("mse"), "au": m.get("au")})
+                     "steps": steps, "neg_elbo_fair": fair, "rate": m.get("rate"), "distortion": m.get("distortion"),
+                     "mse": m.get("mse"), "au": m.get("au"), "classes": coverage,
+                     "classifier_fid": m.get("classifier_fid")})
     return pd.DataFrame(rows), problems
 
 
@@ -142,14 +152,24 @@ RUN_COLUMNS = {
     "run": st.column_config.TextColumn("run"),
     "beta": st.column_config.NumberColumn("β", format="%g"),
     "steps": st.column_config.NumberColumn("steps", format="%d"),
-    "neg_elbo": st.column_config.NumberColumn(
-        "−ELBO (nats)", format="%.1f",
-        help="D + R on the test set, per image. sigma_vae and bs_vae fit their decoder variance to the images being "
-             "scored, so their −ELBO is optimistic: compare it within one model, and across models use MSE."),
+    "neg_elbo_fair": st.column_config.NumberColumn(
+        "−ELBO, σ from training (nats)", format="%.1f",
+        help="D + R on the test set, per image, with the decoder variance frozen at its training-set value "
+             "(neg_elbo_train_sigma). Models that fit σ to the very images being scored (sigma_vae, bs_vae, "
+             "sigma_cvae) would otherwise look better than they are; this column compares all models fairly."),
     "rate": st.column_config.NumberColumn("rate R (nats)", format="%.2f", help="KL(q(z|x) || p(z)) per image"),
     "distortion": st.column_config.NumberColumn("distortion D (nats)", format="%.1f", help="−log p(x|z) per image"),
     "mse": st.column_config.NumberColumn("MSE / pixel", format="%.4f"),
     "au": st.column_config.NumberColumn("active units", format="%d", help="latent dims with Var_x E[z_j|x] > 0.01"),
+    "classes": st.column_config.ProgressColumn(
+        "class coverage", format="%.2f", min_value=0.0, max_value=1.0,
+        help="How well the samples cover the 10 digits, judged by the in-project classifier. Conditional models: "
+             "mode coverage, the share of classes whose asked-for samples are recognised at least half the time. "
+             "Unconditional models: 1 − total variation between the samples' class frequencies and uniform."),
+    "classifier_fid": st.column_config.NumberColumn(
+        "classifier FID", format="%.2f",
+        help="Fréchet distance between the in-project classifier's features of samples and of test images (lower "
+             "is better). Not comparable with the usual Inception FID."),
 }
 
 
@@ -197,7 +217,8 @@ def _choices(doc: str, default: Any) -> list[str] | None:
     return opts if isinstance(default, str) and default in opts and len(opts) >= 2 else None
 
 
-SET_BY_PAGE = {"image_shape", "num_classes", "latent_dim", "beta"}  # fixed by the data set or own widgets
+# fixed by the data set or by the page's own widgets (class-conditional models take their condition from the labels)
+SET_BY_PAGE = {"image_shape", "num_classes", "latent_dim", "beta", "condition", "cond_dim"}
 NETWORK = ("arch", "hidden")
 
 
@@ -327,7 +348,7 @@ _saving: set[Path] = set()  # run folders being written right now, by any sessio
 _saving_lock = threading.Lock()
 
 
-def save_job(job: TrainingJob, name: str, overwrite: bool = False) -> Path:
+def save_job(job: TrainingJob, name: str, overwrite: bool = False, **save_kw) -> Path:
     """Save the job as runs_root()/name. Refuses (LabError) a name that is already taken unless `overwrite`, and a
     name that another session is saving at this moment (evaluating the test set takes a few seconds)."""
     if not RUN_NAME.fullmatch(name):
@@ -341,15 +362,17 @@ def save_job(job: TrainingJob, name: str, overwrite: bool = False) -> Path:
                            f"\"Overwrite an existing run of this name\"")
         _saving.add(path)
     try:
-        return job.save(path)
+        return job.save(path, **save_kw)
     finally:
         with _saving_lock:
             _saving.discard(path)
 
 
 # ------------------------------------------------------------------ charts
-def curves_figure(records: list[dict], latent_dim: int, fixed_sigma: float | None = None) -> go.Figure:
-    """Live training curves in one figure: objective, rate, distortion, decoder sigma, active units, MSE."""
+def curves_figure(records: list[dict], latent_dim: int, fixed_sigma: float | None = None, *, rate_key: str = "kl",
+                  distortion_key: str = "rec", objective_label: str = "D + β·R") -> go.Figure:
+    """Live training curves in one figure: objective, rate, distortion, decoder sigma, active units, MSE. The rate
+    and distortion are the family's own named terms (`rate_key`, `distortion_key`); its objective is `loss`."""
     df = pd.DataFrame(records)
     titles = ("objective (nats / image)", "rate R (nats / image)", "distortion D (nats / image)",
               "decoder σ (pixel scale 0–1)", f"active units (of m = {latent_dim})", "reconstruction MSE (per pixel)")
@@ -363,10 +386,10 @@ def curves_figure(records: list[dict], latent_dim: int, fixed_sigma: float | Non
         fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines+markers", marker={"size": 4},
                                  line={"color": color, "width": 2, **kw.pop("line", {})}, **kw), row=row, col=c)
 
-    line("loss", 1, 1, "loss = D + β·R", COLORS["loss"])
+    line("loss", 1, 1, f"loss = {objective_label}", COLORS["loss"])
     line("neg_elbo", 1, 1, "−ELBO = D + R", COLORS["neg_elbo"], line={"dash": "dash"})
-    line("kl", 1, 2, "rate R", COLORS["rate"], showlegend=False)
-    line("rec", 1, 3, "distortion D", COLORS["dist"], showlegend=False)
+    line(rate_key, 1, 2, "rate R", COLORS["rate"], showlegend=False)
+    line(distortion_key, 1, 3, "distortion D", COLORS["dist"], showlegend=False)
     if "log_sigma" in df:
         line("log_sigma", 2, 1, "σ (optimal)", COLORS["sigma"], values=np.exp(df["log_sigma"]), showlegend=False)
     else:

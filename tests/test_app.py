@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,6 +169,38 @@ def test_train_save_and_load_a_real_short_run(train_page, lab_dirs):
     assert all(math.isfinite(info["metrics"][k]) for k in ("neg_elbo", "rate", "distortion", "mse"))
     assert info["history"]["status"] == "finished"
     assert model.sample(2).shape == (2, 1, 28, 28)
+
+
+def test_conditional_model_previews_a_row_per_class_with_a_class_picker(train_page):
+    """cvae on the Train page: the sample grid is one row of 8 per class (10 rows), the class picker narrows it to
+    the picked rows, and the rows are the model's own samples of those classes."""
+    from pages._ui import class_rows, image_grid
+
+    at = train_page
+    at.selectbox(key="model").select("cvae").run()
+    at.number_input(key="steps").set_value(8)
+    at.number_input(key="latent_dim").set_value(4)
+    at.run()
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    snap = run_until_done(at)
+    assert snap["status"] == "finished"
+    p = snap["previews"]
+    assert p["sample_classes"].tolist() == [k for k in range(10) for _ in range(8)]
+    picker = at.get("button_group")[0]
+    assert picker.proto.label == "Classes to show"
+    assert "Samples per class" in texts(at.markdown)
+    img = at.get("image")[0]
+    full = image_grid(p["samples"], nrow=8)
+    assert img.proto.imgs[0].url  # drawn
+    picker.set_value([3, 7]).run()
+    assert not at.exception
+    two = class_rows(p["samples"], p["sample_classes"], [3, 7])
+    assert two.shape[0] == 16 and torch.equal(two[:8], p["samples"][24:32]) and torch.equal(two[8:], p["samples"][56:64])
+    assert image_grid(two, nrow=8).shape[0] < full.shape[0] / 4  # 2 rows instead of 10
+    job = at.session_state["job"]
+    clone, _ = job.model_at_tick()
+    torch.testing.assert_close(p["samples"], clone.sample(80, p["sample_classes"], eps=job._z))
 
 
 def test_impossible_option_is_a_one_line_error(train_page):
