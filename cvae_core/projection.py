@@ -116,20 +116,24 @@ def class_shares(labels: Any, K: int) -> np.ndarray:
 
 
 def nearest_class(means: Any, labels: Any, points: Any, K: int, k: int = 15) -> np.ndarray:
-    """Class of each point (P,): the majority class among its k nearest encoder means (Euclidean, in latent
-    space). Ties go to the class whose members are nearer (rank-weighted, the weights never outvote a count)."""
+    """Class of each point, (P,): the majority class among its k nearest encoder means (Euclidean, in the latent
+    space). A tie in votes goes to the tied class with the nearest member."""
     x, p = _as_2d_float(means, "means"), _as_2d_float(points, "prior points")
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(x):
         raise ValueError(f"{len(labels)} labels for {len(x)} encoder means")
     if p.shape[1] != x.shape[1]:
         raise ValueError(f"prior points have {p.shape[1]} dimensions, encoder means {x.shape[1]}")
+    if labels.min() < 0 or labels.max() >= K:
+        raise ValueError(f"labels must lie in 0..{K - 1}")
     k = max(1, min(int(k), len(x)))
     _, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(p)  # (P, k), nearest first
-    votes = np.zeros((len(p), K))
-    bonus = (k - np.arange(k)) / (2.0 * k * k)  # rank r gets 1 + (k - r) / (2k^2); all bonuses sum to <= 1/2 < 1
-    np.add.at(votes, (np.arange(len(p))[:, None], labels[idx]), 1.0 + bonus[None, :])
-    return votes.argmax(1)
+    rows = np.repeat(np.arange(len(p)), k)  # (P * k,)
+    votes = np.zeros((len(p), K), np.int64)
+    np.add.at(votes, (rows, labels[idx].ravel()), 1)
+    first = np.full((len(p), K), k, np.int64)  # rank of each class's nearest member (k: none among the k)
+    np.minimum.at(first, (rows, labels[idx].ravel()), np.tile(np.arange(k), len(p)))
+    return (votes * (k + 1) + (k - first)).argmax(1)  # votes first; (k - first) <= k only breaks ties
 
 
 def allocation_shares(means: Any, labels: Any, prior_points: Any, K: int, k: int = 15) -> np.ndarray:
