@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_decoder_head  # noqa: E402
+import bench_latent_map  # noqa: E402
 import bench_train_loop  # noqa: E402
 
 if __name__ == "__main__":
@@ -19,3 +20,4 @@ if __name__ == "__main__":
     print(f"Machine: {platform.machine()}, {dev}, torch {torch.__version__}\n")
     print(bench_train_loop.main())
     print(bench_decoder_head.main())
+    print(bench_latent_map.main())
