@@ -126,7 +126,7 @@ def train_classifier(x_train_u8: torch.Tensor, y_train: torch.Tensor, *, epochs:
                      lr: float = 3e-3, weight_decay: float = 1e-4, max_shift: int = 0, seed: int = 0,
                      config: ClassifierConfig | None = None,
                      progress: Callable[[int, int, float], None] | None = None) -> MnistClassifier:
-    """Adam with a one-cycle learning-rate schedule on cross-entropy; minibatches drawn from a private seeded
+    """AdamW with a one-cycle learning-rate schedule on cross-entropy; minibatches drawn from a private seeded
     generator (the global RNG is only used by dropout, which is seeded by torch.manual_seed(seed) here).
     `progress(step, total_steps, loss)` is called every 50 steps. Returns the model in eval mode."""
     torch.manual_seed(seed)
@@ -136,7 +136,9 @@ def train_classifier(x_train_u8: torch.Tensor, y_train: torch.Tensor, *, epochs:
     steps_per_epoch = math.ceil(n / batch_size)
     total = epochs * steps_per_epoch
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.2)
+    # one-cycle schedule (Smith & Topin 2017, arXiv:1708.07120); a constant rate for runs too short to warm up
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.2) if total >= 10
+             else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0))
     model.train()
     step = 0
     for _ in range(epochs):
@@ -151,7 +153,7 @@ def train_classifier(x_train_u8: torch.Tensor, y_train: torch.Tensor, *, epochs:
             sched.step()
             step += 1
             if progress is not None and (step % 50 == 0 or step == total):
-                progress(step, total, float(loss))
+                progress(step, total, float(loss.detach()))
     return model.eval()
 
 
@@ -161,8 +163,9 @@ def accuracy(model: MnistClassifier, x_u8: torch.Tensor, y: torch.Tensor) -> tup
     pred = model.predict(x_u8)
     y = y.cpu()
     K = model.config.num_classes
-    per_class = [float((pred[y == k] == k).float().mean()) if (y == k).any() else float("nan") for k in range(K)]
-    return float((pred == y).float().mean()), per_class
+    per_class = [int((pred[y == k] == k).sum()) / int((y == k).sum()) if (y == k).any() else float("nan")
+                 for k in range(K)]
+    return int((pred == y).sum()) / len(y), per_class
 
 
 # --- storage ---------------------------------------------------------------------------------------------------
