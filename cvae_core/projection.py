@@ -10,7 +10,8 @@
 - ``allocation_shares``: each prior sample goes to the class of its k nearest encoder means (majority vote); the
   share of class k is the fraction of prior samples it gets. Computed in latent space, never on the 2-D map.
 
-umap-learn is imported lazily: importing it alone takes seconds.
+umap-learn and scikit-learn are imported lazily: importing umap-learn alone takes seconds, and the app imports
+this module at start-up (see pages/_maps.py).
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.neighbors import NearestNeighbors
 
 UMAP_SETTINGS = {"n_neighbors": 15, "min_dist": 0.1, "n_epochs": 100, "init": "pca"}
 
@@ -36,9 +35,11 @@ def _as_2d_float(a: Any, name: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ PCA
-def pca_2d(means: Any) -> tuple[np.ndarray, PCA]:
+def pca_2d(means: Any):
     """(coords (N, 2), fitted PCA) of encoder means (N, m). `fitted.transform(z)` places other latents (prior
     samples) on the same map. A 1-D latent gets a zero second coordinate."""
+    from sklearn.decomposition import PCA
+
     x = _as_2d_float(means, "means")
     n_comp = min(2, x.shape[1], len(x))
     # covariance_eigh: an m x m eigendecomposition, the fastest exact solver when N >> m
@@ -53,7 +54,7 @@ def pca_2d(means: Any) -> tuple[np.ndarray, PCA]:
 class _Padded:
     """A PCA with fewer than 2 components whose transform is padded to 2 columns."""
 
-    def __init__(self, pca: PCA):
+    def __init__(self, pca):
         self.pca = pca
 
     def transform(self, z: Any) -> np.ndarray:
@@ -69,6 +70,8 @@ class ExactKNNIndex:
     _angular_trees = False
 
     def __init__(self, data: np.ndarray):
+        from sklearn.neighbors import NearestNeighbors
+
         self.nn = NearestNeighbors().fit(data)
 
     def query(self, x: Any, k: int = 15, epsilon: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +130,7 @@ def nearest_class(means: Any, labels: Any, points: Any, K: int, k: int = 15) -> 
     if labels.min() < 0 or labels.max() >= K:
         raise ValueError(f"labels must lie in 0..{K - 1}")
     k = max(1, min(int(k), len(x)))
-    _, idx = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(p)  # (P, k), nearest first
+    idx, _ = ExactKNNIndex(x).query(p, k)  # (P, k), nearest first
     rows = np.repeat(np.arange(len(p)), k)  # (P * k,)
     votes = np.zeros((len(p), K), np.int64)
     np.add.at(votes, (rows, labels[idx].ravel()), 1)
