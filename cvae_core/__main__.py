@@ -213,7 +213,7 @@ def cmd_train(a) -> int:
     from .errors import ConfigError
     from .metrics import check_numbers
     from .registry import build_model, make_config
-    from .train import TrainConfig, TrainControl, fit
+    from .train import TrainConfig, TrainControl, check_model_data, fit
 
     tcfg = TrainConfig(epochs=a.epochs if a.epochs is not None else 2.0, steps=a.steps, batch_size=a.batch_size,
                        lr=a.lr, seed=a.seed, device=a.device)
@@ -230,6 +230,7 @@ def cmd_train(a) -> int:
             raise ConfigError(f"--option {key} is set by the data set: {a.dataset} has {key}={val}")
         overrides[key] = val
     model = build_model(a.model, seed=a.seed, **overrides)
+    check_model_data(model, data)
     total = tcfg.total_steps(len(data.x_train))
     print(f"training {a.model} on {a.dataset} ({len(data.x_train)} images) for {total} steps", file=sys.stderr)
 

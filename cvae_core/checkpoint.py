@@ -71,6 +71,18 @@ def model_name_of(model: LatentModel) -> str:
     raise CheckpointError(f"{type(model).__name__} is not in the registry")
 
 
+def swap_into_place(tmp: Path, dest: Path) -> None:
+    """Rename the finished folder `tmp` to `dest`; an existing `dest` is moved aside first and removed afterwards,
+    so at every moment `dest` is either the old complete folder or the new one."""
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = None, dataset: dict | None = None,
              metrics: dict | None = None, history: dict | None = None, check: dict | None = None,
              weights_dtype: str = "float32") -> Path:
@@ -101,13 +113,7 @@ def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = Non
             _write_json(tmp / "check.json", check)
         if history is not None:
             _write_json(tmp / "history.json", history)
-        old = None
-        if run_dir.exists():
-            old = run_dir.parent / f".{run_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(run_dir, old)
-        os.replace(tmp, run_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(tmp, run_dir)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"could not write the run to {run_dir}: {e.strerror or e}") from None

@@ -28,6 +28,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .checkpoint import swap_into_place
 from .data import to_float
 from .errors import CheckpointError
 
@@ -170,8 +171,12 @@ def accuracy(model: MnistClassifier, x_u8: torch.Tensor, y: torch.Tensor) -> tup
 
 # --- storage ---------------------------------------------------------------------------------------------------
 def default_classifier_dir() -> Path:
-    """``$CVAE_CHECKPOINTS_DIR/classifier-mnist`` or ``<repo>/checkpoints/classifier-mnist``."""
-    return Path(os.environ.get("CVAE_CHECKPOINTS_DIR") or REPO / "checkpoints") / FOLDER
+    """``$CVAE_CHECKPOINTS_DIR/classifier-mnist`` when that folder exists, else ``<repo>/checkpoints/classifier-mnist``
+    (the shipped one): pointing the app at another folder of runs does not lose the classifier."""
+    env = os.environ.get("CVAE_CHECKPOINTS_DIR")
+    if env and (Path(env) / FOLDER).is_dir():
+        return Path(env) / FOLDER
+    return REPO / "checkpoints" / FOLDER
 
 
 def save_classifier(folder: str | Path, model: MnistClassifier, info: dict, half: bool = True) -> Path:
@@ -193,13 +198,7 @@ def save_classifier(folder: str | Path, model: MnistClassifier, info: dict, half
         record = {**info, "config": dataclasses.asdict(model.config), "storage_dtype": "float16" if half
                   else "float32", "weights_bytes": (tmp / WEIGHTS).stat().st_size}
         (tmp / INFO).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -171,6 +171,13 @@ def _phase_params(model: torch.nn.Module, phase) -> list[torch.nn.Parameter]:
     return chosen
 
 
+def check_model_data(model: torch.nn.Module, data: Dataset) -> None:
+    """Refuse, in one line, a model that cannot train on this data set (before any work starts)."""
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "condition", None) == "attributes" and "attributes" not in data.extras_train:
+        raise ConfigError(f"condition=attributes needs a data set with attribute vectors; {data.name} has none")
+
+
 def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=(),
         control: TrainControl | None = None, history: History | None = None) -> History:
     """Train `model` on `data.x_train` (uint8) with Adam; returns the History. See the module docstring."""
@@ -180,9 +187,7 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
     torch.manual_seed(config.seed)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
 
-    cfg = getattr(model, "config", None)
-    if getattr(cfg, "condition", None) == "attributes" and "attributes" not in data.extras_train:
-        raise ConfigError(f"condition=attributes needs a data set with attribute vectors; {data.name} has none")
+    check_model_data(model, data)
     if history.step == 0:
         model.setup(data)  # a family's one look at the training data (centres, a teacher), kept in buffers
     model.to(device).train()

@@ -30,7 +30,7 @@ from cvae_core.errors import LabError
 from cvae_core.jobs import TrainingJob
 from cvae_core.models.base import ModelConfig
 from cvae_core.registry import MODELS, build_model, make_config
-from cvae_core.train import TrainConfig
+from cvae_core.train import TrainConfig, check_model_data
 
 REPO = Path(__file__).resolve().parents[1]
 BETAS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
@@ -312,6 +312,7 @@ def start_training(setup: dict, options: dict) -> TrainingJob:
     config = make_config(setup["model"], image_shape=data.image_shape, num_classes=data.num_classes,
                          latent_dim=setup["latent_dim"], beta=setup["beta"], **options)
     model = build_model(setup["model"], config, seed=setup["seed"])
+    check_model_data(model, data)
     stop_job(st.session_state.get("job"))  # only once the new setup is known to be valid
     _stop_orphans()
     job = TrainingJob(model, data, train, au_images=500).start()  # AU on 500 test images: cheaper ticks

@@ -42,3 +42,23 @@ def mnist():
 def mnist_small(mnist):
     """First 512 training and 256 test images: enough for a few optimiser steps and stable metrics."""
     return mnist.subset(512, 256)
+
+
+@pytest.fixture
+def one_thread():
+    """Small batches: one torch thread is faster, and on a shared 2-core machine two threads can be 10-30x slower
+    (OpenMP threads waiting on each other). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def lab_dirs(tmp_path, monkeypatch):
+    """Empty runs and checkpoints folders for the app, so tests never touch the repository's own (the shipped
+    classifier is still found: see cvae_core.classifier.default_classifier_dir)."""
+    runs, ckpt = tmp_path / "runs", tmp_path / "checkpoints"
+    monkeypatch.setenv("CVAE_RUNS_DIR", str(runs))
+    monkeypatch.setenv("CVAE_CHECKPOINTS_DIR", str(ckpt))
+    return runs, ckpt

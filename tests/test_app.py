@@ -29,13 +29,7 @@ APP, HOME, TRAIN = (str(REPO / p) for p in ("app.py", "pages/home.py", "pages/tr
 TIMEOUT = 60  # seconds for one script run (the first imports torch)
 
 
-@pytest.fixture(autouse=True)
-def lab_dirs(tmp_path, monkeypatch):
-    """Empty runs and checkpoints folders, so the tests never touch the repository's own."""
-    runs, ckpt = tmp_path / "runs", tmp_path / "checkpoints"
-    monkeypatch.setenv("CVAE_RUNS_DIR", str(runs))
-    monkeypatch.setenv("CVAE_CHECKPOINTS_DIR", str(ckpt))
-    return runs, ckpt
+pytestmark = pytest.mark.usefixtures("lab_dirs")
 
 
 @pytest.fixture
@@ -196,7 +190,8 @@ def test_conditional_model_previews_a_row_per_class_with_a_class_picker(train_pa
     picker.set_value([3, 7]).run()
     assert not at.exception
     two = class_rows(p["samples"], p["sample_classes"], [3, 7])
-    assert two.shape[0] == 16 and torch.equal(two[:8], p["samples"][24:32]) and torch.equal(two[8:], p["samples"][56:64])
+    assert two.shape[0] == 16
+    assert torch.equal(two[:8], p["samples"][24:32]) and torch.equal(two[8:], p["samples"][56:64])
     assert image_grid(two, nrow=8).shape[0] < full.shape[0] / 4  # 2 rows instead of 10
     job = at.session_state["job"]
     clone, _ = job.model_at_tick()

@@ -7,6 +7,7 @@ Screenshots go to pytest's tmp dir; with ``CVAE_UPDATE_DOCS=1`` they are also co
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -109,62 +110,70 @@ def progress_step(page) -> int:
     return int(m.group(1).replace(",", "")) if m else 0
 
 
-def test_train_and_home_pages_in_a_real_browser(server, tmp_path):
+@contextlib.contextmanager
+def chromium_page():
+    """A page of Debian's headless chromium driven by playwright (never `playwright install`); skips loudly when
+    either is missing."""
     if sync_playwright is None:
         pytest.skip(PLAYWRIGHT_MISSING)
     if not CHROMIUM.exists():
         pytest.skip(f"BROWSER TEST SKIPPED: {CHROMIUM} not found (install Debian's chromium package)")
-    t0 = time.monotonic()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.goto(f"{server}/train", wait_until="domcontentloaded")
-            expect(page.get_by_role("heading", name="Train a VAE live")).to_be_visible(timeout=30_000)
-            expect(page.get_by_text("Device:")).to_be_visible()  # the shared sidebar
-            page.get_by_role("button", name=re.compile("Start")).click()
-            # live curves and the three image grids appear, and training moves on for a few log ticks
-            expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
-            expect(page.locator('[data-testid="stImage"]')).to_have_count(3, timeout=30_000)
-            deadline = time.monotonic() + 30
-            while progress_step(page) < 100 and time.monotonic() < deadline:
-                page.wait_for_timeout(500)
-            assert progress_step(page) >= 50, "training did not advance in the browser"
-            assert page.locator('[data-testid="stException"]').count() == 0
-            shot = tmp_path / "train_page.png"
-            full_page_screenshot(page, shot)
-            check_png(shot)
-            keep(shot, "train_page.png")
-
-            page.set_viewport_size({"width": 1440, "height": 900})
-            page.get_by_role("button", name=re.compile("Stop")).click()
-            expect(page.get_by_text(re.compile("stopped by the user"))).to_be_visible(timeout=20_000)
-            page.get_by_role("textbox", name="Run name").fill("browser-demo")
-            page.get_by_role("textbox", name="Run name").press("Enter")
-            page.get_by_role("button", name=re.compile("Save")).click()
-            expect(page.get_by_text(re.compile("Saved as"))).to_be_visible(timeout=60_000)
-            assert (tmp_path / "runs" / "browser-demo" / "model.safetensors").is_file()
-
-            page.locator('[data-testid="stSidebarNav"] a', has_text="Home").click()
-            expect(page.get_by_role("heading", name="Interactive VAE lab")).to_be_visible(timeout=30_000)
-            expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=30_000)
-            expect(page.get_by_text("browser-demo: samples")).to_be_visible(timeout=30_000)
-            assert page.locator('[data-testid="stException"]').count() == 0
-            shot = tmp_path / "home_page.png"
-            full_page_screenshot(page, shot)
-            check_png(shot)
-            keep(shot, "home_page.png")
-
-            # a shared link reproduces the setup (a new session, widgets bound to the query string)
-            page.goto(f"{server}/train?model=vae&beta=10&seed=5", wait_until="domcontentloaded")
-            expect(page.get_by_role("heading", name="Train a VAE live")).to_be_visible(timeout=30_000)
-            expect(page.get_by_text("beta-VAE with a fixed decoder variance")).to_be_visible()
-            expect(page.get_by_role("spinbutton", name="Seed")).to_have_value("5")
-            expect(page.get_by_role("slider", name=re.compile("β"))).to_have_attribute("aria-valuetext", "10")
-            expect(page.get_by_text("likelihood", exact=True)).to_be_visible()
+            yield browser.new_page(viewport={"width": 1440, "height": 900})
         finally:
             browser.close()
+
+
+def test_train_and_home_pages_in_a_real_browser(server, tmp_path):
+    t0 = time.monotonic()
+    with chromium_page() as page:
+        page.goto(f"{server}/train", wait_until="domcontentloaded")
+        expect(page.get_by_role("heading", name="Train a VAE live")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Device:")).to_be_visible()  # the shared sidebar
+        page.get_by_role("button", name=re.compile("Start")).click()
+        # live curves and the three image grids appear, and training moves on for a few log ticks
+        expect(page.locator(".js-plotly-plot").first).to_be_visible(timeout=30_000)
+        expect(page.locator('[data-testid="stImage"]')).to_have_count(3, timeout=30_000)
+        deadline = time.monotonic() + 30
+        while progress_step(page) < 100 and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+        assert progress_step(page) >= 50, "training did not advance in the browser"
+        assert page.locator('[data-testid="stException"]').count() == 0
+        shot = tmp_path / "train_page.png"
+        full_page_screenshot(page, shot)
+        check_png(shot)
+        keep(shot, "train_page.png")
+
+        page.set_viewport_size({"width": 1440, "height": 900})
+        page.get_by_role("button", name=re.compile("Stop")).click()
+        expect(page.get_by_text(re.compile("stopped by the user"))).to_be_visible(timeout=20_000)
+        page.get_by_role("textbox", name="Run name").fill("browser-demo")
+        page.get_by_role("textbox", name="Run name").press("Enter")
+        page.get_by_role("button", name=re.compile("Save")).click()
+        expect(page.get_by_text(re.compile("Saved as"))).to_be_visible(timeout=60_000)
+        assert (tmp_path / "runs" / "browser-demo" / "model.safetensors").is_file()
+
+        page.locator('[data-testid="stSidebarNav"] a', has_text="Home").click()
+        expect(page.get_by_role("heading", name="Interactive VAE lab")).to_be_visible(timeout=30_000)
+        expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("browser-demo: samples")).to_be_visible(timeout=30_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        shot = tmp_path / "home_page.png"
+        full_page_screenshot(page, shot)
+        check_png(shot)
+        keep(shot, "home_page.png")
+
+        # a shared link reproduces the setup (a new session, widgets bound to the query string)
+        page.goto(f"{server}/train?model=vae&beta=10&seed=5", wait_until="domcontentloaded")
+        expect(page.get_by_role("heading", name="Train a VAE live")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("beta-VAE with a fixed decoder variance")).to_be_visible()
+        expect(page.get_by_role("spinbutton", name="Seed")).to_have_value("5")
+        expect(page.get_by_role("slider", name=re.compile("β"))).to_have_attribute("aria-valuetext", "10")
+        expect(page.get_by_text("likelihood", exact=True)).to_be_visible()
+
     assert time.monotonic() - t0 < 150, "the browser test took too long (target: < 90 s on an idle 2-core CPU)"
 
 
@@ -176,66 +185,57 @@ def wait_for_plots(page, n: int, timeout: float = 60_000) -> None:
 def test_latent_map_page_in_a_real_browser(server, tmp_path):
     """A shipped run (PCA at once, then UMAP once warm, a lasso selection showing its test images), then the run
     training on the Train page, mapped live and refreshed."""
-    if sync_playwright is None:
-        pytest.skip(PLAYWRIGHT_MISSING)
-    if not CHROMIUM.exists():
-        pytest.skip(f"BROWSER TEST SKIPPED: {CHROMIUM} not found (install Debian's chromium package)")
     t0 = time.monotonic()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.goto(f"{server}/latent_map", wait_until="domcontentloaded")
-            expect(page.get_by_role("heading", name="Latent map")).to_be_visible(timeout=30_000)
-            wait_for_plots(page, 2)  # the map and the allocation bars, with PCA while UMAP warms up
-            expect(page.get_by_text("PC1", exact=True)).to_be_visible()
-            expect(page.get_by_text("share of the prior mass nearest to the class")).to_be_visible()
-            assert page.locator('[data-testid="stException"]').count() == 0
+    with chromium_page() as page:
+        page.goto(f"{server}/latent_map", wait_until="domcontentloaded")
+        expect(page.get_by_role("heading", name="Latent map")).to_be_visible(timeout=30_000)
+        wait_for_plots(page, 2)  # the map and the allocation bars, with PCA while UMAP warms up
+        expect(page.get_by_text("PC1", exact=True)).to_be_visible()
+        expect(page.get_by_text("share of the prior mass nearest to the class")).to_be_visible()
+        assert page.locator('[data-testid="stException"]').count() == 0
 
-            page.get_by_role("radio", name="UMAP", exact=True).click()  # switches by itself once warm
-            expect(page.get_by_text("UMAP 1", exact=True)).to_be_visible(timeout=90_000)
-            wait_for_plots(page, 2)
-            assert "method=UMAP" in page.url  # the view lives in the URL
-            box = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.bounding_box()
-            cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-            page.mouse.move(cx - 35, cy - 35)  # a lasso around the middle of the map
-            page.mouse.down()
-            for dx, dy in ((35, -35), (35, 35), (-35, 35), (-35, -35)):
-                page.mouse.move(cx + dx, cy + dy, steps=5)
-            page.mouse.up()
-            expect(page.get_by_text(re.compile(r"Selected test images \(\d+"))).to_be_visible(timeout=30_000)
-            assert page.locator('[data-testid="stException"]').count() == 0
-            page.mouse.move(5, 890)  # no hover label over the map
-            shot = tmp_path / "latent_map.png"
-            full_page_screenshot(page, shot)
-            check_png(shot)
-            keep(shot, "latent_map.png")
+        page.get_by_role("radio", name="UMAP", exact=True).click()  # switches by itself once warm
+        expect(page.get_by_text("UMAP 1", exact=True)).to_be_visible(timeout=90_000)
+        wait_for_plots(page, 2)
+        assert "method=UMAP" in page.url  # the view lives in the URL
+        box = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(cx - 35, cy - 35)  # a lasso around the middle of the map
+        page.mouse.down()
+        for dx, dy in ((35, -35), (35, 35), (-35, 35), (-35, -35)):
+            page.mouse.move(cx + dx, cy + dy, steps=5)
+        page.mouse.up()
+        expect(page.get_by_text(re.compile(r"Selected test images \(\d+"))).to_be_visible(timeout=30_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.mouse.move(5, 890)  # no hover label over the map
+        shot = tmp_path / "latent_map.png"
+        full_page_screenshot(page, shot)
+        check_png(shot)
+        keep(shot, "latent_map.png")
 
-            # the run training on the Train page, mapped while it trains
-            page.set_viewport_size({"width": 1440, "height": 900})
-            page.locator('[data-testid="stSidebarNav"] a', has_text="Train").click()
-            expect(page.get_by_role("heading", name="Train a VAE live")).to_be_visible(timeout=30_000)
-            page.get_by_role("button", name=re.compile("Start")).click()
-            deadline = time.monotonic() + 90
-            while progress_step(page) < 50 and time.monotonic() < deadline:
-                page.wait_for_timeout(500)
-            assert progress_step(page) > 0, "training did not advance in the browser"
-            page.locator('[data-testid="stSidebarNav"] a', has_text="Latent map").click()
-            expect(page.get_by_role("heading", name="Latent map")).to_be_visible(timeout=30_000)
-            page.get_by_role("combobox", name="Run").click()
-            page.get_by_role("option", name="live: the run on the Train page").click()
-            expect(page.get_by_role("button", name=re.compile("Refresh"))).to_be_visible(timeout=30_000)
-            page.wait_for_timeout(3000)  # training moves on ...
-            page.get_by_role("button", name=re.compile("Refresh")).click()  # ... and Refresh maps the newer weights
-            expect(page.get_by_text(re.compile(r"Showing the weights of step [1-9]"))).to_be_visible(timeout=30_000)
-            wait_for_plots(page, 2)
-            assert page.locator('[data-testid="stException"]').count() == 0
-            page.mouse.move(5, 890)  # no tooltip over the page
-            shot = tmp_path / "latent_map_live.png"
-            full_page_screenshot(page, shot)
-            check_png(shot)
-            keep(shot, "latent_map_live.png")
-        finally:
-            browser.close()
+        # the run training on the Train page, mapped while it trains
+        page.set_viewport_size({"width": 1440, "height": 900})
+        page.locator('[data-testid="stSidebarNav"] a', has_text="Train").click()
+        expect(page.get_by_role("heading", name="Train a VAE live")).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name=re.compile("Start")).click()
+        deadline = time.monotonic() + 90
+        while progress_step(page) < 50 and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+        assert progress_step(page) > 0, "training did not advance in the browser"
+        page.locator('[data-testid="stSidebarNav"] a', has_text="Latent map").click()
+        expect(page.get_by_role("heading", name="Latent map")).to_be_visible(timeout=30_000)
+        page.get_by_role("combobox", name="Run").click()
+        page.get_by_role("option", name="live: the run on the Train page").click()
+        expect(page.get_by_role("button", name=re.compile("Refresh"))).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(3000)  # training moves on ...
+        page.get_by_role("button", name=re.compile("Refresh")).click()  # ... and Refresh maps the newer weights
+        expect(page.get_by_text(re.compile(r"Showing the weights of step [1-9]"))).to_be_visible(timeout=30_000)
+        wait_for_plots(page, 2)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.mouse.move(5, 890)  # no tooltip over the page
+        shot = tmp_path / "latent_map_live.png"
+        full_page_screenshot(page, shot)
+        check_png(shot)
+        keep(shot, "latent_map_live.png")
+
     assert time.monotonic() - t0 < 300, "the Latent map browser test took too long"

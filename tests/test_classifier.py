@@ -13,15 +13,7 @@ import torch
 from cvae_core import classifier as C
 from cvae_core.errors import CheckpointError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small batches: one torch thread is faster, and on a shared 2-core machine two threads can be 10-30x slower
-    (OpenMP threads waiting on each other)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +56,12 @@ def test_logits_and_features_shapes_and_uint8_input(shipped, mnist_small):
 
 
 def test_env_var_moves_the_checkpoints_root(monkeypatch, tmp_path):
+    """A checkpoints root with its own classifier-mnist folder is used; one without it falls back to the shipped
+    classifier (the app's tests and users who keep runs elsewhere still get sample metrics); a missing file in the
+    chosen folder is one line saying how to rebuild it."""
     monkeypatch.setenv("CVAE_CHECKPOINTS_DIR", str(tmp_path))
+    assert C.default_classifier_dir() == C.REPO / "checkpoints" / "classifier-mnist"
+    (tmp_path / "classifier-mnist").mkdir()
     assert C.default_classifier_dir() == tmp_path / "classifier-mnist"
     with pytest.raises(CheckpointError, match="python scripts/train_classifier.py") as e:
         C.load_classifier()

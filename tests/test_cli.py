@@ -63,6 +63,13 @@ BAD = {
     "negative-is-samples": (["evaluate", "RUN", "--is-samples", "-1"], "argument --is-samples: must be >= 0"),
     "class-on-unconditional": (["sample", "RUN", "--class", "3", "--out", "TMP/s.png"], "is unconditional"),
     "not-png": (["sample", "RUN", "--out", "TMP/s.jpg"], "--out must be a .png file"),
+    "class-out-of-range": (["sample", "CRUN", "--class", "10", "--out", "TMP/c.png"],
+                           "--class must be in 0..9 for this model (got 10)"),
+    "negative-class": (["sample", "CRUN", "--class", "-1", "--out", "TMP/c.png"], "--class must be in 0..9"),
+    "fid-unknown": (["evaluate", "RUN", "--fid", "kid"], "argument --fid: invalid choice"),
+    "attributes-on-mnist": (["train", "--model", "cvae", "--dataset", "mnist", "--option", "condition=attributes",
+                             "--option", "cond_dim=3", "--steps", "1", "--out", "TMP/l"],
+                            "condition=attributes needs a data set with attribute vectors; mnist has none"),
 }
 # more bad arguments, checked in-process through main(argv) (same code path, no 1.5 s of imports each)
 BAD_INPROC = {
@@ -93,13 +100,6 @@ BAD_INPROC = {
     "bool-sigma": (["train", "--model", "vae", "--dataset", "mnist", "--option", "sigma=true", "--out", "TMP/k"],
                    "sigma must be a finite number (got True)"),
     "n-zero": (["sample", "RUN", "--n", "0", "--out", "TMP/t.png"], "argument --n: must be >= 1"),
-    "class-out-of-range": (["sample", "CRUN", "--class", "10", "--out", "TMP/c.png"],
-                           "--class must be in 0..9 for this model (got 10)"),
-    "negative-class": (["sample", "CRUN", "--class", "-1", "--out", "TMP/c.png"], "--class must be in 0..9"),
-    "fid-unknown": (["evaluate", "RUN", "--fid", "kid"], "argument --fid: invalid choice"),
-    "attributes-on-mnist": (["train", "--model", "cvae", "--dataset", "mnist", "--option", "condition=attributes",
-                             "--option", "cond_dim=3", "--steps", "1", "--out", "TMP/l"],
-                            "condition=attributes needs a data set with attribute vectors; mnist has none"),
 }
 NEEDS_RUN = {k for k, (a, _) in BAD.items() if "RUN" in a or "CRUN" in a}
 FAST_METRICS = ["--n-per-class", "20"]  # 200 samples for the classifier metrics: enough to check the plumbing

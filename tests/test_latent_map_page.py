@@ -31,12 +31,7 @@ PAGE = str(REPO / "pages/latent_map.py")
 TIMEOUT = 120  # one script run (the first imports torch and may wait for the data set)
 
 
-@pytest.fixture(autouse=True)
-def lab_dirs(tmp_path, monkeypatch):
-    runs, ckpt = tmp_path / "runs", tmp_path / "checkpoints"
-    monkeypatch.setenv("CVAE_RUNS_DIR", str(runs))
-    monkeypatch.setenv("CVAE_CHECKPOINTS_DIR", str(ckpt))
-    return runs, ckpt
+pytestmark = pytest.mark.usefixtures("lab_dirs")
 
 
 def small_run(path: Path, seed: int = 0, dataset: dict | None = None) -> Path:

@@ -22,15 +22,7 @@ from cvae_core.classifier import accuracy, load_classifier
 from cvae_core.errors import LabError
 from cvae_core.registry import MODELS, build_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small batches: one torch thread is faster, and on a shared 2-core machine two threads can be 10-30x slower
-    (OpenMP threads waiting on each other)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- classification metrics ------------------------------------------------------------------------------------
