@@ -216,3 +216,51 @@ def test_sample_from_fixed_noise_goes_through_the_prior(name):
     # same noise, same images; fresh noise, different images
     assert torch.equal(model.sample(6, y, eps=eps), model.sample(6, y, eps=eps))
     assert not torch.equal(model.sample(6, y, eps=eps), model.sample(6, y))
+
+
+COND = [n for n in NAMES if MODELS[n].config_cls().__dict__.get("condition", "none") != "none"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", COND)
+def test_conditioning_changes_encoder_decoder_and_samples(name, arch):
+    """For every conditional model: another class gives another posterior, another decoder output for the same z,
+    and other samples from the same noise; the same class gives the same ones. The condition is a config field, so
+    a model rebuilt from its config alone is conditional too."""
+    model = _build(name, arch, (1, 28, 28), seed=1).eval()
+    assert model.conditional and model.cond_dim == model.config.num_classes == 10
+    x, _ = _batch((1, 28, 28), b=4, seed=2)
+    y1, y2 = torch.tensor([0, 1, 2, 3]), torch.tensor([5, 6, 7, 8])
+    z = torch.randn(4, 5, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert not torch.allclose(model.encode(x, y1).mean, model.encode(x, y2).mean)
+        assert not torch.allclose(model.decode(z, y1), model.decode(z, y2))
+        torch.testing.assert_close(model.decode(z, y1), model.decode(z, y1.clone()))
+    noise = model.prior_noise(4, generator=torch.Generator().manual_seed(4))
+    assert not torch.allclose(model.sample(4, y1, eps=noise), model.sample(4, y2, eps=noise))
+    # the one-hot vector the networks see, against torch's own one_hot
+    torch.testing.assert_close(model.condition_vector(y1), torch.nn.functional.one_hot(y1, 10).float())
+    rebuilt = build_model(name, make_config(name, **dataclasses.asdict(model.config)))
+    assert rebuilt.conditional and rebuilt.cond_dim == 10
+
+
+@pytest.mark.parametrize("name", COND)
+def test_bad_conditions_are_one_line_errors(name):
+    model = _build(name, "mlp", (1, 28, 28))
+    x, _ = _batch((1, 28, 28), b=2)
+    for y, msg in ((None, "needs a class condition"), (torch.zeros(2, 10), "one integer per item"),
+                   (torch.zeros(2, 3, dtype=torch.long), "one integer per item")):
+        with pytest.raises(ConfigError, match=msg):
+            model.encode(x, y)
+    with pytest.raises(ConfigError, match="cond_dim = num_classes = 10"):
+        make_config(name, cond_dim=7)
+    with pytest.raises(ConfigError, match="condition must be 'class' or 'attributes'"):
+        make_config(name, condition="pixels")
+    with pytest.raises(ConfigError, match="needs cond_dim >= 1"):
+        make_config(name, condition="attributes")
+    attr = build_model(name, condition="attributes", cond_dim=3, arch="mlp", hidden=8, latent_dim=2)
+    assert attr.cond_dim == 3 and attr.enc_head.in_features == 8 + 3
+    a = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.25]])  # continuous values in [0, 1] are allowed
+    torch.testing.assert_close(attr.condition_vector(a), a)
+    with pytest.raises(ConfigError, match=r"attribute condition has shape \(B, 3\) \(got \(2, 4\)\)"):
+        attr.encode(x, torch.zeros(2, 4))
