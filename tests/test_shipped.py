@@ -52,9 +52,25 @@ def test_shipped_run_reproduces_its_recorded_numbers(run, mnist):
         assert m["float16_max_rel_change"] < 0.01
     assert "neg_elbo_train_sigma" in m and "classifier_fid" in m
     if model.conditional:
-        assert len(m["per_class_recall"]) == 10 and m["mode_coverage"] == 1.0
+        assert len(m["per_class_recall"]) == 10 and 0 <= m["mode_coverage"] <= 1
     else:
         assert len(m["sample_class_freq"]) == 10 and 0 <= m["class_freq_tv"] < 0.5
+
+
+def _metrics(model: str) -> dict:
+    run = next(p for p in SHIPPED if json.loads((p / "config.json").read_text())["model"] == model)
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_readme_claims_about_the_shipped_conditional_runs():
+    """The README's finding, as recorded by the shipped runs (5 epochs, seed 0): the fixed-variance cvae keeps
+    little information in z (rate ~4 nats) and its samples follow the class asked for (every digit recognised,
+    recall >= 0.8); sigma_cvae's learned variance makes reconstruction so valuable that z carries ~55 nats,
+    the digit's identity included, and the decoder ignores the class (no digit reaches recall 0.5)."""
+    cvae, scvae = _metrics("cvae"), _metrics("sigma_cvae")
+    assert cvae["mode_coverage"] == 1.0 and min(cvae["per_class_recall"]) >= 0.8 and cvae["rate"] < 10
+    assert scvae["mode_coverage"] == 0.0 and max(scvae["per_class_recall"]) < 0.5 and scvae["rate"] > 40
+    assert cvae["classifier_fid"] < scvae["classifier_fid"] / 1.5
 
 
 def test_a_swapped_encoder_head_fails_the_check(mnist):
