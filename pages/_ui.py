@@ -92,13 +92,13 @@ def _mtime(path: Path) -> float:
 @st.cache_data(show_spinner=False, max_entries=64)
 def run_sample_grid(path: str, mtime: float, n: int = 16, seed: int = 0) -> np.ndarray:
     """A fixed-seed grid of samples from a saved run, as an (H, W, 3) uint8 image. A class-conditional model gives
-    a column per class instead (0 .. K-1 left to right, about n samples in all)."""
+    a column per class instead (0 .. K-1 left to right, about n samples in all, at least 3 rows)."""
     model, _ = get_run(path, mtime)
     nrow = int(np.ceil(np.sqrt(n)))
     y = None
     if model.conditional and model.config.condition == "class":
         nrow = K = model.config.num_classes
-        n = K * max(1, round(n / K))
+        n = K * max(3, round(n / K))
         y = torch.arange(n) % K  # row after row of 0 .. K-1
     # a private generator: the global RNG belongs to any run training in the background
     eps = model.prior_noise(n, generator=torch.Generator().manual_seed(seed))
@@ -155,24 +155,29 @@ def run_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
 
 RUN_COLUMNS = {
     "run": st.column_config.TextColumn("run"),
-    "beta": st.column_config.NumberColumn("β", format="%g"),
-    "steps": st.column_config.NumberColumn("steps", format="%d"),
+    "model": st.column_config.TextColumn("model", width="small"),
+    "data set": st.column_config.TextColumn("data set", width="small"),
+    "beta": st.column_config.NumberColumn("β", format="%g", width="small"),
+    "steps": st.column_config.NumberColumn("steps", format="%d", width="small"),
     "neg_elbo_fair": st.column_config.NumberColumn(
-        "−ELBO, σ from training (nats)", format="%.1f",
+        "−ELBO (nats)", format="%.1f", width="small",
         help="D + R on the test set, per image, with the decoder variance frozen at its training-set value "
              "(neg_elbo_train_sigma). Models that fit σ to the very images being scored (sigma_vae, bs_vae, "
              "sigma_cvae) would otherwise look better than they are; this column compares all models fairly."),
-    "rate": st.column_config.NumberColumn("rate R (nats)", format="%.2f", help="KL(q(z|x) || p(z)) per image"),
-    "distortion": st.column_config.NumberColumn("distortion D (nats)", format="%.1f", help="−log p(x|z) per image"),
-    "mse": st.column_config.NumberColumn("MSE / pixel", format="%.4f"),
-    "au": st.column_config.NumberColumn("active units", format="%d", help="latent dims with Var_x E[z_j|x] > 0.01"),
+    "rate": st.column_config.NumberColumn("rate R", format="%.2f", width="small",
+                                          help="KL(q(z|x) || p(z)) per image, nats"),
+    "distortion": st.column_config.NumberColumn("distortion D", format="%.1f", width="small",
+                                                help="−log p(x|z) per image, nats"),
+    "mse": st.column_config.NumberColumn("MSE / pixel", format="%.4f", width="small"),
+    "au": st.column_config.NumberColumn("AU", format="%d", width="small",
+                                        help="active units: latent dims with Var_x E[z_j|x] > 0.01"),
     "classes": st.column_config.ProgressColumn(
-        "class coverage", format="%.2f", min_value=0.0, max_value=1.0,
+        "class coverage", format="%.2f", min_value=0.0, max_value=1.0, width="small",
         help="How well the samples cover the 10 digits, judged by the in-project classifier. Conditional models: "
              "mode coverage, the share of classes whose asked-for samples are recognised at least half the time. "
              "Unconditional models: 1 − total variation between the samples' class frequencies and uniform."),
     "classifier_fid": st.column_config.NumberColumn(
-        "classifier FID", format="%.2f",
+        "classifier FID", format="%.1f", width="small",
         help="Fréchet distance between the in-project classifier's features of samples and of test images (lower "
              "is better). Not comparable with the usual Inception FID."),
 }
@@ -187,9 +192,19 @@ def runs_section(paths: list[Path], per_row: int = 6) -> None:
         return
     st.dataframe(df, hide_index=True, column_config=RUN_COLUMNS, width="stretch")
     good = [p for p in paths if p.name in set(df["run"])]
-    for i in range(0, len(good), per_row):
-        cols = st.columns(per_row)
-        for col, p in zip(cols, good[i : i + per_row], strict=False):
+    # a class-conditional run's grid is a column per class: give it two slots, so its digits are not tiny
+    wide = {p: 2 if read_run_info(p)["config"].get("condition") == "class" else 1 for p in good}
+    rows, row = [], []
+    for p in good:
+        if sum(wide[q] for q in row) + wide[p] > per_row:
+            rows.append(row)
+            row = []
+        row.append(p)
+    rows.append(row)
+    for row in rows:
+        widths = [wide[p] for p in row]
+        cols = st.columns(widths + ([per_row - sum(widths)] if sum(widths) < per_row else []))
+        for col, p in zip(cols, row, strict=False):
             with col:
                 try:
                     grid = run_sample_grid(str(p), _mtime(p))

@@ -140,15 +140,17 @@ def live_view() -> None:
                "how badly the decoder explains the image. Pixels are continuous, so D is a density and turns "
                "negative once the decoder is sharp. Values are training-batch averages at each log tick.")
     p = snap["previews"]
+    per_class = p.get("sample_classes") is not None  # conditional: a row per class, the same noise in every row
+    if per_class:
+        K = cfg.num_classes
+        keep = st.pills("Classes to show", list(range(K)), selection_mode="multi", default=list(range(K)),
+                        key="preview_classes", help="Each row of samples is one class asked of the decoder, from "
+                        "the same noise z, so rows differ only by the class.") or list(range(K))
     left, right = st.columns(2, gap="large")
     with left:
-        if p.get("sample_classes") is not None:  # conditional: a row per class, the same noise in every row
-            K = cfg.num_classes
-            keep = st.pills("Classes to show", list(range(K)), selection_mode="multi", default=list(range(K)),
-                            key="preview_classes", help="Each row is one class asked of the decoder, from the "
-                            "same noise z, so rows differ only by the class.") or list(range(K))
+        if per_class:
             _ui.show_grid(_ui.class_rows(p["samples"], p["sample_classes"], keep), "Samples per class",
-                          "row k: the decoder asked for class k; the same noise in every row and at every tick",
+                          "one row per class shown, in class order; the same noise in every row and at every tick",
                           nrow=job.preview_columns)
         else:
             _ui.show_grid(p.get("samples"), "Samples from the prior",

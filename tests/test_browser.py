@@ -177,6 +177,42 @@ def test_train_and_home_pages_in_a_real_browser(server, tmp_path):
     assert time.monotonic() - t0 < 150, "the browser test took too long (target: < 90 s on an idle 2-core CPU)"
 
 
+def test_conditional_train_page_in_a_real_browser(server, tmp_path):
+    """cvae from a shared link: the samples are a row per class, and the class picker narrows the grid."""
+    with chromium_page() as page:
+        page.goto(f"{server}/train?model=cvae&steps=300", wait_until="domcontentloaded")
+        expect(page.get_by_role("heading", name="Train a VAE live")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("conditional VAE: encoder and decoder see the class")).to_be_visible()
+        page.get_by_role("button", name=re.compile("Start")).click()
+        expect(page.get_by_text("Samples per class")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("Classes to show")).to_be_visible()
+        deadline = time.monotonic() + 40
+        while progress_step(page) < 300 and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+        expect(page.get_by_text(re.compile("finished 300 steps"))).to_be_visible(timeout=30_000)
+        grid = page.locator('[data-testid="stImage"] img').first
+        page.wait_for_function("document.querySelector('[data-testid=\"stImage\"] img')?.naturalHeight > 0",
+                               timeout=15_000)
+        page.wait_for_timeout(500)
+        tall = grid.bounding_box()["height"]
+        assert tall > 200, tall  # ten rows of samples
+        for k in range(2, 10):  # keep the rows of 0 and 1 only
+            page.get_by_role("button", name=str(k), exact=True).first.click()
+            page.wait_for_timeout(150)
+        page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0", timeout=15_000)
+        page.wait_for_timeout(800)
+        assert grid.bounding_box()["height"] < tall / 3, "the class picker did not narrow the grid"
+        for k in range(2, 10):
+            page.get_by_role("button", name=str(k), exact=True).first.click()
+            page.wait_for_timeout(150)
+        page.wait_for_timeout(800)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        shot = tmp_path / "train_page_cvae.png"
+        full_page_screenshot(page, shot)
+        check_png(shot)
+        keep(shot, "train_page_cvae.png")
+
+
 def wait_for_plots(page, n: int, timeout: float = 60_000) -> None:
     expect(page.locator(".js-plotly-plot")).to_have_count(n, timeout=timeout)
     page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0", timeout=timeout)
