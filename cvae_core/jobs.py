@@ -138,31 +138,39 @@ class TrainingJob:
         Call with self._lock held."""
         return [dict(r) for r in self.history.records[: self._n_logged]]
 
+    def _clone(self, state: dict) -> LatentModel:
+        """A CPU model with the given weights, built on the meta device: building it draws nothing from torch's
+        global random stream, which the training thread is using."""
+        with torch.device("meta"):
+            clone = build_model(model_name_of(self.model), copy.deepcopy(self.model.config))
+        clone.load_state_dict(state, assign=True)
+        return clone.eval()
+
     def model_at_tick(self) -> tuple[LatentModel, int]:
         """(a CPU copy of the model with the weights of the last log tick, in eval mode; that tick's step).
         Safe to call from any thread while training goes on: the worker's own model is never touched."""
         with self._lock:
             state, step = dict(self._state), self._state_step
-        clone = build_model(model_name_of(self.model), copy.deepcopy(self.model.config))
-        clone.load_state_dict(state)
-        return clone.eval(), step
+        return self._clone(state), step
 
     def save(self, run_dir: str | Path, *, fid: str | None = None, progress=None) -> Path:
         """Save weights as of the last log tick (or the end), with the history so far, test metrics (likelihood
         terms and the sample metrics of ``metrics.full_evaluation``; `fid="inception"` adds the slow Inception FID,
         `progress(fraction, text)` follows it) and the check numbers a reload is verified against."""
         check_run_destination(run_dir)  # fail before the (slow) test-set evaluation
-        with self._lock:  # weights and history of the same tick, never a record being filled in
-            state = dict(self._state)
-            h = self.history
-            history = {"status": h.status, "message": h.message, "step": h.step, "total_steps": h.total_steps,
-                       "records": self._complete_records()}
-        clone = build_model(model_name_of(self.model), copy.deepcopy(self.model.config))
-        clone.load_state_dict(state)
-        clone.eval()
-        image_data = tuple(self.data.x_test.shape[1:]) == (1, 28, 28)
-        metrics = full_evaluation(clone, self.data, sample_metrics=image_data, fid=fid, progress=progress)
-        metrics.update(model=model_name_of(clone), dataset=self.dataset_info.get("name"), steps=history["step"],
-                       status=history["status"])
+        # The evaluation draws seeded noise from torch's global random stream, which the training thread uses too:
+        # hold training between two steps meanwhile, so neither the saved numbers nor the run depend on timing.
+        with self.control.hold(lambda: self.alive):
+            with self._lock:  # weights and history of the same tick, never a record being filled in
+                state = dict(self._state)
+                h = self.history
+                history = {"status": h.status, "message": h.message, "step": h.step, "total_steps": h.total_steps,
+                           "phase": h.phase, "records": self._complete_records()}
+            clone = self._clone(state)
+            image_data = tuple(self.data.x_test.shape[1:]) == (1, 28, 28)
+            metrics = full_evaluation(clone, self.data, sample_metrics=image_data, fid=fid, progress=progress)
+            metrics.update(model=model_name_of(clone), dataset=self.dataset_info.get("name"),
+                           steps=history["step"], status=history["status"])
+            check = check_numbers(clone, self.data)
         return save_run(run_dir, clone, train_config=self.config, dataset=self.dataset_info, metrics=metrics,
-                        history=history, check=check_numbers(clone, self.data))
+                        history=history, check=check)

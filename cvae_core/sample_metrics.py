@@ -87,7 +87,8 @@ def feature_stats(features: Any) -> tuple[np.ndarray, np.ndarray]:
     x = features.detach().cpu().double().numpy() if isinstance(features, torch.Tensor) else np.asarray(
         features, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
-        raise ValueError(f"feature_stats needs an (N, d) array with N >= 2 (got shape {x.shape})")
+        raise LabError(f"a Frechet distance needs at least 2 images on each side (got features of shape {x.shape}); "
+                       f"use more test images or samples")
     mu = x.mean(0)
     xc = x - mu
     return mu, xc.T @ xc / (len(x) - 1)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import threading
@@ -90,6 +91,7 @@ class TrainControl:
         self._paused = False
         self._stop = False
         self._step_tokens = 0
+        self._parked = False  # True while the training thread waits in wait() (between two steps)
 
     @property
     def paused(self) -> bool:
@@ -120,11 +122,32 @@ class TrainControl:
             self._stop = True
             self._cond.notify_all()
 
+    @contextlib.contextmanager
+    def hold(self, alive, timeout: float = 60.0):
+        """Pause the training thread between two steps and wait (bounded) until it is parked there, for work that
+        must not interleave with training (an evaluation that uses torch's global random stream); afterwards the
+        previous paused/running state is restored. `alive()` says whether the training thread still runs."""
+        with self._cond:
+            was_paused, tokens = self._paused, self._step_tokens
+            self._paused, self._step_tokens = True, 0
+            deadline = time.monotonic() + timeout
+            while alive() and not self._parked and not self._stop and time.monotonic() < deadline:
+                self._cond.wait(timeout=0.05)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._paused, self._step_tokens = was_paused, self._step_tokens + tokens
+                self._cond.notify_all()
+
     def wait(self) -> tuple[bool, bool]:
         """Block while paused. Returns (go, single_step): go False means stop."""
         with self._cond:
             while self._paused and not self._stop and self._step_tokens == 0:
+                self._parked = True
+                self._cond.notify_all()
                 self._cond.wait(timeout=0.5)
+            self._parked = False
             if self._stop:
                 return False, False
             if self._paused:
@@ -149,23 +172,32 @@ def _call(callbacks, hook: str, *args) -> None:
 
 
 def phase_plan(phases, total: int) -> list[tuple[int, int]]:
-    """[(first step, end step)] of each phase: shares of `total` by the phases' fractions (the last phase ends at
-    `total`; every phase gets at least one step when total allows)."""
-    fr = [max(float(p.fraction), 0.0) for p in phases]
-    if not phases or sum(fr) <= 0:
-        raise ConfigError("a model needs at least one training phase with a positive fraction of the steps")
+    """[(first step, end step)] of each phase: shares of `total` by the phases' fractions; the last phase ends at
+    `total`, and every phase gets at least one step when `total` allows (a short run still does its pre-fit)."""
+    fr = [float(p.fraction) for p in phases]
+    if not phases or sum(fr) <= 0 or min(fr) < 0 or not all(math.isfinite(f) for f in fr):
+        raise ConfigError("training phases need fractions >= 0 that add up to more than 0 "
+                          f"(got {[p.fraction for p in phases]})")
     ends, acc = [], 0.0
     for f in fr[:-1]:
         acc += f
         ends.append(round(total * acc / sum(fr)))
     ends.append(total)
+    k = len(phases)
+    for i in range(k - 1):  # at least one step each, when there are enough steps
+        lo = (ends[i - 1] if i else 0) + (1 if fr[i] > 0 and total >= k else 0)
+        hi = total - (k - 1 - i) if total >= k else total
+        ends[i] = min(max(ends[i], lo), hi)
     starts = [0, *ends[:-1]]
     return list(zip(starts, ends, strict=True))
 
 
 def _phase_params(model: torch.nn.Module, phase) -> list[torch.nn.Parameter]:
-    named = list(model.named_parameters())
-    chosen = [p for n, p in named if not phase.params or n.startswith(tuple(phase.params))]
+    """The parameters of a phase: those named `prefix` or `prefix.<anything>` for one of its prefixes (so
+    "encoder" does not also pick "encoder_head"), all of them when it names none."""
+    prefixes = [p.rstrip(".") for p in phase.params]
+    chosen = [p for n, p in model.named_parameters()
+              if not prefixes or any(n == q or n.startswith(q + ".") for q in prefixes)]
     if not chosen:
         raise ConfigError(f"training phase {phase.name!r} selects no parameters (prefixes {phase.params})")
     return chosen

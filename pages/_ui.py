@@ -331,7 +331,8 @@ def start_training(setup: dict, options: dict) -> TrainingJob:
                         log_every=max(1, min(25, setup["steps"] // 8), setup["steps"] // 200))  # <= ~200 ticks
     config = make_config(setup["model"], image_shape=data.image_shape, num_classes=data.num_classes,
                          latent_dim=setup["latent_dim"], beta=setup["beta"], **options)
-    model = build_model(setup["model"], config, seed=setup["seed"])
+    with torch.random.fork_rng(devices=[]):  # seeding must not reset the stream of another session's job
+        model = build_model(setup["model"], config, seed=setup["seed"])
     check_model_data(model, data)
     stop_job(st.session_state.get("job"))  # only once the new setup is known to be valid
     _stop_orphans()

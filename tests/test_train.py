@@ -533,8 +533,55 @@ def test_phase_plan_shares_the_steps():
     assert phase_plan([Phase("a")], 10) == [(0, 10)]
     assert phase_plan([Phase("a", 0.25), Phase("b", 0.75)], 12) == [(0, 3), (3, 12)]
     assert phase_plan([Phase("a", 1), Phase("b", 1), Phase("c", 2)], 8) == [(0, 2), (2, 4), (4, 8)]
-    with pytest.raises(ConfigError, match="at least one training phase"):
-        phase_plan([Phase("a", 0.0)], 5)
+    # every phase with a share gets at least one step when there are enough steps (rounding alone would skip it)
+    assert phase_plan([Phase("a", 0.1), Phase("b", 0.9)], 4) == [(0, 1), (1, 4)]
+    assert phase_plan([Phase("a", 0.02), Phase("b", 0.98)], 20) == [(0, 1), (1, 20)]
+    assert phase_plan([Phase("a", 0.98), Phase("b", 0.02)], 20) == [(0, 19), (19, 20)]
+    assert phase_plan([Phase("a", 0.5), Phase("b", 0.5)], 1) == [(0, 0), (0, 1)]  # one step: the last phase
+    assert phase_plan([Phase("a", 0.0), Phase("b", 1.0)], 8) == [(0, 0), (0, 8)]  # no share, no steps
+    for bad in ([Phase("a", 0.0)], [Phase("a", -0.5), Phase("b", 1.5)], [Phase("a", float("nan"))]):
+        with pytest.raises(ConfigError, match="fractions >= 0"):
+            phase_plan(bad, 5)
+
+
+def test_phase_parameter_groups_match_whole_names():
+    """A prefix names a module, not the start of a string: "encoder" takes encoder.* but not enc_head.*; a bare
+    string instead of a tuple is refused (it would be read as a tuple of letters)."""
+    from cvae_core.models.base import Phase
+    from cvae_core.train import _phase_params
+
+    model = _model("vae")
+    got = {id(p) for p in _phase_params(model, Phase("e", params=("encoder",)))}
+    names = {n for n, p in model.named_parameters() if id(p) in got}
+    assert names == {n for n, _ in model.named_parameters() if n.startswith("encoder.")} and names
+    both = {n for n, p in model.named_parameters()
+            if id(p) in {id(q) for q in _phase_params(model, Phase("e", params=("encoder.", "enc_head")))}}
+    assert both == names | {"enc_head.weight", "enc_head.bias"}
+    with pytest.raises(ConfigError, match="params must be a tuple"):
+        Phase("e", params="encoder")
+
+
+def test_save_while_training_holds_the_worker_and_reloads_exactly(mnist_small, tmp_path):
+    """Save during training evaluates with seeded noise from torch's global stream, which the worker uses too: it
+    holds the worker between two steps meanwhile, so the saved check numbers are reproduced after a reload, and
+    training goes on afterwards."""
+    from cvae_core.metrics import check_numbers
+
+    job = TrainingJob(_model("sigma_vae"), mnist_small, TrainConfig(steps=100_000, batch_size=32, log_every=5),
+                      n_preview=4, au_images=32).start()
+    try:
+        _wait_for(lambda: len(job.snapshot()["records"]) >= 2, what="two log ticks")
+        run = job.save(tmp_path / "run")
+        model, info = load_run(run)
+        again = check_numbers(model, mnist_small)
+        for k, v in info["check"].items():
+            assert again[k] == pytest.approx(v, rel=1e-6), k
+        before = job.snapshot()["step"]
+        _wait_for(lambda: job.snapshot()["step"] > before, what="training to go on after Save")
+        assert not job.snapshot()["paused"]
+    finally:
+        job.stop()
+        job.join(30)
 
 
 def test_training_job_hands_encoder_means_to_callbacks_and_previews_rows_per_class(mnist_small):

@@ -89,6 +89,11 @@ class Phase:
     params: tuple[str, ...] = ()
     objective: str = "loss"
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.params, tuple) or not all(isinstance(p, str) for p in self.params):
+            raise ConfigError(f"phase {self.name!r}: params must be a tuple of parameter-name prefixes "
+                              f"(got {self.params!r})")
+
 
 def _check_field_types(config) -> None:
     """Every field whose default is a bool/int/float/str must hold that kind of value (an int is accepted for a
