@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="test-set metrics of a run folder")
     s.add_argument("run", type=Path)
     s.add_argument("--is-samples", type=_nonneg_int, default=100, help="importance samples (0 = skip)")
-    s.add_argument("--n-test", type=_positive_int, default=None, help="evaluate on the first N test images")
+    s.add_argument("--n-test", type=_at_least_two, default=None,
+                   help="evaluate on the first N test images (N >= 2: active units and FIDs need a spread)")
     _sample_metric_args(s)
     s.add_argument("--data-root", type=Path, default=None)
     s.add_argument("--download", action="store_true", help="when online: let torchvision download MNIST")

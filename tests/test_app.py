@@ -60,6 +60,18 @@ def run_until_done(at: AppTest, limit: float = 90.0) -> dict:
     return job.snapshot()
 
 
+def train_to_the_end(at: AppTest, **numbers) -> dict:
+    """Set the Train page's number inputs, press Start and rerun until the job finished; its final snapshot."""
+    for key, value in numbers.items():
+        at.number_input(key=key).set_value(value)
+    at.run()
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    snap = run_until_done(at)
+    assert snap["status"] == "finished", snap["message"]
+    return snap
+
+
 def test_app_entry_renders_home_and_sidebar():
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception
@@ -131,13 +143,7 @@ def test_query_params_reproduce_the_setup():
 
 def test_train_save_and_load_a_real_short_run(train_page, lab_dirs):
     at = train_page
-    at.number_input(key="steps").set_value(16)
-    at.number_input(key="seed").set_value(3)
-    at.run()
-    at.button(key="start").click().run()
-    assert not at.exception and not at.error, texts(at.error)
-    snap = run_until_done(at)
-    assert snap["status"] == "finished", snap["message"]
+    snap = train_to_the_end(at, steps=16, seed=3)
     assert snap["step"] == snap["total_steps"] == 16
     assert not at.exception
     recs = snap["records"]
@@ -172,13 +178,7 @@ def test_conditional_model_previews_a_row_per_class_with_a_class_picker(train_pa
 
     at = train_page
     at.selectbox(key="model").select("cvae").run()
-    at.number_input(key="steps").set_value(8)
-    at.number_input(key="latent_dim").set_value(4)
-    at.run()
-    at.button(key="start").click().run()
-    assert not at.exception and not at.error, texts(at.error)
-    snap = run_until_done(at)
-    assert snap["status"] == "finished"
+    snap = train_to_the_end(at, steps=8, latent_dim=4)
     p = snap["previews"]
     assert p["sample_classes"].tolist() == [k for k in range(10) for _ in range(8)]
     picker = at.get("button_group")[0]
