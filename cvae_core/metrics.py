@@ -104,6 +104,8 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
     fixed_sigma = None
     if train_x is not None and model.calibrated_variance:
         fixed_sigma = train_sigma(model, train_x, train_y, seed=seed)
+    if fixed_sigma is not None:
+        frozen_gen = torch.Generator(device).manual_seed(seed + 1)
     sums: dict[str, float] = {}
     kl_dims, means = [], []
 
@@ -120,23 +122,17 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
                 add(k, v)
             q = model.encode(x, yb)
             add("mse_at_mean", (model.mean_image(model.decode(q.mean, yb)) - x).pow(2).flatten(1).mean(1))
+            if fixed_sigma is not None:  # its own seeded generator: the numbers above do not depend on it
+                z = torch.normal(q.mean, q.stddev, generator=frozen_gen)
+                # the frozen variance makes the likelihood a plain Gaussian at sigma = train_sigma
+                add("neg_elbo_frozen", gaussian_nll(x, model.mean_image(model.decode(z, yb)), math.log(fixed_sigma))
+                    + model.kl(q, z, yb))
             kd = model.kl_per_dim(q, yb)
             if kd is not None:
                 kl_dims.append(kd.sum(0))
             means.append(q.mean.float().cpu())
             if is_samples:
                 add("is_nll", importance_nll(model, x, yb, is_samples)[0])
-    if fixed_sigma is not None:  # its own seeded stream: the numbers above do not depend on whether it runs
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed + 1)
-            for i in range(0, len(x_u8), batch_size):
-                x = model.prepare_batch(x_u8[i : i + batch_size].to(device))
-                yb = None if yc is None else yc[i : i + batch_size].to(device)
-                q = model.encode(x, yb)
-                z = q.sample()
-                # the frozen variance makes the likelihood a plain Gaussian at sigma = train_sigma
-                add("neg_elbo_frozen", gaussian_nll(x, model.mean_image(model.decode(z, yb)), math.log(fixed_sigma))
-                    + model.kl(q, z, yb))
     n = len(x_u8)
     avg = {k: v / n for k, v in sums.items()}
     mu = torch.cat(means)  # (N, m)
