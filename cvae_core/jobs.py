@@ -44,7 +44,7 @@ class TrainingJob:
         self._n_logged = 0  # records whose on_log has finished (fit appends a record before on_log fills it in)
         self.error: str | None = None
         gen = torch.Generator().manual_seed(config.seed + 1)
-        if model.conditional and model.config.condition == "class":
+        if model.class_conditional:
             K = model.config.num_classes
             noise = model.prior_noise(preview_per_class, generator=gen)
             self._z = noise.repeat(K, *[1] * (noise.dim() - 1))  # (K * per, ...): the same noise in every row
@@ -167,8 +167,8 @@ class TrainingJob:
                 history = {"status": h.status, "message": h.message, "step": h.step, "total_steps": h.total_steps,
                            "phase": h.phase, "records": self._complete_records()}
             clone = self._clone(state)
-            image_data = tuple(self.data.x_test.shape[1:]) == (1, 28, 28)
-            metrics = full_evaluation(clone, self.data, sample_metrics=image_data, fid=fid, progress=progress)
+            # sample metrics skip themselves for images the classifier was not trained on
+            metrics = full_evaluation(clone, self.data, fid=fid, progress=progress)
             metrics.update(model=model_name_of(clone), dataset=self.dataset_info.get("name"),
                            steps=history["step"], status=history["status"])
             check = check_numbers(clone, self.data)

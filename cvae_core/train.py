@@ -304,7 +304,7 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
             opt.zero_grad(set_to_none=True)
             terms[objective].backward()
             if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.grad_clip)
+                torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], config.grad_clip)  # the phase's group
             opt.step()
             step += 1
             for k, v in terms.items():

@@ -96,7 +96,7 @@ def run_sample_grid(path: str, mtime: float, n: int = 16, seed: int = 0) -> np.n
     model, _ = get_run(path, mtime)
     nrow = int(np.ceil(np.sqrt(n)))
     y = None
-    if model.conditional and model.config.condition == "class":
+    if model.class_conditional:
         nrow = K = model.config.num_classes
         n = K * max(3, round(n / K))
         y = torch.arange(n) % K  # row after row of 0 .. K-1

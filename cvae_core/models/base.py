@@ -137,6 +137,11 @@ class LatentModel(nn.Module, abc.ABC):
         return getattr(self.config, "condition", "none") != "none"
 
     @property
+    def class_conditional(self) -> bool:
+        """True when y is a class index (one-hot for the networks), so samples can be asked per class."""
+        return self.conditional and self.config.condition == "class"
+
+    @property
     def cond_dim(self) -> int:
         return self.config.cond_dim if self.conditional else 0
 
