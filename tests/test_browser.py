@@ -177,6 +177,25 @@ def test_train_and_home_pages_in_a_real_browser(server, tmp_path):
     assert time.monotonic() - t0 < 150, "the browser test took too long (target: < 90 s on an idle 2-core CPU)"
 
 
+def grid_height(grid) -> float:
+    box = grid.bounding_box()  # None while a rerun replaces the image
+    return box["height"] if box else float("nan")
+
+
+def toggle_class(page, grid, k: int, shrinks: bool, timeout: float = 15.0) -> None:
+    """Click class k's pill and wait until the sample grid has lost (or gained) its row. Each click reruns the
+    page; a fixed sleep between clicks lets one land during a rerun and be dropped, so wait for the effect."""
+    before = grid_height(grid)
+    page.get_by_role("button", name=str(k), exact=True).first.click()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        h = grid_height(grid)
+        if (h < before - 5) if shrinks else (h > before + 5):
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"clicking class {k} did not {'remove' if shrinks else 'add'} its row within {timeout} s")
+
+
 def test_conditional_train_page_in_a_real_browser(server, tmp_path):
     """cvae from a shared link: the samples are a row per class, and the class picker narrows the grid."""
     with chromium_page() as page:
@@ -194,18 +213,14 @@ def test_conditional_train_page_in_a_real_browser(server, tmp_path):
         page.wait_for_function("document.querySelector('[data-testid=\"stImage\"] img')?.naturalHeight > 0",
                                timeout=15_000)
         page.wait_for_timeout(500)
-        tall = grid.bounding_box()["height"]
+        tall = grid_height(grid)
         assert tall > 200, tall  # ten rows of samples
-        for k in range(2, 10):  # keep the rows of 0 and 1 only
-            page.get_by_role("button", name=str(k), exact=True).first.click()
-            page.wait_for_timeout(150)
-        page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0", timeout=15_000)
-        page.wait_for_timeout(800)
-        assert grid.bounding_box()["height"] < tall / 3, "the class picker did not narrow the grid"
+        for k in range(2, 10):  # keep the rows of 0 and 1 only; each click removes one row
+            toggle_class(page, grid, k, shrinks=True)
+        assert grid_height(grid) < tall / 3, "the class picker did not narrow the grid"
         for k in range(2, 10):
-            page.get_by_role("button", name=str(k), exact=True).first.click()
-            page.wait_for_timeout(150)
-        page.wait_for_timeout(800)
+            toggle_class(page, grid, k, shrinks=False)
+        assert grid_height(grid) > tall - 5
         assert page.locator('[data-testid="stException"]').count() == 0
         shot = tmp_path / "train_page_cvae.png"
         full_page_screenshot(page, shot)
