@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rho", type=_finite_float, default=10.0, help="imbalance ratio for mnist-lt (>= 1)")
     s.add_argument("--beta", type=_finite_float, default=None, help="KL weight (model default if omitted)")
     s.add_argument("--latent-dim", type=_positive_int, default=None)
+    s.add_argument("--nu", type=_finite_float, default=None,
+                   help="Student-t degrees of freedom (> 2) for t3vae / ct3vae (model default 10)")
+    s.add_argument("--tau", type=_finite_float, default=None,
+                   help="Student-t sampling scale stored with the run (0 or omitted: the theoretical tau)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=_finite_float, default=None)
     g.add_argument("--steps", type=_positive_int, default=None)
@@ -120,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", type=Path)
     s.add_argument("--n", type=_positive_int, default=64)
     s.add_argument("--class", dest="klass", type=int, default=None, help="class to condition on")
-    s.add_argument("--tau", type=_finite_float, default=1.0, help="sampling scale around the prior mean")
+    s.add_argument("--tau", type=_finite_float, default=None,
+                   help="sampling scale around the prior mean (default: the model's own: 1 for Gaussian priors, "
+                        "the run's tau for Student-t ones)")
+    s.add_argument("--weighting", choices=["equal", "frequency"], default=None,
+                   help="class-conditional models: draw the classes with equal weights or with the training "
+                        "frequencies (default: one row per class)")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", type=Path, required=True)
     return p
@@ -231,6 +240,9 @@ def cmd_train(a) -> int:
         overrides["beta"] = a.beta
     if a.latent_dim is not None:
         overrides["latent_dim"] = a.latent_dim
+    for key in ("nu", "tau"):
+        if getattr(a, key) is not None:
+            overrides[key] = getattr(a, key)
     make_config(a.model, **overrides)  # validate before loading data
     check_run_destination(a.out)  # before training, so a bad --out never costs a run
     data = load_dataset(a.dataset, root=a.data_root, rho=a.rho, seed=a.seed, download=a.download)
@@ -350,13 +362,18 @@ def cmd_sample(a) -> int:
     from .errors import ConfigError
 
     model, info = load_run(a.run)
-    if a.tau < 0:
+    if a.tau is not None and a.tau < 0:
         raise ConfigError(f"--tau must be >= 0 (got {a.tau})")
     if a.out.suffix.lower() != ".png":
         raise ConfigError(f"--out must be a .png file (got {a.out})")
     n, y, nrow = a.n, None, int(math.ceil(math.sqrt(a.n)))
     K = model.config.num_classes
-    if a.klass is not None:
+    if a.weighting is not None and (a.klass is not None or not model.class_conditional):
+        raise ConfigError("--weighting draws the classes of a class-conditional model; it cannot go with --class "
+                          "or an unconditional model")
+    if a.weighting is not None:
+        y = model.sample_classes(n, a.weighting, generator=torch.Generator().manual_seed(a.seed + 1))
+    elif a.klass is not None:
         if not model.conditional:
             raise ConfigError(f"model {info['model']!r} is unconditional: --class needs a conditional model")
         if not model.class_conditional:
@@ -374,8 +391,8 @@ def cmd_sample(a) -> int:
     imgs = model.sample(n, y=y, tau=a.tau, eps=noise)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     save_image(imgs, str(a.out), nrow=nrow, padding=2, pad_value=1.0)
-    what = f" of class {a.klass}" if a.klass is not None else (f" ({nrow} per class, a row each)" if y is not None
-                                                                 else "")
+    what = (f" of class {a.klass}" if a.klass is not None else f" with {a.weighting}-weighted classes"
+            if a.weighting else f" ({nrow} per class, a row each)" if y is not None else "")
     print(f"wrote {n} samples{what} to {a.out}", file=sys.stderr)
     return 0
 

@@ -157,6 +157,7 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
     if is_samples:
         out["is_nll"] = avg["is_nll"]
         out["is_samples"] = is_samples
+    out.update(model.family_numbers())
     model.train(was_training)
     return out
 

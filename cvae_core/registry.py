@@ -25,6 +25,7 @@ from .models.gaussian import (
     SigmaVAEConfig,
     VAEConfig,
 )
+from .models.student_t import CGVAE, CT3VAE, T3VAE, CGVAEConfig, CT3VAEConfig, T3VAEConfig
 
 
 class ModelSpec(NamedTuple):
@@ -43,6 +44,12 @@ MODELS: dict[str, ModelSpec] = {
                       "prior N(0, I)", "conditional"),
     "sigma_cvae": ModelSpec(SigmaCVAEConfig, SigmaCVAE, "conditional sigma-VAE: optimal shared decoder variance, "
                             "encoder and decoder see the class", "conditional"),
+    "t3vae": ModelSpec(T3VAEConfig, T3VAE, "t3VAE: Student-t encoder and gamma-power loss (nu > 2 degrees of freedom)",
+                       "student_t"),
+    "ct3vae": ModelSpec(CT3VAEConfig, CT3VAE, "Conditional-t3VAE: t3VAE with a learnable centre per class, "
+                        "equal-weight class mixture for sampling", "student_t"),
+    "cgvae": ModelSpec(CGVAEConfig, CGVAE, "conditional Gaussian VAE with per-class priors N(mu_y, I), equal-weight "
+                       "class mixture for sampling", "student_t"),
 }
 
 

@@ -247,22 +247,49 @@ class LatentModel(nn.Module, abc.ABC):
         noise. The Train page keeps one such tensor fixed so that its previews evolve smoothly."""
         return torch.randn(n, self.config.latent_dim, generator=generator)
 
-    def prior_latents(self, noise: torch.Tensor, y: torch.Tensor | None = None, tau: float = 1.0) -> torch.Tensor:
+    @property
+    def default_tau(self) -> float:
+        """The sampling scale used when none is asked for: 1 for a standard-normal prior (tau is then the prior's
+        own spread); Student-t families answer their theoretical tau (SPEC section 3)."""
+        return 1.0
+
+    def prior_latents(self, noise: torch.Tensor, y: torch.Tensor | None = None,
+                      tau: float | None = None) -> torch.Tensor:
         """Map prior noise (from ``prior_noise``) to latents: here z = mean + tau * stddev * eps. Families whose
         prior is not location-scale (flows, Student-t with a chi-square mixing variable) override this."""
+        tau = self.default_tau if tau is None else tau
         p = self.prior(y, len(noise))
         return p.mean + tau * p.stddev * noise
 
     @torch.no_grad()
-    def sample(self, n: int, y: torch.Tensor | None = None, tau: float = 1.0,
+    def sample(self, n: int, y: torch.Tensor | None = None, tau: float | None = None,
                eps: torch.Tensor | None = None) -> torch.Tensor:
-        """n images in [0, 1], (n, C, H, W). tau scales the prior's spread around its mean; pass `eps` (noise from
-        ``prior_noise``) to decode fixed noise (the app does, so that samples evolve smoothly while a model trains).
-        """
+        """n images in [0, 1], (n, C, H, W). tau scales the prior's spread around its mean (None: the family's
+        ``default_tau``); pass `eps` (noise from ``prior_noise``) to decode fixed noise (the app does, so that samples
+        evolve smoothly while a model trains)."""
         device = next(self.parameters()).device
         noise = self.prior_noise(n) if eps is None else eps
         y = None if y is None else y.to(device)
         return self.mean_image(self.decode(self.prior_latents(noise.to(device), y, tau), y))
+
+    def sample_classes(self, n: int, weighting: str = "equal", generator: torch.Generator | None = None
+                       ) -> torch.Tensor:
+        """n class labels to sample with, (n,) int64 on the CPU, drawn independently: "equal" gives every class
+        probability 1/K (the mixture sampler of SPEC section 3), "frequency" the training frequencies the model saw
+        in ``setup`` (``class_freq``; uniform for a model that never saw data)."""
+        K = self.config.num_classes
+        if weighting == "equal":
+            w = torch.ones(K)
+        elif weighting == "frequency":
+            w = getattr(self, "class_freq", torch.ones(K)).float().cpu()
+        else:
+            raise ConfigError(f"weighting must be 'equal' or 'frequency' (got {weighting!r})")
+        return torch.multinomial(w, n, replacement=True, generator=generator)
+
+    def family_numbers(self) -> dict[str, float]:
+        """Constants and diagnostics of the family that `evaluate --json` reports beside the metrics (Student-t:
+        gamma, nu, tau; class centres: their separation). Default: none."""
+        return {}
 
     @torch.no_grad()
     def map_overlays(self, n: int, generator: torch.Generator | None = None

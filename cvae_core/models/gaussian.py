@@ -126,9 +126,14 @@ class GaussianVAE(LatentModel):
         self.enc_head = nn.Linear(self.encoder.out_features + d, 2 * c.latent_dim)
         self.decoder = make_decoder(c.arch, c.latent_dim + d, c.image_shape, c.hidden)
 
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+    def encoder_params(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's mu and log Sigma, (B, m) each (families with another encoder distribution reuse them)."""
         h = _with(self.encoder(x), self.condition_vector(y))  # (B, F + d)
         mu, log_var = self.enc_head(h).chunk(2, dim=-1)  # (B, m) each
+        return mu, log_var
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        mu, log_var = self.encoder_params(x, y)
         # validate_args=False: argument checks would sync with the host every step; a NaN or overflowing scale
         # instead shows up as a non-finite loss, which fit() catches at the next log tick
         return Independent(Normal(mu, torch.exp(0.5 * log_var), validate_args=False), 1, validate_args=False)
