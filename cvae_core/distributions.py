@@ -102,12 +102,12 @@ class DiagStudentT(Distribution):
         v = Chi2(torch.tensor(self.df, dtype=self.loc.dtype, device=self.loc.device)).sample((*shape, 1))
         return torch.sqrt(self.df / v)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
         eps = torch.randn(shape + self.event_shape, dtype=self.loc.dtype, device=self.loc.device)
         return self.loc + self.scale * eps * self.mixing(shape)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 

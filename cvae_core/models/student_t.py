@@ -97,7 +97,8 @@ class ClassCentres(LatentModel):
 
     def _init_centres(self) -> None:
         c = self.config
-        self.centres = nn.Parameter(simplex_centres(c.num_classes, c.latent_dim, c.centre_separation * self.centre_unit))
+        spread = c.centre_separation * self.centre_unit
+        self.centres = nn.Parameter(simplex_centres(c.num_classes, c.latent_dim, spread))  # (K, m)
         self.register_buffer("class_freq", torch.full((c.num_classes,), 1.0 / c.num_classes))
 
     def centre_of(self, y: torch.Tensor | None) -> torch.Tensor:
