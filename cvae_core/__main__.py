@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train a model and save a run folder")
     s.add_argument("--model", required=True)
     s.add_argument("--dataset", required=True)
-    s.add_argument("--rho", type=_finite_float, default=10.0, help="imbalance ratio for mnist-lt (>= 1)")
+    s.add_argument("--rho", type=_finite_float, default=10.0,
+                   help="imbalance ratio of a long-tailed set (mnist-lt, svhn-lt, cifar100-lt; >= 1)")
     s.add_argument("--beta", type=_finite_float, default=None, help="KL weight (model default if omitted)")
     s.add_argument("--latent-dim", type=_positive_int, default=None)
     s.add_argument("--nu", type=_finite_float, default=None,
@@ -98,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="any other model config field, e.g. --option sigma=0.1 --option arch=mlp")
-    s.add_argument("--data-root", type=Path, default=None, help="MNIST folder in torchvision's layout")
+    s.add_argument("--data-root", type=Path, default=None,
+                   help="data folder in torchvision's layout (MNIST, SVHN, CIFAR-100)")
     s.add_argument("--download", action="store_true",
-                   help="when online: let torchvision download MNIST if no local copy is found")
+                   help="when online: let torchvision download the data set (MNIST, SVHN, CIFAR-100) if no local "
+                        "copy is found")
     s.add_argument("--is-samples", type=_nonneg_int, default=0, help="importance samples for the test NLL (0 = skip)")
     _sample_metric_args(s)
     s.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
@@ -116,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on the first N test images (N >= 2: active units and FIDs need a spread)")
     _sample_metric_args(s)
     s.add_argument("--data-root", type=Path, default=None)
-    s.add_argument("--download", action="store_true", help="when online: let torchvision download MNIST")
+    s.add_argument("--download", action="store_true", help="when online: let torchvision download the data set")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     s.add_argument("--json", action="store_true")
 

@@ -78,7 +78,7 @@ def run_dataset(info: dict) -> Dataset:
     """The data set a run was trained on, as its folder's config.json names it (mnist when it names none)."""
     ds = info.get("dataset") or {}
     name = ds.get("name") or "mnist"
-    if name == "mnist-lt":
+    if name.endswith("-lt"):
         return _ui.get_dataset(name, rho=float(ds.get("rho", 10.0)), seed=int(ds.get("seed", 0)))
     return _ui.get_dataset(name)  # the defaults share the Train page's cached copy
 

@@ -140,7 +140,7 @@ def run_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
             problems.append(str(e))
             continue
         m, ds, hist = info.get("metrics", {}), info.get("dataset", {}), info.get("history", {})
-        data = ds.get("name", "?") + (f" (rho {ds['rho']:g})" if ds.get("name") == "mnist-lt" else "")
+        data = ds.get("name", "?") + (f" (rho {ds['rho']:g})" if str(ds.get("name")).endswith("-lt") else "")
         steps = hist.get("step") or (info.get("train") or {}).get("steps")
         fair = m.get("neg_elbo_train_sigma", m.get("neg_elbo"))
         coverage = m.get("mode_coverage")
@@ -325,7 +325,7 @@ def _stop_orphans(max_age: float = ORPHAN_AGE, now: float | None = None) -> None
 def start_training(setup: dict, options: dict) -> TrainingJob:
     """Stop this session's old job, build the model and data set from the setup, start a new job.
     Raises LabError (ConfigError / DataError) with a one-line message on bad values."""
-    rho = setup["rho"] if setup["dataset"] == "mnist-lt" else 10.0
+    rho = setup["rho"] if setup["dataset"].endswith("-lt") else 10.0
     data = get_dataset(setup["dataset"], rho=rho)
     train = TrainConfig(steps=setup["steps"], batch_size=setup["batch_size"], lr=setup["lr"], seed=setup["seed"],
                         log_every=max(1, min(25, setup["steps"] // 8), setup["steps"] // 200))  # <= ~200 ticks

@@ -21,7 +21,7 @@ with setup_col, st.container(border=True):
     dataset = st.selectbox("Data set", list(DATASETS), key="dataset", **URL)
     st.caption(DATASETS[dataset][1])
     rho = None
-    if dataset == "mnist-lt":
+    if dataset.endswith("-lt"):  # a long-tailed set: mnist-lt, svhn-lt, cifar100-lt
         rho = st.slider("Imbalance ρ (largest / smallest class)", 1.0, 100.0, 10.0, step=1.0, format="%.0f",
                         key="rho", **URL)
     names = list(MODELS)
