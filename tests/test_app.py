@@ -198,6 +198,24 @@ def test_conditional_model_previews_a_row_per_class_with_a_class_picker(train_pa
     torch.testing.assert_close(p["samples"], clone.sample(80, p["sample_classes"], eps=job._z))
 
 
+@pytest.mark.parametrize("name", ["t3vae", "ct3vae"])
+def test_student_t_models_train_live_with_their_own_noise_and_terms(train_page, name):
+    """A Student-t model on the Train page: curves read its gamma-power terms (reg = R/2 is the rate), the previews
+    are decoded from its own prior noise (eps and a chi-square column) at the theoretical tau."""
+    at = train_page
+    at.selectbox(key="model").select(name).run()
+    snap = train_to_the_end(at, steps=8, latent_dim=4)
+    recs = snap["records"]
+    assert all(math.isfinite(r["reg"]) and r["reg"] >= 0 and "neg_elbo" not in r for r in recs)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert any("γ-power" in (t.get("name") or "") for t in spec["data"])
+    job = at.session_state["job"]
+    assert job._z.shape[1] == 4 + 1  # eps (m) and sqrt(df / v)
+    clone, _ = job.model_at_tick()
+    y = snap["previews"].get("sample_classes")
+    torch.testing.assert_close(snap["previews"]["samples"], clone.sample(len(job._z), y, eps=job._z))
+
+
 def test_impossible_option_is_a_one_line_error(train_page):
     at = train_page
     at.selectbox(key="model").select("vae").run()
