@@ -119,15 +119,15 @@ class DiagStudentT(Distribution):
 
 
 def chi2_mixing(n: int, df: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """sqrt(df / v) for n draws v ~ chi2(df), (n, 1), on the CPU, reproducible from `generator` (torch's gamma
-    sampler takes no generator, so a seed drawn from it seeds a forked global stream)."""
+    """sqrt(df / v) for n draws v ~ chi2(df), (n, 1), on the CPU. With `generator`, v is drawn from a private
+    generator seeded from it, so the global random stream (a training thread's, or CUDA's) is never touched; the
+    draws are those ``Chi2(df).sample`` makes from a global stream seeded the same way (v = 2 Gamma(df/2, 1))."""
     if generator is None:
         v = Chi2(torch.tensor(float(df))).sample((n, 1))
     else:
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            v = Chi2(torch.tensor(float(df))).sample((n, 1))
+        private = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        v = 2 * torch._standard_gamma(torch.full((n, 1), df / 2), generator=private)
+        v = v.clamp_(min=torch.finfo(v.dtype).tiny)  # as torch's Gamma sampler does
     return torch.sqrt(df / v)
 
 

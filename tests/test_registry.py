@@ -72,8 +72,8 @@ def test_shapes(name, arch, shape):
 @pytest.mark.parametrize("name,over", VARIANTS, ids=VARIANT_IDS)
 def test_loss_terms(name, over, arch, shape):
     """Read through the family's own named terms: `loss` is the batch mean of the per-item objective and the only
-    term with a graph; the terms the family names as rate and distortion exist, and for ELBO families (those with a
-    `neg_elbo` term) loss = D + beta R and neg_elbo = D + R. D and mse are recomputed from the same noise
+    term with a graph; the terms the family names as rate and distortion exist; loss = D + beta R for every family,
+    and for ELBO families (those with a `neg_elbo` term) neg_elbo = D + R. D and mse are recomputed from the same noise
     (re-seeded) with the model's parts, and for ELBO families R with torch.distributions.kl_divergence (the
     Student-t family's gamma-power R is checked against a brute-force loop in test_student_t.py)."""
     beta = 0.37
@@ -90,8 +90,8 @@ def test_loss_terms(name, over, arch, shape):
         assert v.shape == (4,) and torch.isfinite(v).all(), k
         torch.testing.assert_close(terms[k], v.mean(), rtol=1e-6, atol=1e-6)
     D, R = terms[model.distortion_key], terms[model.rate_key]
+    torch.testing.assert_close(terms["loss"], D + beta * R, rtol=1e-6, atol=1e-5)  # every family: D + beta R
     if "neg_elbo" in terms:
-        torch.testing.assert_close(terms["loss"], D + beta * R, rtol=1e-6, atol=1e-5)
         torch.testing.assert_close(terms["neg_elbo"], D + R, rtol=1e-6, atol=1e-5)
     torch.manual_seed(3)
     with torch.no_grad():

@@ -116,7 +116,8 @@ class ClassCentres(LatentModel):
         terms = self.item_terms(x, y, extras)
         if objective not in terms:
             raise ConfigError(f"{type(self).__name__} has no term {objective!r} to minimise")
-        counts = torch.bincount(y, minlength=self.config.num_classes).to(x.dtype)  # (K,)
+        # per-class counts by index_add_, not bincount, which syncs with the host on CUDA (it reads y.max())
+        counts = x.new_zeros(self.config.num_classes).index_add_(0, y, torch.ones_like(y, dtype=x.dtype))  # (K,)
         w = 1.0 / (counts[y] * (counts > 0).sum())  # (B,): each present class weighs the same; sums to 1
         return {k: (v if k == objective else v.detach()).mul(w).sum() for k, v in terms.items()}
 
@@ -202,7 +203,7 @@ class T3VAE(GaussianVAE):
 class CT3VAE(ClassCentres, T3VAE):
     def __init__(self, config: CT3VAEConfig):
         super().__init__(config)
-        self.centre_unit = self.t3.tau
+        self.centre_unit = self.default_tau  # the tau the run samples with (the theoretical one unless set)
         self._init_centres()
 
 
