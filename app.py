@@ -14,6 +14,7 @@ page = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/latent_map.py", title="Latent map", icon=":material/scatter_plot:"),
+    st.Page("pages/class_balance.py", title="Class balance", icon=":material/balance:"),
 ])
 
 with st.sidebar:

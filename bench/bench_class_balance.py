@@ -1,0 +1,116 @@
+"""Class balance page: how long a slider move takes to redraw, on the shipped MNIST-LT runs (rho = 100; main run
+mnistlt100_ct3vae, compare run mnistlt100_vae), against a reference measured in the same process:
+
+- reference: what every move would cost without the caches: load both runs and draw + classify 1,000 samples of
+  each (``cvae_core.balance.draw`` with the in-project classifier), nothing else;
+- the page through AppTest: its first run (MNIST-LT, two runs, two latent maps of 2,000 test images, two draws),
+  a rerun with nothing moved, and moves of tau, of the class weighting and of nu, each to a value the page has
+  not shown yet (one draw per run, ~the reference) and back to one it has (caches hit: the target).
+
+Target (2-core CPU): a move to a value seen before redraws in < 100 ms. Runs from ``$CVAE_CHECKPOINTS_DIR`` or
+``<repo>/checkpoints``; says so and stops when the shipped runs are not there.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+try:
+    from _common import compare
+except ImportError:
+    from bench._common import compare
+
+MAIN, OTHER = "mnistlt100_ct3vae", "mnistlt100_vae"
+
+
+def _timed(at, action) -> float:
+    t0 = time.perf_counter()
+    action(at)
+    at.run()
+    s = time.perf_counter() - t0
+    assert not at.exception and not at.error, [e.value for e in at.error] or at.exception
+    return s
+
+
+def _page_rows(root: Path, repeats: int = 5) -> list[tuple[str, float, float | None]]:
+    from streamlit.testing.v1 import AppTest
+
+    from cvae_core.checkpoint import load_run
+    from pages import _balance
+
+    theory = load_run(root / MAIN)[0].t3.tau
+    grid = _balance.tau_options(theory)
+    start = grid.index(_balance.snap(theory, grid))
+    with tempfile.TemporaryDirectory() as runs:
+        os.environ["CVAE_RUNS_DIR"] = runs  # no saved runs: the list is the shipped one
+        at = AppTest.from_file(str(REPO / "pages" / "class_balance.py"), default_timeout=600)
+        first = _timed(at, lambda at: None)
+        idle = statistics.median(_timed(at, lambda at: None) for _ in range(repeats))
+        def tau(at, k):  # widgets are looked up again after every run: the element tree is rebuilt each time
+            at.select_slider(key="tau").set_value(grid[start + k])
+
+        def weighting(at, v):
+            at.segmented_control(key="weighting").set_value(v)
+
+        fresh = [_timed(at, lambda at, k=k: tau(at, k)) for k in range(1, repeats + 1)]
+        seen = [_timed(at, lambda at, k=k: tau(at, k)) for k in range(1, repeats + 1)]
+        w_fresh = _timed(at, lambda at: weighting(at, "frequency"))
+        w_seen = statistics.median(_timed(at, lambda at, v=v: weighting(at, v)) for v in ["equal", "frequency"] * 2)
+        rows = [("first run of the page (cold)", first, None), ("rerun, nothing moved", idle, 0.1),
+                ("τ move to a value not shown yet (2 draws)", statistics.median(fresh), None),
+                ("τ move to a value shown before (cached)", statistics.median(seen), 0.1),
+                ("weighting switch, first time (2 draws)", w_fresh, None),
+                ("weighting switch, shown before (cached)", w_seen, 0.1)]
+        nus = [float(v) for v in at.select_slider(key="nu").options]
+        if len(nus) > 1:
+            other = next(v for v in nus if v != 10.0)
+
+            def nu(at, v):
+                at.select_slider(key="nu").set_value(v)
+
+            n_fresh = _timed(at, lambda at: nu(at, other))
+            n_seen = statistics.median(_timed(at, lambda at, v=v: nu(at, v)) for v in [10.0, other] * 2)
+            rows += [(f"ν move to another run, first time (load, map, draw; ν = {other:g})", n_fresh, None),
+                     ("ν move to a run shown before (cached)", n_seen, 0.1)]
+    return rows
+
+
+def main(repeats: int = 5) -> str:
+    import torch
+
+    from cvae_core import balance
+    from cvae_core.checkpoint import load_run
+    from cvae_core.classifier import load_classifier
+    from pages import _ui
+
+    root = _ui.checkpoints_root()
+    if not (root / MAIN).is_dir() or not (root / OTHER).is_dir():
+        return f"**Class balance**: skipped, the shipped runs {root}/{MAIN} and {OTHER} are not there yet.\n"
+    clf = load_classifier()
+    taus = iter(range(1, 10_000))
+
+    def reference():  # a move with no caches: load both runs, draw and classify 1,000 samples of each
+        for name in (MAIN, OTHER):
+            model, _ = load_run(root / name)
+            balance.draw(model, clf, 1000, model.default_tau * (1 + next(taus) / 1e4), "equal", seed=0)
+
+    ref = compare({"reference": reference}, repeats=3, warmup=1)["reference"]
+    rows = _page_rows(root, repeats)
+    lines = [f"**Class balance page** on {MAIN} + {OTHER} ({torch.get_num_threads()} torch threads; AppTest; "
+             f"reference: no caches, load both runs and draw + classify 1,000 samples of each = {ref:.3f} s)", "",
+             "| what | s | speed vs reference | target | met |", "|---|---:|---:|---:|---|"]
+    for what, s, target in rows:
+        lines.append(f"| {what} | {s:.3f} | {ref / s:.1f}x | {'' if target is None else f'< {target:g}'} | "
+                     f"{'' if target is None else ('yes' if s < target else 'NO')} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(main())

@@ -1,0 +1,264 @@
+"""Streamlit helpers for the Class balance page: the run list (cached by folder modification times), page state in
+the URL, cached samples and counts per (run, tau, weighting, seed), the sample grid, the shares chart, the run
+line and the background nu training panel. The maths lives in ``cvae_core.balance``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torchvision.utils import make_grid
+
+from cvae_core import balance
+from cvae_core.balance import RunRef
+from cvae_core.checkpoint import list_runs
+from cvae_core.classifier import load_classifier
+from cvae_core.errors import LabError
+from pages import _maps, _ui
+
+N_SAMPLES = 1000  # samples per run behind the bars (one class share's standard error is about 1 point)
+PER_ROW = 12  # samples shown per class row
+TAU_STEPS = 20  # slider positions per theoretical tau; the slider spans 0 .. 3x theory
+WEIGHTINGS = {"equal": "equal weights (1/K)", "frequency": "training frequencies"}
+TRAIN_COLOR, MAIN_COLOR, OTHER_COLOR = "#94A3B8", "#4F46E5", "#F97316"
+
+
+# ------------------------------------------------------------------ runs
+def _signature(root: Path) -> tuple:
+    if not root.is_dir():
+        return ()
+    return tuple((p.name, (p / "config.json").stat().st_mtime_ns) for p in sorted(root.iterdir())
+                 if (p / "config.json").is_file())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _find(shipped: str, saved: str, signature: tuple) -> tuple[list[RunRef], list[str]]:
+    return balance.find_runs(shipped, saved)
+
+
+def find_runs() -> tuple[list[RunRef], list[str]]:
+    """mnist-lt runs (shipped and saved) and one-line problems; re-read only when a config.json changes."""
+    ship, saved = _ui.checkpoints_root(), _ui.runs_root()
+    return _find(str(ship), str(saved), (_signature(ship), _signature(saved)))
+
+
+def load(ref: RunRef):
+    """(model, info, data) of a run, cached; raises LabError with one line."""
+    return _maps.load_source(ref.path)
+
+
+def run_key(ref: RunRef) -> str:
+    return f"{ref.path}@{_ui._mtime(ref.path)}"
+
+
+# ------------------------------------------------------------------ page state in the URL
+def restore(key: str, value) -> None:
+    """Give a widget its first value of the page view (from the URL, else `value`), before it is drawn."""
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+def reset(*keys: str) -> None:
+    """A widget callback: forget these keys (state and URL), so they start again at their defaults."""
+    for k in keys:
+        st.session_state.pop(k, None)
+        st.query_params.pop(k, None)
+
+
+def url_value(key: str, parse, default):
+    """The URL's value for `key`, parsed; `default` when absent or unreadable."""
+    try:
+        return parse(st.query_params[key]) if key in st.query_params else default
+    except (TypeError, ValueError):
+        return default
+
+
+def url_choice(key: str, options, default):
+    """The URL's value for `key` when it is one of `options`, else `default`."""
+    value = url_value(key, str, None)
+    return value if value in options else default
+
+
+def tau_options(theory: float) -> list[float]:
+    return [round(theory * k / TAU_STEPS, 5) for k in range(3 * TAU_STEPS + 1)]
+
+
+def snap(value: float, options: list[float]) -> float:
+    return min(options, key=lambda o: abs(o - value))
+
+
+# ------------------------------------------------------------------ samples, counts, grid
+@st.cache_data(show_spinner=False, max_entries=512)
+def sample_view(key: str, tau: float, weighting: str, seed: int, n: int, names: tuple[str, ...], _model) -> dict:
+    """Counts of the classes the classifier finds in n samples (and of the classes asked for), and the PNG of a
+    grid with a row per class filled from the same samples. Cached per (run, tau, weighting, seed, n)."""
+    d = balance.draw(_model, load_classifier(), n, tau, weighting, seed)
+    rows = d.asked if d.asked is not None else d.predicted
+    order = balance.grid_order(rows, len(names), PER_ROW)
+    return {"counts": d.counts, "asked": None if d.asked is None else balance.class_counts(d.asked, len(names)),
+            "png": grid_png(d.images, order, names), "row_counts": [len(o) for o in order]}
+
+
+def grid_png(images: torch.Tensor, order: list[list[int]], names: tuple[str, ...], scale: int = 2) -> bytes:
+    """K rows of up to PER_ROW images (uint8, (N, 1, H, W)), empty cells light grey, the class name at the left."""
+    _, c, h, w = images.shape
+    blank = torch.full((c, h, w), 0.93)
+    cells = [images[i].float() / 255 if j < len(row) else blank for row in order
+             for j, i in enumerate(row + [0] * (PER_ROW - len(row)))]
+    g = make_grid(torch.stack(cells), nrow=PER_ROW, padding=2, pad_value=1.0)  # (3, H', W')
+    img = Image.fromarray((g.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    out = Image.new("RGB", (img.width + 34, img.height), "white")
+    out.paste(img, (34, 0))
+    draw, font = ImageDraw.Draw(out), ImageFont.load_default(size=26)
+    for k, name in enumerate(names):
+        draw.text((17, (2 + k * (h + 2) + h / 2) * scale), name, fill="#374151", font=font, anchor="mm")
+    buf = io.BytesIO()
+    out.save(buf, format="PNG", optimize=False, compress_level=1)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------ figures and text
+@st.cache_resource(show_spinner=False, max_entries=128)
+def shares_figure(names: tuple[str, ...], train: tuple[float, ...], series: tuple[tuple[str, tuple, tuple], ...],
+                  n: int) -> go.Figure:
+    """Grouped bars per class: the training set's share, then each run's share of its n samples as the classifier
+    reads them. `series`: (label, counts per class, counts asked per class or () for unconditional runs)."""
+    K, x = len(names), list(range(len(names)))
+    bars = [go.Bar(x=x, y=[100 * v for v in train], name="training set (MNIST-LT)", marker_color=TRAIN_COLOR,
+                   customdata=list(names), hovertemplate="class %{customdata}: %{y:.1f}% of the training set"
+                                                         "<extra></extra>")]
+    for (label, counts, asked), color in zip(series, (MAIN_COLOR, OTHER_COLOR), strict=False):
+        s = balance.shares(counts)
+        extra = "; %{customdata[2]} were drawn for class %{customdata[0]}" if asked else ""
+        bars.append(go.Bar(x=x, y=100 * s, name=label, marker_color=color,
+                           customdata=np.c_[list(names), counts, asked or counts],
+                           hovertemplate=f"class %{{customdata[0]}}: %{{customdata[1]}} of {n:,} samples "
+                                         f"(%{{y:.1f}}%){extra}<extra></extra>"))
+    bars.append(go.Scatter(x=[-0.5, K - 0.5], y=[100 / K] * 2, mode="lines", hoverinfo="skip",
+                           name=f"1/K = {100 / K:.0f}% (every digit equally often)",
+                           line={"dash": "dash", "color": "#1F2937", "width": 1.5}))
+    fig = go.Figure(bars)
+    fig.update_layout(barmode="group", height=400, font_size=14, bargap=0.22, bargroupgap=0.04,
+                      margin={"l": 10, "r": 10, "t": 10, "b": 10}, yaxis_title="share (%)", plot_bgcolor="#FAFAFC",
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0, "font": {"size": 14}})
+    fig.update_xaxes(title_text="digit (as the classifier reads it)", tickmode="array", tickvals=x,
+                     ticktext=list(names), range=[-0.5, K - 0.5])
+    return fig
+
+
+def summary(series: list[tuple[str, tuple, tuple]], train: np.ndarray) -> str:
+    """One sentence: the tail digits' share in each run's samples against the training set's."""
+    tail = "–".join(str(c) for c in (balance.TAIL[0], balance.TAIL[-1]))
+    parts = [f"**{label}** {100 * balance.group_share(balance.shares(c), balance.TAIL):.1f}%"
+             for label, c, _ in series]
+    return (f"Rare digits {tail} in the samples: " + " · ".join(parts) +
+            f" (training set {100 * balance.group_share(train, balance.TAIL):.1f}%, equal shares "
+            f"{100 * len(balance.TAIL) / len(train):.0f}%).")
+
+
+def theory_tau(model) -> float:
+    """The family's theoretical sampling scale (SPEC section 3); 1 for a standard-normal prior."""
+    t3 = getattr(model, "t3", None)
+    return float(t3.tau) if t3 is not None else float(model.default_tau)
+
+
+def run_line(ref: RunRef, model, info: dict) -> str:
+    """Markdown: model, nu, theoretical tau, centre separation (family_numbers) and training length."""
+    nums = model.family_numbers()
+    parts = [f"**{ref.model}**"]
+    if "nu" in nums:
+        parts.append(f"ν = {nums['nu']:g}")
+    tau = theory_tau(model)
+    parts.append(f"τ theory = {tau:.3f}" if hasattr(model, "t3") else "τ = 1 is the prior's own scale")
+    if "centre_min_distance" in nums:
+        d = nums["centre_min_distance"]
+        parts.append(f"closest class centres {d:.2f} apart" + (f" ({d / tau:.1f} τ)" if hasattr(model, "t3") else ""))
+    steps = (info.get("history") or {}).get("step") or (info.get("metrics") or {}).get("steps")
+    if steps:
+        parts.append(f"{steps:,} steps")
+    return " · ".join(parts)
+
+
+# ------------------------------------------------------------------ train another nu in the background
+def nu_training_form(sweep: dict[float, RunRef], ref: RunRef | None) -> None:
+    """Inside the "Train another ν" popover: the exact ν, the steps (default: the sweep run's own) and Start.
+    The new run copies the settings of `ref` (the sweep run on show) or of the sweep's first run."""
+    base = ref or next(iter(sweep.values()))
+    try:
+        _, info, data = load(base)
+    except LabError as e:
+        st.error(str(e))
+        return
+    nu = st.number_input("ν to train", 2.05, 1000.0, 7.5, step=0.5, format="%g", key="nu_new",
+                         help="any value > 2, not only the sweep's")
+    steps = st.number_input("Steps", 1, 100_000, int((info.get("history") or {}).get("step") or 2000), step=100,
+                            key="nu_steps", help=f"{base.label} was trained for this many steps")
+    st.caption(f"Trains a ct3vae with the settings of {base.label} but this ν, in the background, and saves it to "
+               "the runs folder; it then joins the ν slider.")
+    if st.button(f"Train ν = {nu:g}", key="nu_train", type="primary", icon=":material/play_arrow:"):
+        old = st.session_state.get("nu_job")
+        if old is not None and old.alive:
+            old.stop()
+        name = balance.nu_run_name(base.rho, float(nu), int(steps), {p.name for p in list_runs(_ui.runs_root())})
+        try:
+            st.session_state["nu_job"] = balance.NuTraining(info, float(nu), int(steps), data,
+                                                            _ui.runs_root() / name).start()
+        except LabError as e:
+            st.error(str(e))
+        st.session_state.pop("nu_message", None)
+
+
+@st.fragment(run_every=1.0)
+def nu_job_progress() -> None:
+    """The nu job's progress bar, redrawn every second while the page shows it (the page draws it only while a
+    job runs). When the job ends, a full rerun selects the saved run or shows why it failed, and polling stops."""
+    job = st.session_state.get("nu_job")
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap["status"] in ("saved", "failed"):
+        st.session_state.pop("nu_job")
+        if snap["status"] == "saved":
+            st.session_state["pending_run"] = f"saved: {snap['saved'].name}"
+            st.session_state["nu_message"] = ("success", f"Trained and saved ν = {balance.nu_label(job.nu)} as "
+                                              f"**{snap['saved'].name}**: it is selected, and on the ν slider.")
+        else:
+            st.session_state["nu_message"] = ("error", f"Training ν = {balance.nu_label(job.nu)} failed: "
+                                              f"{snap['text']}")
+        st.rerun(scope="app")
+    st.progress(snap["fraction"], text=snap["text"])
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def half_width_map(key: str, n: int, _coords, _labels, names: tuple[str, ...], _overlays) -> go.Figure:
+    """The Latent map page's PCA figure, with a legend whose entries size to their names (half a page is too
+    narrow for its fixed-width entries)."""
+    fig = go.Figure(_maps.map_figure(key, n, "PCA", True, _coords, _labels, list(names), _overlays))
+    fig.update_layout(height=560, legend={"entrywidth": 0, "font": {"size": 14}})
+    return fig
+
+
+def map_column(ref: RunRef, model, data, train: np.ndarray, side: int, n: int = 2000) -> None:
+    """PCA of the encoder means of n test images coloured by class, the model's overlays (prior samples, class
+    centres) on top, and the share of the prior mass nearest to the head and the tail classes."""
+    key = run_key(ref)
+    n = min(n, len(data.x_test))
+    lat = _maps.latents(key, n, model, data)
+    coords, over2d = _maps.project(key, n, "PCA", lat)
+    fig = half_width_map(key, n, coords, lat["labels"], tuple(data.class_names), over2d)
+    st.plotly_chart(fig, key=f"map-{side}-{key}", on_select="ignore")
+    prior = _maps.allocation(key, n, 15, len(train), lat)
+    if prior is None:
+        return
+    h, t = balance.HEAD, balance.TAIL
+    share = balance.group_share
+    st.markdown(f"Prior mass nearest to the head digits {h[0]}–{h[-1]}: **{100 * share(prior, h):.0f}%**, to the "
+                f"tail digits {t[0]}–{t[-1]}: **{100 * share(prior, t):.0f}%** (training set: "
+                f"{100 * share(train, h):.0f}% and {100 * share(train, t):.1f}%).")

@@ -1,0 +1,135 @@
+"""Class balance page: which digits do a model's samples show when it was trained on a long tail? N samples per run,
+classified by the in-project classifier, against the training set's class shares; two runs side by side."""
+
+import streamlit as st
+
+from cvae_core import balance
+from cvae_core.errors import LabError
+from pages import _balance as B
+from pages import _ui
+
+_ui.leave_legacy_pages_mode()
+st.title("Class balance")
+st.caption("Trained on MNIST-LT, where the digit 0 has up to ρ times the images of the digit 9, does a model still "
+           "draw every digit? Each run draws 1,000 samples and the in-project classifier says which digit each is.")
+
+runs, problems = B.find_runs()
+for msg in problems:
+    st.error(msg)
+if not runs:
+    st.error("No MNIST-LT runs found: no shipped `mnistlt*` runs in `checkpoints/` and none saved. Train one with "
+             "`python -m cvae_core train --model ct3vae --dataset mnist-lt --rho 100 --out runs/mnistlt100_ct3vae`.")
+    st.stop()
+
+rhos = sorted({r.rho for r in runs})
+B.restore("rho", B.snap(B.url_value("rho", float, 100.0), rhos))
+here = [r for r in runs if r.rho == st.session_state["rho"]]
+refs, sweep = {r.label: r for r in here}, balance.nu_sweep(here, st.session_state["rho"])
+main0, other0 = balance.default_pair(here)
+want = B.url_value("run", str, main0.label)
+if want not in refs:
+    st.error(f"No run named {want!r} on MNIST-LT with ρ = {st.session_state['rho']:g}; showing {main0.label}.")
+    want = main0.label
+url_nu = B.url_value("nu", float, None)
+if url_nu in sweep and (refs[want].nu in sweep or "run" not in st.query_params):
+    want = sweep[url_nu].label  # a hand-edited nu= wins over the run it came with
+if "pending_run" in st.session_state:  # a nu run just trained and saved: select it
+    want = st.session_state["run"] = st.session_state.pop("pending_run")
+B.restore("run", want)
+B.restore("cmp", B.url_choice("cmp", refs, other0.label))
+B.restore("weighting", B.url_choice("weighting", B.WEIGHTINGS, "equal"))
+B.restore("seed", min(max(B.url_value("seed", int, 0), 0), 1_000_000))
+
+
+def on_nu() -> None:
+    st.session_state["run"] = sweep[st.session_state["nu"]].label
+    B.reset("tau")  # a new run starts at its own theoretical tau
+
+
+c1, c2, c3, c4 = st.columns([0.7, 1.8, 1.8, 2], vertical_alignment="bottom")
+c1.selectbox("Imbalance ρ", rhos, key="rho", format_func="{:g}".format, on_change=B.reset, args=("run", "cmp", "tau"),
+             help="largest / smallest class of the MNIST-LT training set; runs trained at this ρ are listed")
+run = c2.selectbox("Run", list(refs), key="run", on_change=B.reset, args=("tau",))
+other = c3.selectbox("Compare with", list(refs), key="cmp", help="shown side by side with the run")
+weighting = c4.segmented_control("Class sampling", list(B.WEIGHTINGS), key="weighting", required=True,
+                                 format_func=B.WEIGHTINGS.get, help="class-conditional runs draw the class first: "
+                                 "with equal weights 1/K, or with the training frequencies")
+ref = refs[run]
+try:
+    model, info, data = B.load(ref)
+except LabError as e:
+    st.error(str(e))
+    st.stop()
+theory, taus = B.theory_tau(model), B.tau_options(B.theory_tau(model))
+B.restore("tau", B.url_value("tau", float, model.default_tau))
+st.session_state["tau"] = B.snap(st.session_state["tau"], taus)
+in_sweep = sweep.get(ref.nu) is ref
+if sweep:
+    st.session_state["nu"] = ref.nu if in_sweep else B.snap(10.0, list(sweep))
+
+d1, d2, d3, d4 = st.columns([2, 1.4, 2.6, 0.7], vertical_alignment="bottom")
+if sweep:
+    d1.select_slider("ν (tail weight of the ct3vae sweep)", list(sweep), key="nu", on_change=on_nu,
+                     format_func=balance.nu_label, disabled=not in_sweep,
+                     help="small ν: heavy tails; ν → ∞: Gaussian. Snaps to the ct3vae runs trained at this ρ" +
+                          ("" if in_sweep else " (pick a ct3vae run of the sweep to use it)"))
+with d2.popover("Train another ν", icon=":material/model_training:", width="stretch", disabled=not sweep):
+    B.nu_training_form(sweep, ref if in_sweep else None)
+tau = d3.select_slider("τ (how far samples stray from their class centre)", taus, key="tau",
+                       format_func=lambda t: f"{t:.3f}" + (" (theory)" if abs(t - theory) < 1e-9 else ""),
+                       help=f"sampling scale: 0 gives each class's mean image; theory τ = {theory:.3f}")
+seed = d4.number_input("Seed", 0, 1_000_000, key="seed")
+st.query_params.from_dict({"rho": f"{st.session_state['rho']:g}", "run": run, "cmp": other, "tau": f"{tau:g}",
+                           "weighting": weighting, "seed": str(seed)} | ({"nu": f"{ref.nu:g}"} if in_sweep else {}))
+if "nu_message" in st.session_state:
+    getattr(st, st.session_state["nu_message"][0])(st.session_state["nu_message"][1])
+if "nu_job" in st.session_state:
+    B.nu_job_progress()
+
+names, train = tuple(data.class_names), balance.class_counts(data.y_train, data.num_classes)
+chart, cols = st.container(), st.columns(2, gap="large")
+loaded, series = [], []
+for col, r, color in zip(cols, (ref, refs[other]), (B.MAIN_COLOR, B.OTHER_COLOR), strict=True):
+    with col:
+        try:
+            m, i, d = (model, info, data) if r is ref else B.load(r)
+            t = round(tau * B.theory_tau(m) / theory, 5)  # the same multiple of its own theory
+            view = B.sample_view(B.run_key(r), t, weighting, int(seed), B.N_SAMPLES, names, m)
+        except LabError as e:
+            st.error(str(e))
+            continue
+        st.markdown(f"### <span style='color:{color}'>■</span> {r.label}", unsafe_allow_html=True)
+        st.markdown(B.run_line(r, m, i))
+        rows = "asked for" if view["asked"] is not None else "the classifier sees"
+        st.image(view["png"], width="stretch", output_format="PNG",
+                 caption=f"row k: the first {B.PER_ROW} of {B.N_SAMPLES:,} samples whose class is k ({rows}); "
+                 f"grey cells: fewer samples of that class. τ = {t:.3f}" +
+                 ("" if m.class_conditional else "; an unconditional run has no class to weight"))
+        loaded.append((r, m, d))
+        series.append((r.label, tuple(int(c) for c in view["counts"]), tuple(int(c) for c in view["asked"])
+                       if view["asked"] is not None else ()))
+with chart:
+    st.subheader(f"Which digits do {B.N_SAMPLES:,} samples show?")
+    st.plotly_chart(B.shares_figure(names, tuple(balance.shares(train)), tuple(series), B.N_SAMPLES),
+                    key="shares")
+    st.markdown(B.summary(series, balance.shares(train)))
+
+st.subheader("Latent map: class centres and who gets the prior")
+st.caption("PCA of the encoder means of 2,000 test images, coloured by class; × prior samples, ◆ class centres.")
+for side, (col, (r, m, d)) in enumerate(zip(st.columns(2, gap="large"), loaded, strict=False)):
+    with col:
+        B.map_column(r, m, d, balance.shares(train), side)
+
+with st.expander("What am I looking at?"):
+    st.markdown(
+        "- **The bars.** Grey: each digit's share of the training images (ρ = largest / smallest class). Coloured: "
+        "its share of the run's samples, as the classifier reads them. A Gaussian VAE copies the long tail; a "
+        "Conditional-t3VAE draws the class first with equal weights, so its bars sit near the dashed 1/K line.\n"
+        "- **Class sampling.** *Equal weights* draws every class with probability 1/K; *training frequencies* "
+        "draws them as often as in the training set, which brings the tail back.\n"
+        "- **ν and τ.** ν is the Student-t degrees of freedom: small ν gives heavy tails, so samples stray further "
+        "and more varied. τ scales the noise around each class centre: at 0 every sample of a class is the same "
+        "image; far above the theoretical value samples leave the data and the classifier starts to disagree.\n"
+        "- **The map.** Each dot is a test image's encoder mean; markers are the model's prior samples and, for "
+        "models with class centres, the centres. The shares below each map give each prior sample to the class of "
+        "its 15 nearest encoder means.")
