@@ -48,6 +48,7 @@ def _page_rows(root: Path, repeats: int = 5) -> list[tuple[str, float, float | N
     theory = load_run(root / MAIN)[0].t3.tau
     grid = _balance.tau_options(theory)
     start = grid.index(_balance.snap(theory, grid))
+    saved_env = os.environ.get("CVAE_RUNS_DIR")
     with tempfile.TemporaryDirectory() as runs:
         os.environ["CVAE_RUNS_DIR"] = runs  # no saved runs: the list is the shipped one
         at = AppTest.from_file(str(REPO / "pages" / "class_balance.py"), default_timeout=600)
@@ -79,6 +80,10 @@ def _page_rows(root: Path, repeats: int = 5) -> list[tuple[str, float, float | N
             n_seen = statistics.median(_timed(at, lambda at, v=v: nu(at, v)) for v in [10.0, other] * 2)
             rows += [(f"ν move to another run, first time (load, map, draw; ν = {other:g})", n_fresh, None),
                      ("ν move to a run shown before (cached)", n_seen, 0.1)]
+    if saved_env is None:
+        os.environ.pop("CVAE_RUNS_DIR", None)
+    else:
+        os.environ["CVAE_RUNS_DIR"] = saved_env
     return rows
 
 

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_app_threads  # noqa: E402
+import bench_class_balance  # noqa: E402
 import bench_decoder_head  # noqa: E402
 import bench_latent_map  # noqa: E402
 import bench_train_loop  # noqa: E402
@@ -23,3 +24,4 @@ if __name__ == "__main__":
     print(bench_decoder_head.main())
     print(bench_latent_map.main())
     print(bench_app_threads.main())
+    print(bench_class_balance.main())

@@ -39,6 +39,7 @@ from .registry import build_model, make_config
 from .train import TrainConfig
 
 HEAD, TAIL = (0, 1, 2), (7, 8, 9)  # MNIST-LT's most and least frequent digits: n_k = n_max * rho^(-k/9)
+SCARCE = 0.2  # a class is scarce in a set of samples below this fraction of an equal share 1/K
 SWEEP_MODEL = "ct3vae"
 
 
@@ -169,6 +170,12 @@ def grid_order(rows: np.ndarray, K: int, per_row: int) -> list[list[int]]:
     asked for, or the one the classifier sees): rows of rare classes stay short, as they are in the N samples."""
     rows = np.asarray(rows)
     return [np.flatnonzero(rows == k)[:per_row].tolist() for k in range(K)]
+
+
+def scarce(shares_, fraction: float = SCARCE) -> list[int]:
+    """Classes whose share is below `fraction` / K: the digits a model almost never shows."""
+    s = np.asarray(shares_, dtype=np.float64)
+    return np.flatnonzero(s < fraction / len(s)).tolist()
 
 
 def group_share(shares_, classes) -> float:

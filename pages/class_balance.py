@@ -112,7 +112,7 @@ with chart:
     st.subheader(f"Which digits do {B.N_SAMPLES:,} samples show?")
     st.plotly_chart(B.shares_figure(names, tuple(balance.shares(train)), tuple(series), B.N_SAMPLES),
                     key="shares")
-    st.markdown(B.summary(series, balance.shares(train)))
+    st.markdown(B.summary(series, balance.shares(train), names))
 
 st.subheader("Latent map: class centres and who gets the prior")
 st.caption("PCA of the encoder means of 2,000 test images, coloured by class; × prior samples, ◆ class centres.")

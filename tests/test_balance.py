@@ -39,6 +39,8 @@ def test_counts_shares_and_groups():
     assert balance.shares(np.zeros(10)).sum() == 0  # no samples: zeros, not NaN
     assert balance.group_share(balance.shares(c), balance.TAIL) == pytest.approx(0.5)
     assert balance.group_share(balance.shares(c), balance.HEAD) == pytest.approx(0.5)
+    assert balance.scarce(balance.shares(c)) == [2, 3, 4, 5, 6, 7, 8]  # below 2% (a fifth of 1/K)
+    assert balance.scarce([0.5, 0.3, 0.19, 0.01], fraction=0.2) == [3]  # 1/K = 0.25: below 0.05
 
 
 def test_grid_order_takes_the_first_samples_of_each_row():

@@ -290,3 +290,52 @@ def test_latent_map_page_in_a_real_browser(server, tmp_path):
         keep(shot, "latent_map_live.png")
 
     assert time.monotonic() - t0 < 300, "the Latent map browser test took too long"
+
+
+def shipped_lt_run() -> Path:
+    return Path(os.environ.get("CVAE_CHECKPOINTS_DIR") or REPO / "checkpoints") / "mnistlt100_ct3vae"
+
+
+def first_grid_src(page) -> str:
+    return page.locator('[data-testid="stImage"] img').first.get_attribute("src") or ""
+
+
+def test_class_balance_page_in_a_real_browser(server, tmp_path):
+    """The shipped MNIST-LT runs side by side (ct3vae and vae): the shares chart, a grid per run and two latent
+    maps; moving tau redraws the grids and goes to the URL; the weighting switch; a shared link."""
+    if not shipped_lt_run().is_dir():
+        pytest.skip(f"BROWSER TEST SKIPPED: the shipped run {shipped_lt_run()} does not exist yet "
+                    "(bash scripts/train_shipped_lt.sh makes it)")
+    t0 = time.monotonic()
+    with chromium_page() as page:
+        page.goto(f"{server}/class_balance", wait_until="domcontentloaded")
+        expect(page.get_by_role("heading", name="Class balance")).to_be_visible(timeout=30_000)
+        wait_for_plots(page, 3, timeout=120_000)  # the shares chart and a latent map per run
+        expect(page.get_by_text("Which digits do 1,000 samples show?")).to_be_visible()
+        expect(page.locator('[data-testid="stImage"]')).to_have_count(2)
+        assert "run=mnistlt100_ct3vae" in page.url and "cmp=mnistlt100_vae" in page.url
+        assert page.locator('[data-testid="stException"]').count() == 0
+
+        before = first_grid_src(page)
+        tau = page.get_by_role("slider", name=re.compile("τ"))
+        tau.focus()
+        for _ in range(4):
+            page.keyboard.press("ArrowRight")  # four steps of 0.05 x the theoretical tau
+        page.wait_for_function(f"!document.querySelector('[data-testid=\"stImage\"] img')?.src.endsWith("
+                               f"{before[-40:]!r})", timeout=60_000)
+        wait_for_plots(page, 3)
+        assert "tau=" in page.url and first_grid_src(page) != before
+        page.get_by_role("radio", name="training frequencies").click()
+        page.wait_for_url(re.compile("weighting=frequency"), timeout=60_000)
+        wait_for_plots(page, 3)
+        assert page.locator('[data-testid="stException"]').count() == 0
+
+        page.goto(f"{server}/class_balance?weighting=equal", wait_until="domcontentloaded")  # the default view
+        expect(page.get_by_role("heading", name="Class balance")).to_be_visible(timeout=30_000)
+        wait_for_plots(page, 3, timeout=120_000)
+        page.mouse.move(5, 890)  # no hover label over a chart
+        shot = tmp_path / "class_balance.png"
+        full_page_screenshot(page, shot)
+        check_png(shot)
+        keep(shot, "class_balance.png")
+    assert time.monotonic() - t0 < 240, "the Class balance browser test took too long"

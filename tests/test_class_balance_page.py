@@ -117,10 +117,11 @@ def test_page_renders_two_runs_side_by_side(stand_ins):
         assert values(b[name]["y"]).sum() == pytest.approx(100)
     md = texts(at.markdown)
     assert "ν = 10" in md and f"τ theory = {model.t3.tau:.3f}" in md and "closest class centres" in md
-    assert "Prior mass nearest to the head digits 0–2" in md and "Rare digits 7–9 in the samples" in md
+    assert "Prior mass nearest to the head digits 0–2" in md and "Digits in fewer than 2% of the samples" in md
+    assert "(in the training set: 6, 7, 8, 9)" in md
     assert dict(at.query_params) == {"rho": "100", "run": "mnistlt100_ct3vae", "cmp": "mnistlt100_vae",
-                                          "tau": f"{at.select_slider(key='tau').value:g}", "weighting": "equal",
-                                          "seed": "0", "nu": "10"}
+                                     "tau": f"{at.select_slider(key='tau').value:g}", "weighting": "equal",
+                                     "seed": "0", "nu": "10"}
 
 
 def test_bars_are_the_classifiers_counts_and_equal_weighting_is_uniform(stand_ins):
