@@ -33,7 +33,7 @@ if want not in refs:
 url_nu = B.url_value("nu", float, None)
 if url_nu in sweep and (refs[want].nu in sweep or "run" not in st.query_params):
     want = sweep[url_nu].label  # a hand-edited nu= wins over the run it came with
-if "pending_run" in st.session_state:  # a nu run just trained and saved: select it
+if st.session_state.get("pending_run") in refs:  # a nu run just trained and saved: select it
     want = st.session_state["run"] = st.session_state.pop("pending_run")
 B.restore("run", want)
 B.restore("cmp", B.url_choice("cmp", refs, other0.label))
@@ -76,13 +76,14 @@ if sweep:
 with d2.popover("Train another ν", icon=":material/model_training:", width="stretch", disabled=not sweep):
     B.nu_training_form(sweep, ref if in_sweep else None)
 tau = d3.select_slider("τ (how far samples stray from their class centre)", taus, key="tau",
-                       format_func=lambda t: f"{t:.3f}" + (" (theory)" if abs(t - theory) < 1e-9 else ""),
+                       format_func=lambda t: f"{t:.3f}" + (" (theory)" if t == taus[B.TAU_STEPS] else ""),
                        help=f"sampling scale: 0 gives each class's mean image; theory τ = {theory:.3f}")
 seed = d4.number_input("Seed", 0, 1_000_000, key="seed")
 st.query_params.from_dict({"rho": f"{st.session_state['rho']:g}", "run": run, "cmp": other, "tau": f"{tau:g}",
                            "weighting": weighting, "seed": str(seed)} | ({"nu": f"{ref.nu:g}"} if in_sweep else {}))
-if "nu_message" in st.session_state:
-    getattr(st, st.session_state["nu_message"][0])(st.session_state["nu_message"][1])
+if "nu_message" in st.session_state:  # shown once, after the job ended
+    kind, text = st.session_state.pop("nu_message")
+    getattr(st, kind)(text)
 if "nu_job" in st.session_state:
     B.nu_job_progress()
 
@@ -100,7 +101,7 @@ for col, r, color in zip(cols, (ref, refs[other]), (B.MAIN_COLOR, B.OTHER_COLOR)
             continue
         st.markdown(f"### <span style='color:{color}'>■</span> {r.label}", unsafe_allow_html=True)
         st.markdown(B.run_line(r, m, i))
-        rows = "asked for" if view["asked"] is not None else "the classifier sees"
+        rows = "asked for" if view["asked"] is not None else "as the classifier reads it"
         st.image(view["png"], width="stretch", output_format="PNG",
                  caption=f"row k: the first {B.PER_ROW} of {B.N_SAMPLES:,} samples whose class is k ({rows}); "
                  f"grey cells: fewer samples of that class. τ = {t:.3f}" +

@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from cvae_core import balance  # noqa: E402
 from cvae_core.checkpoint import load_run, save_run  # noqa: E402
 from cvae_core.classifier import load_classifier  # noqa: E402
 from cvae_core.data import load_dataset  # noqa: E402
@@ -276,7 +277,8 @@ def test_shipped_runs_make_the_point(monkeypatch):
     at = page()
     assert not at.exception and not at.error, texts(at.error)
     b = bars(at)
-    ct3 = values(b["mnistlt100_ct3vae"]["y"])
-    vae = values(b["mnistlt100_vae"]["y"])
-    assert ct3[7:].sum() > 20 and ct3.min() > 4  # every digit shows; 1/K = 10%
-    assert vae[7:].sum() < ct3[7:].sum() / 2
+    ct3 = values(b["mnistlt100_ct3vae"]["y"]) / 100
+    vae = values(b["mnistlt100_vae"]["y"]) / 100
+    assert ct3.min() > 0.05 and balance.scarce(ct3) == []  # every digit shows; 1/K = 10% (measured: 7.1-14.1%)
+    assert {5, 6, 7} <= set(balance.scarce(vae))  # measured: 5, 6, 7 and 9 under 2% (and blurry blobs read as 8)
+    assert "**mnistlt100_ct3vae**: none" in texts(at.markdown)
