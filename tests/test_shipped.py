@@ -16,7 +16,7 @@ from cvae_core.metrics import CHECK_SLICE, check_numbers
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = list_runs(REPO / "checkpoints")
-EXPECTED = {"vae", "sigma_vae", "bs_vae", "cvae", "sigma_cvae"}
+EXPECTED = {"vae", "sigma_vae", "bs_vae", "cvae", "sigma_cvae", "t3vae", "ct3vae", "cgvae"}
 REL = 1e-3  # float32 on CPU: same numbers up to summation order across machines and BLAS builds
 
 
@@ -32,7 +32,7 @@ def _close(got: dict, want: dict) -> list[str]:
     return bad
 
 
-def test_every_registered_family_in_this_issue_is_shipped():
+def test_every_image_family_so_far_is_shipped():
     names = {json.loads((p / "config.json").read_text())["model"] for p in SHIPPED}
     assert EXPECTED <= names, f"missing shipped runs: {EXPECTED - names}"
     total = sum(f.stat().st_size for f in (REPO / "checkpoints").rglob("*") if f.is_file())
@@ -50,16 +50,44 @@ def test_shipped_run_reproduces_its_recorded_numbers(run, mnist):
     assert m.get("weights_dtype") in ("float32", "float16")
     if m["weights_dtype"] == "float16":
         assert m["float16_max_rel_change"] < 0.01
-    assert "neg_elbo_train_sigma" in m and "classifier_fid" in m
+    assert "classifier_fid" in m
+    assert ("neg_elbo_train_sigma" in m) == ("neg_elbo" in m)  # ELBO families; the gamma-power loss has none
     if model.conditional:
         assert len(m["per_class_recall"]) == 10 and 0 <= m["mode_coverage"] <= 1
     else:
-        assert len(m["sample_class_freq"]) == 10 and 0 <= m["class_freq_tv"] < 0.5
+        assert len(m["sample_class_freq"]) == 10 and 0 <= m["class_freq_tv"] <= 0.9
+        if info["dataset"].get("rho", 1.0) == 1.0:  # balanced training data: no digit is rare in the samples
+            assert m["class_freq_tv"] < 0.5
 
 
-def _metrics(model: str) -> dict:
-    run = next(p for p in SHIPPED if json.loads((p / "config.json").read_text())["model"] == model)
+def _metrics(model: str, folder: str | None = None) -> dict:
+    run = next(p for p in SHIPPED if json.loads((p / "config.json").read_text())["model"] == model
+               and (folder is None or p.name == folder))
     return json.loads((run / "metrics.json").read_text())
+
+
+LT = "mnistlt100_"
+
+
+def test_readme_claims_about_the_shipped_long_tailed_runs():
+    """The README's MNIST-LT (rho = 100) findings, as recorded by the shipped runs (2000 steps, seed 0): the plain
+    Gaussian vae almost never draws the rare digits 5, 6, 7, 9 (3.3% of its samples; they are 6.5% of the training
+    set and 40% of the test set), t3vae draws them much more often (18.6%), and the class-conditional models with
+    equal-weight sampling are asked for every digit equally often and deliver most of them (cgvae: every digit's
+    recall >= 0.6; ct3vae: the rarest digit, 9, only about half the time), with ct3vae's samples closer to the test
+    images in classifier-FID. nu hardly matters at n = 784 (nu + n degrees of freedom)."""
+    rare = [5, 6, 7, 9]
+    vae, t3 = _metrics("vae", LT + "vae"), _metrics("t3vae", LT + "t3vae")
+    cg, ct = _metrics("cgvae", LT + "cgvae"), _metrics("ct3vae", LT + "ct3vae")
+    vae_rare = sum(vae["sample_class_freq"][k] for k in rare)
+    t3_rare = sum(t3["sample_class_freq"][k] for k in rare)
+    assert vae_rare < 0.05 and t3_rare > 3 * vae_rare, (vae_rare, t3_rare)
+    assert cg["mode_coverage"] == 1.0 and min(cg["per_class_recall"]) >= 0.6
+    assert ct["mode_coverage"] >= 0.9 and ct["per_class_recall"][9] < cg["per_class_recall"][9]
+    assert ct["classifier_fid"] < cg["classifier_fid"] < t3["classifier_fid"] < vae["classifier_fid"]
+    sweep = [_metrics("ct3vae", LT + f"ct3vae_nu{nu}") for nu in ("2.5", "5", "20")] + [ct]
+    fids = [m["classifier_fid"] for m in sweep]
+    assert max(fids) - min(fids) < 0.05 * min(fids), fids
 
 
 def test_readme_claims_about_the_shipped_conditional_runs():
