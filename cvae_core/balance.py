@@ -16,16 +16,23 @@ q and of the sampling prior are, tau how far samples stray from their class cent
 - ``grid_order``: which of the N samples fill a K-row grid (row k: class k asked, or predicted for unconditional
   models), so the grid shows the very samples the counts are made of.
 - ``NuTraining``: train a ct3vae at an exact nu in a background thread (``TrainingJob``), then save the run.
+- ``Prefetcher``: one background thread that computes keyed values before they are asked for (the page queues the
+  draws of the neighbouring tau values and of the other weighting, so most slider moves find them ready).
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
+import os
 import re
 import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -265,3 +272,73 @@ class NuTraining:
             text = self.message
         return {"status": self.status, "fraction": 1.0 if self.status == "saved" else min(frac, 1.0),
                 "text": text, "saved": self.saved}
+
+
+# ------------------------------------------------------------------ computing ahead
+class Prefetcher:
+    """Compute values ahead of time in one daemon thread. ``want(jobs)`` replaces the queue with (key, fn) pairs
+    (the old queue is dropped: the view moved on); ``take(key)`` hands over a finished value (or waits for the one
+    being computed right now) and forgets it, or returns None. ``seen(key)`` marks a key whose value the caller has
+    computed itself, so it is never queued again. At most `keep` finished values are kept (oldest dropped)."""
+
+    def __init__(self, keep: int = 64):
+        self._cv = threading.Condition()
+        self._queue: deque[tuple[Hashable, Callable[[], Any]]] = deque()
+        self._done: OrderedDict[Hashable, Any] = OrderedDict()
+        self._seen: set[Hashable] = set()
+        self._current: Hashable | None = None
+        self.keep, self.computed = keep, 0
+        threading.Thread(target=self._work, name="prefetch", daemon=True).start()
+        atexit.register(self.close)  # a daemon thread killed inside a torch op aborts the interpreter's exit
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Drop the queue and wait (bounded) for the value being computed."""
+        with self._cv:
+            self._queue.clear()
+        self.idle(timeout)
+
+    def want(self, jobs: list[tuple[Hashable, Callable[[], Any]]]) -> None:
+        with self._cv:
+            self._queue = deque((k, fn) for k, fn in jobs if k not in self._seen and k not in self._done)
+            self._cv.notify_all()
+
+    def seen(self, key: Hashable) -> None:
+        with self._cv:
+            self._seen.add(key)
+
+    def take(self, key: Hashable, timeout: float = 30.0) -> Any | None:
+        with self._cv:
+            self._cv.wait_for(lambda: self._current != key, timeout)
+            self._seen.add(key)
+            return self._done.pop(key, None)
+
+    def idle(self, timeout: float | None = None) -> bool:
+        """Wait until the queue is empty and nothing is being computed; False on timeout."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._queue and self._current is None, timeout)
+
+    def _work(self) -> None:
+        try:  # Linux: a nice value per thread; the page's own thread goes first when both want a core
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._queue)
+                key, fn = self._queue.popleft()
+                if key in self._seen or key in self._done:
+                    self._cv.notify_all()  # idle() may be waiting for the queue to drain
+                    continue
+                self._current = key
+            try:
+                value = fn()
+            except Exception:  # the page computes it again when asked, and shows the error then
+                value = None
+            with self._cv:
+                self._current = None
+                if value is not None and key not in self._seen:
+                    self._done[key] = value
+                    self.computed += 1
+                    while len(self._done) > self.keep:
+                        self._done.popitem(last=False)
+                self._cv.notify_all()

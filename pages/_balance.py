@@ -94,15 +94,58 @@ def snap(value: float, options: list[float]) -> float:
 
 
 # ------------------------------------------------------------------ samples, counts, grid
-@st.cache_data(show_spinner=False, max_entries=512)
-def sample_view(key: str, tau: float, weighting: str, seed: int, n: int, names: tuple[str, ...], _model) -> dict:
-    """Counts of the classes the classifier finds in n samples (and of the classes asked for), and the PNG of a
-    grid with a row per class filled from the same samples. Cached per (run, tau, weighting, seed, n)."""
-    d = balance.draw(_model, load_classifier(), n, tau, weighting, seed)
+PREFETCH_STEPS = 3  # tau notches on each side drawn ahead of time, nearest first
+
+
+def _view(key: str, tau: float, weighting: str, seed: int, n: int, names: tuple[str, ...], model) -> dict:
+    d = balance.draw(model, load_classifier(), n, tau, weighting, seed)
     rows = d.asked if d.asked is not None else d.predicted
     order = balance.grid_order(rows, len(names), PER_ROW)
     return {"counts": d.counts, "asked": None if d.asked is None else balance.class_counts(d.asked, len(names)),
             "png": grid_png(d.images, order, names), "row_counts": [len(o) for o in order]}
+
+
+@st.cache_resource(show_spinner=False)
+def prefetcher() -> balance.Prefetcher:
+    """One per server: draws the views a slider move is likely to ask for next."""
+    return balance.Prefetcher(keep=64)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def sample_view(key: str, tau: float, weighting: str, seed: int, n: int, names: tuple[str, ...], _model) -> dict:
+    """Counts of the classes the classifier finds in n samples (and of the classes asked for), and the PNG of a
+    grid with a row per class filled from the same samples. Cached per (run, tau, weighting, seed, n); taken from
+    the prefetcher when it drew this one ahead of time."""
+    args = (key, tau, weighting, seed, n, names)
+    done = prefetcher().take(args)
+    return done if done is not None else _view(*args, _model)
+
+
+def view_weighting(model, weighting: str) -> str:
+    """The weighting that keys a run's samples: an unconditional run draws no class, so both weightings give it
+    the same samples (one cache entry, not two)."""
+    return weighting if model.class_conditional else "equal"
+
+
+def scaled_tau(tau: float, theory: float, model) -> float:
+    """The compare run's tau: the same multiple of its own theoretical tau as the main run's."""
+    return round(tau * theory_tau(model) / theory, 5)
+
+
+def prefetch(shown: list[tuple[RunRef, object]], tau: float, taus: list[float], theory: float, weighting: str,
+             seed: int, names: tuple[str, ...]) -> None:
+    """Queue, for the runs on show, the neighbouring tau notches (nearest first) and the other weighting, so that
+    the next small move of a slider finds its samples drawn (about 0.3 s of one core per run and value)."""
+    i = taus.index(tau)
+    wanted = [(taus[i + d], weighting) for k in range(1, PREFETCH_STEPS + 1) for d in (k, -k)
+              if 0 <= i + d < len(taus)]
+    wanted.insert(2, (tau, next(w for w in WEIGHTINGS if w != weighting)))
+    jobs = []
+    for t, w in wanted:
+        for ref, model in shown:
+            args = (run_key(ref), scaled_tau(t, theory, model), view_weighting(model, w), seed, N_SAMPLES, names)
+            jobs.append((args, lambda args=args, model=model: _view(*args, model)))
+    prefetcher().want(jobs)
 
 
 def grid_png(images: torch.Tensor, order: list[list[int]], names: tuple[str, ...], scale: int = 2) -> bytes:

@@ -94,8 +94,8 @@ for col, r, color in zip(cols, (ref, refs[other]), (B.MAIN_COLOR, B.OTHER_COLOR)
     with col:
         try:
             m, i, d = (model, info, data) if r is ref else B.load(r)
-            t = round(tau * B.theory_tau(m) / theory, 5)  # the same multiple of its own theory
-            view = B.sample_view(B.run_key(r), t, weighting, int(seed), B.N_SAMPLES, names, m)
+            t = B.scaled_tau(tau, theory, m)
+            view = B.sample_view(B.run_key(r), t, B.view_weighting(m, weighting), int(seed), B.N_SAMPLES, names, m)
         except LabError as e:
             st.error(str(e))
             continue
@@ -134,3 +134,5 @@ with st.expander("What am I looking at?"):
         "- **The map.** Each dot is a test image's encoder mean; markers are the model's prior samples and, for "
         "models with class centres, the centres. The shares below each map give each prior sample to the class of "
         "its 15 nearest encoder means.")
+# draw the neighbouring tau notches and the other weighting in the background: most next moves are cached
+B.prefetch([(r, m) for r, m, _ in loaded], tau, taus, theory, weighting, int(seed), names)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import numpy as np
 import pytest
@@ -158,6 +159,42 @@ def test_find_runs_and_the_nu_sweep(tmp_path):
     assert (main.label, other.label) == ("saved: mine_nu7", "lt_t3vae")
     assert balance.default_pair([]) == (None, None)
     assert balance.find_runs(tmp_path / "none", tmp_path / "neither") == ([], [])
+
+
+def test_prefetcher_computes_ahead_and_drops_what_is_no_longer_wanted():
+    import threading
+
+    pf, hold, calls = balance.Prefetcher(keep=2), threading.Event(), []
+
+    def job(key, wait=False):
+        def fn():
+            if wait:
+                hold.wait(10)
+            calls.append(key)
+            return f"value {key}"
+        return key, fn
+
+    pf.want([job("a", wait=True)])
+    time.sleep(0.05)  # the worker is now inside a's job
+    pf.want([job("b"), job("c")])
+    pf.want([job("d"), job("e"), job("f")])  # the view moved on: b and c are dropped
+    pf.seen("e")  # the page drew e itself
+    hold.set()
+    assert pf.idle(10)
+    assert calls == ["a", "d", "f"]
+    assert pf.take("a") is None  # keep = 2: the oldest finished value was dropped
+    assert pf.take("d") == "value d" and pf.take("d") is None  # handed over once
+    assert pf.take("zzz") is None
+    pf.want([job("d"), job("f")])  # already taken (seen) or already done: nothing to compute
+    assert pf.idle(10) and calls == ["a", "d", "f"] and pf.take("f") == "value f"
+    hold.clear()
+    pf.want([job("g", wait=True)])
+    time.sleep(0.05)  # the worker is inside g's job
+    threading.Timer(0.2, hold.set).start()
+    assert pf.take("g") == "value g"  # waits for the value being computed instead of computing it twice
+    pf.want([job("h")])
+    assert pf.take("h") in (None, "value h")  # asked for before or after the worker got to it: never twice
+    assert pf.idle(10) and calls.count("h") <= 1
 
 
 def test_nu_run_names():
