@@ -94,7 +94,7 @@ def snap(value: float, options: list[float]) -> float:
 
 
 # ------------------------------------------------------------------ samples, counts, grid
-PREFETCH_STEPS = 3  # tau notches on each side drawn ahead of time, nearest first
+PREFETCH_STEPS = 3 * TAU_STEPS  # tau notches on each side drawn ahead of time, nearest first: the whole slider
 
 
 def _view(key: str, tau: float, weighting: str, seed: int, n: int, names: tuple[str, ...], model) -> dict:
@@ -108,7 +108,7 @@ def _view(key: str, tau: float, weighting: str, seed: int, n: int, names: tuple[
 @st.cache_resource(show_spinner=False)
 def prefetcher() -> balance.Prefetcher:
     """One per server: draws the views a slider move is likely to ask for next."""
-    return balance.Prefetcher(keep=64)
+    return balance.Prefetcher(keep=4 * (3 * TAU_STEPS + 1))  # two runs' slider rows, twice; a view is ~40 kB
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -134,8 +134,9 @@ def scaled_tau(tau: float, theory: float, model) -> float:
 
 def prefetch(shown: list[tuple[RunRef, object]], tau: float, taus: list[float], theory: float, weighting: str,
              seed: int, names: tuple[str, ...]) -> None:
-    """Queue, for the runs on show, the neighbouring tau notches (nearest first) and the other weighting, so that
-    the next small move of a slider finds its samples drawn (about 0.3 s of one core per run and value)."""
+    """Queue, for the runs on show, the other weighting at this tau, then every tau notch of the slider, nearest
+    first, so that after a pause (about 0.3 s of one core per run and notch: ~40 s for two runs) any tau move finds
+    its samples drawn."""
     i = taus.index(tau)
     wanted = [(taus[i + d], weighting) for k in range(1, PREFETCH_STEPS + 1) for d in (k, -k)
               if 0 <= i + d < len(taus)]
