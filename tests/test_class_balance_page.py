@@ -33,7 +33,15 @@ TIMEOUT = 180  # one script run: the first loads MNIST-LT, encodes test images a
 LT = {"name": "mnist-lt", "rho": 100.0, "seed": 0}
 N = _balance.N_SAMPLES
 
-pytestmark = pytest.mark.usefixtures("lab_dirs", "one_thread")
+pytestmark = pytest.mark.usefixtures("lab_dirs", "one_thread", "quiet_prefetcher")
+
+
+@pytest.fixture
+def quiet_prefetcher():
+    """The page's prefetcher (one per process) fills whole tau rows in the background after each view; drop its
+    queue after every test so that it never competes with the tests that follow."""
+    yield
+    _balance.prefetcher().close()
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,8 @@ def test_is_nll_not_above_same_sample_neg_elbo_exactly():
 @pytest.mark.parametrize("name", list(MODELS))
 def test_is_nll_same_samples_for_registry_models(name, mnist_small):
     """Recompute log w = log p(x|z) + log p(z) - log q(z|x) for the same draws (re-seeded) with torch.distributions
-    and scipy's logsumexp; check IS-NLL <= -ELBO item by item. The likelihood component sees one importance sample
+    (scipy's multivariate t for the Student-t family; the class prior's centre for class-centre models) and scipy's
+    logsumexp; check IS-NLL <= -ELBO item by item. The likelihood component sees one importance sample
     of the 12 images at a time (sigma_vae pools its variance over those 12, as over a training batch); the
     decoder's input layer is scaled up so that images differ between samples and pooling over all S x 12 would
     give different numbers. Conditional models get the test labels: q(z|x,y) and p(x|z,y) must see the label of
@@ -179,9 +180,24 @@ def test_is_nll_same_samples_for_registry_models(name, mnist_small):
         if y is not None:  # the label matters: decoding with shuffled labels gives other likelihoods
             wrong = torch.cat([model.decode(z[s], y.roll(1)) for s in range(S)])
             assert (wrong - logits).abs().max() > 1e-3
-        std = Normal(torch.zeros(()), torch.ones(()))
-        log_pz = std.log_prob(z).sum(-1)
-        log_q = Normal(q.base_dist.loc, q.base_dist.scale).log_prob(z).sum(-1)
+        centre = model.centres[y] if hasattr(model, "centres") else torch.zeros(12, 4)  # (12, m) prior means
+        if hasattr(model, "t3"):  # Student-t family: scipy's multivariate t, item by item (SPEC section 3)
+            nu, n = model.config.nu, 784
+            mu, log_var = model.encoder_params(x, y)
+            q_scale = math.sqrt(nu / (nu + n)) * torch.exp(0.5 * log_var)
+            tau = model.default_tau
+
+            def t_logpdf(loc, scale, pts):
+                return stats.multivariate_t(loc=loc.numpy(), shape=np.diag(scale.numpy() ** 2),
+                                            df=nu + n).logpdf(pts.numpy())
+
+            log_pz = torch.tensor(np.array([[t_logpdf(centre[i], torch.full((4,), tau), z[s, i]) for i in range(12)]
+                                            for s in range(S)]), dtype=torch.float32)
+            log_q = torch.tensor(np.array([[t_logpdf(mu[i], q_scale[i], z[s, i]) for i in range(12)]
+                                           for s in range(S)]), dtype=torch.float32)
+        else:
+            log_pz = Normal(centre, torch.ones(())).log_prob(z).sum(-1)
+            log_q = Normal(q.base_dist.loc, q.base_dist.scale).log_prob(z).sum(-1)
     if name == "sigma_vae":  # the scaled decoder makes the two poolings clearly different
         assert (pooled_all - log_px).abs().max() > 1.0
     log_w = (log_px + log_pz - log_q).double().numpy()
