@@ -20,7 +20,7 @@ give n_samples samples).
 The planned 1500 steps were measured at 41-58 s per run on the shared 2-core machine (96 runs: about 74 min), too
 close to the 75-minute budget, so docs/ holds a 1200-step run: the 96 runs of the grid and the sweep took 40.8 min
 (the other core was quieter by then), the 18 check runs 19.2 min.
-The plots need matplotlib (not in requirements.txt): .venv/bin/pip install matplotlib.
+The plots need matplotlib (in requirements.txt; without it the tables are still written).
 
 Each finished run is appended as one JSON line to <out>/runs.jsonl; a restart skips the runs already there (same
 model, rho, seed, beta, steps, nets and settings). <out>/table.md, <out>/beta_sweep.md, <out>/steps_check.md and the
