@@ -162,10 +162,12 @@ RUN_COLUMNS = {
     "neg_elbo_fair": st.column_config.NumberColumn(
         "−ELBO (nats)", format="%.1f", width="small",
         help="D + R on the test set, per image, with the decoder variance frozen at its training-set value "
-             "(neg_elbo_train_sigma). Models that fit σ to the very images being scored (sigma_vae, bs_vae, "
+             "(neg_elbo_train_sigma; empty for the Student-t family, whose gamma-power loss is not an ELBO). "
+             "Models that fit σ to the very images being scored (sigma_vae, bs_vae, "
              "sigma_cvae) would otherwise look better than they are; this column compares all models fairly."),
     "rate": st.column_config.NumberColumn("rate R", format="%.2f", width="small",
-                                          help="KL(q(z|x) || p(z)) per image, nats"),
+                                          help="KL(q(z|x) || p(z)) per image, nats; for the Student-t family "
+                                               "(t3vae, ct3vae) its gamma-power regulariser R/2, not a KL"),
     "distortion": st.column_config.NumberColumn("distortion D", format="%.1f", width="small",
                                                 help="−log p(x|z) per image, nats"),
     "mse": st.column_config.NumberColumn("MSE / pixel", format="%.4f", width="small"),
