@@ -43,6 +43,7 @@ from .errors import ConfigError, LabError
 from .jobs import TrainingJob
 from .models.base import LatentModel
 from .registry import build_model, make_config
+from .sample_metrics import class_counts
 from .train import TrainConfig
 
 HEAD, TAIL = (0, 1, 2), (7, 8, 9)  # MNIST-LT's most and least frequent digits: n_k = n_max * rho^(-k/9)
@@ -125,20 +126,11 @@ class Draw:
     predicted: np.ndarray  # (N,) the classifier's class
     counts: np.ndarray  # (K,) how many samples the classifier puts in each class
 
-    @property
-    def shares(self) -> np.ndarray:
-        return shares(self.counts)
-
 
 def shares(counts) -> np.ndarray:
     """Counts (K,) -> fractions summing to 1 (zeros for no counts)."""
     c = np.asarray(counts, dtype=np.float64)
     return c / max(c.sum(), 1.0)
-
-
-def class_counts(labels, K: int) -> np.ndarray:
-    """(K,) int64 counts of labels 0..K-1."""
-    return np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=K)[:K]
 
 
 @torch.no_grad()
@@ -287,7 +279,7 @@ class Prefetcher:
         self._done: OrderedDict[Hashable, Any] = OrderedDict()
         self._seen: set[Hashable] = set()
         self._current: Hashable | None = None
-        self.keep, self.computed = keep, 0
+        self.keep = keep
         threading.Thread(target=self._work, name="prefetch", daemon=True).start()
         atexit.register(self.close)  # a daemon thread killed inside a torch op aborts the interpreter's exit
 
@@ -338,7 +330,6 @@ class Prefetcher:
                 self._current = None
                 if value is not None and key not in self._seen:
                     self._done[key] = value
-                    self.computed += 1
                     while len(self._done) > self.keep:
                         self._done.popitem(last=False)
                 self._cv.notify_all()

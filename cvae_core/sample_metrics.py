@@ -67,11 +67,15 @@ def mode_coverage(recall: Any, threshold: float = 0.5) -> float:
     return float((r >= threshold).mean()) if r.size else float("nan")
 
 
+def class_counts(labels: Any, K: int) -> np.ndarray:
+    """(K,) int64 counts of the labels 0..K-1 (a tensor, array or list)."""
+    return np.bincount(_np_int(labels), minlength=K)[:K]
+
+
 def class_frequencies(predicted: Any, K: int) -> list[float]:
     """Fraction of samples the classifier puts in each of the K classes (sums to 1; zeros when empty)."""
     p = _np_int(predicted)
-    counts = np.bincount(p, minlength=K)[:K].astype(np.float64)
-    return (counts / max(len(p), 1)).tolist()
+    return (class_counts(p, K).astype(np.float64) / max(len(p), 1)).tolist()
 
 
 def total_variation_from_uniform(freq: Any) -> float:

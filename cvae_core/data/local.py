@@ -89,7 +89,7 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     try:
         m = scipy.io.loadmat(str(path), variable_names=["X", "y"])
-    except Exception as e:  # scipy raises ValueError, TypeError, OSError, NotImplementedError (v7.3 HDF5) ...
+    except Exception as e:  # scipy raises ValueError, TypeError, OSError, NotImplementedError (v7.3 HDF5), etc.
         raise DataError(f"{path}: not a readable SVHN .mat file ({type(e).__name__}: {e})") from None
     x, y = m.get("X"), m.get("y")
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):

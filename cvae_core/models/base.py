@@ -233,13 +233,18 @@ class LatentModel(nn.Module, abc.ABC):
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None, extras: dict[str, torch.Tensor] | None = None,
              objective: str = "loss") -> dict[str, torch.Tensor]:
-        """Batch means of ``item_terms``; only the term named `objective` (the current phase's) carries the graph,
-        the others are for display."""
+        """Batch means of ``item_terms`` (weighted by ``item_weights`` when the family has any); only the term named
+        `objective` (the current phase's) carries the graph, the others are for display."""
         terms = self.item_terms(x, y, extras)
         if objective not in terms:
             raise ConfigError(f"{type(self).__name__} has no term {objective!r} to minimise "
                               f"(terms: {', '.join(terms)})")
-        return batch_means(terms, keep_graph=(objective,))
+        return batch_means(terms, keep_graph=(objective,), weights=self.item_weights(x, y))
+
+    def item_weights(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
+        """Per-item weights (B,) summing to 1 for the batch means of ``loss`` (class-balanced weighting), or None
+        for a plain mean. Default: None."""
+        return None
 
     def prior_noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Fresh prior noise for n samples, on the CPU: the family decides what a sample's noise is. Here one
@@ -314,7 +319,11 @@ def elbo_terms(rec: torch.Tensor, kl: torch.Tensor, beta: float) -> dict[str, to
     return {"loss": rec + beta * kl, "rec": rec, "kl": kl, "neg_elbo": rec + kl}
 
 
-def batch_means(terms: dict[str, torch.Tensor], keep_graph: tuple[str, ...] = ("loss",)) -> dict[str, torch.Tensor]:
-    """Per-item terms (B,) -> scalars; the terms in `keep_graph` keep their graph, the others are detached, so a
-    phase may minimise any one of them."""
-    return {k: v.mean() if k in keep_graph else v.detach().mean() for k, v in terms.items()}
+def batch_means(terms: dict[str, torch.Tensor], keep_graph: tuple[str, ...] = ("loss",),
+                weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-item terms (B,) -> scalars: plain means, or sums weighted by `weights` (B,) summing to 1. The terms in
+    `keep_graph` keep their graph, the others are detached, so a phase may minimise any one of them."""
+    def reduce(v: torch.Tensor) -> torch.Tensor:
+        return v.mean() if weights is None else v.mul(weights).sum()
+
+    return {k: reduce(v if k in keep_graph else v.detach()) for k, v in terms.items()}

@@ -110,16 +110,14 @@ class ClassCentres(LatentModel):
         counts = torch.bincount(data.y_train.cpu(), minlength=self.config.num_classes).double()
         self.class_freq.copy_(counts / counts.sum())
 
-    def loss(self, x, y=None, extras=None, objective="loss"):
+    def item_weights(self, x, y):
+        """class_balanced: 1 / (n_present * count of the item's class in the batch), so each class present weighs the
+        same; else None (a plain mean)."""
         if not self.config.class_balanced:
-            return super().loss(x, y, extras, objective)
-        terms = self.item_terms(x, y, extras)
-        if objective not in terms:
-            raise ConfigError(f"{type(self).__name__} has no term {objective!r} to minimise")
+            return None
         # per-class counts by index_add_, not bincount, which syncs with the host on CUDA (it reads y.max())
         counts = x.new_zeros(self.config.num_classes).index_add_(0, y, torch.ones_like(y, dtype=x.dtype))  # (K,)
-        w = 1.0 / (counts[y] * (counts > 0).sum())  # (B,): each present class weighs the same; sums to 1
-        return {k: (v if k == objective else v.detach()).mul(w).sum() for k, v in terms.items()}
+        return 1.0 / (counts[y] * (counts > 0).sum())  # (B,), sums to 1
 
     def family_numbers(self) -> dict[str, float]:
         return {**super().family_numbers(), "centre_min_distance": min_pairwise_distance(self.centres.detach().cpu())}
