@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _apptest import texts
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,10 +43,6 @@ def train_page():
     if job is not None and job.alive:
         job.stop()
         job.join(10)
-
-
-def texts(elements) -> str:
-    return " | ".join(str(e.value) for e in elements)
 
 
 def run_until_done(at: AppTest, limit: float = 90.0) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _apptest import open_page, texts
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,13 +67,7 @@ def stand_ins(lab_dirs, lt_data):
 
 
 def page(**query) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
-    at.query_params.update(query)
-    return at.run()
-
-
-def texts(elements) -> str:
-    return " | ".join(str(e.value) for e in elements)
+    return open_page(PAGE, TIMEOUT, **query)
 
 
 def values(a) -> np.ndarray:

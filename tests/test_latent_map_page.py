@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _apptest import open_page, texts
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,13 +41,7 @@ def small_run(path: Path, seed: int = 0, dataset: dict | None = None) -> Path:
 
 
 def page(**query) -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
-    at.query_params.update(query)
-    return at.run()
-
-
-def texts(elements) -> str:
-    return " | ".join(str(e.value) for e in elements)
+    return open_page(PAGE, TIMEOUT, **query)
 
 
 def figures(at: AppTest) -> list[dict]:
