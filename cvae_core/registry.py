@@ -13,6 +13,7 @@ import torch
 
 from .errors import ConfigError
 from .models.base import LatentModel, ModelConfig
+from .models.flow import FlowCVAE, FlowCVAEConfig
 from .models.gaussian import (
     BSVAE,
     CVAE,
@@ -50,6 +51,9 @@ MODELS: dict[str, ModelSpec] = {
                         "equal-weight class mixture for sampling", "student_t"),
     "cgvae": ModelSpec(CGVAEConfig, CGVAE, "conditional Gaussian VAE with per-class priors N(mu_y, I), equal-weight "
                        "class mixture for sampling", "student_t"),
+    "flow_cvae": ModelSpec(FlowCVAEConfig, FlowCVAE, "conditional sigma-VAE with a learned prior p(z|y): a conditional "
+                           "RealNVP (zuko) over a Gaussian base from MLP(y); two_stage=true fits it after training",
+                           "flow"),
 }
 
 

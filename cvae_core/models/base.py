@@ -126,6 +126,7 @@ class LatentModel(nn.Module, abc.ABC):
     distortion_key: str = "rec"  # the named term that is the distortion D
     objective_label: str = "D + β·R"  # how the app labels the `loss` term
     calibrated_variance: bool = False  # True when the decoder variance is fitted to the images being scored
+    closed_form_kl: bool = True  # False when `kl` is a Monte-Carlo estimate at the sampled z (a flow prior)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -162,7 +163,7 @@ class LatentModel(nn.Module, abc.ABC):
         if y.dim() != 2 or y.shape[1] != self.cond_dim:
             raise ConfigError(f"{name}: an attribute condition has shape (B, {self.cond_dim}) "
                               f"(got {tuple(y.shape)})")
-        return y.float()
+        return y if y.is_floating_point() else y.float()  # float64 stays float64 (maths tests)
 
     # --- hooks with defaults -------------------------------------------------------------------
     def setup(self, data) -> None:
@@ -227,6 +228,7 @@ class LatentModel(nn.Module, abc.ABC):
         rec, lik_extras = self.nll(x, logits)  # (B,)
         kl = self.kl(q, z, y)  # (B,)
         terms = elbo_terms(rec, kl, self.config.beta)
+        terms.update(self.extra_terms(q, rec, y))
         terms["mse"] = (self.mean_image(logits).detach() - x).pow(2).flatten(1).mean(1)
         terms.update({k: v.detach().expand(len(x)) for k, v in lik_extras.items()})
         return terms
@@ -240,6 +242,11 @@ class LatentModel(nn.Module, abc.ABC):
             raise ConfigError(f"{type(self).__name__} has no term {objective!r} to minimise "
                               f"(terms: {', '.join(terms)})")
         return batch_means(terms, keep_graph=(objective,), weights=self.item_weights(x, y))
+
+    def extra_terms(self, q: Distribution, rec: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """More named per-item terms (B,) beside the ELBO's, from the step's encoder distribution and reconstruction
+        term: the objectives of a family's other training phases (a two-stage prior fit). Default: none."""
+        return {}
 
     def item_weights(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:
         """Per-item weights (B,) summing to 1 for the batch means of ``loss`` (class-balanced weighting), or None
@@ -297,16 +304,22 @@ class LatentModel(nn.Module, abc.ABC):
         return {}
 
     @torch.no_grad()
-    def map_overlays(self, n: int, generator: torch.Generator | None = None
+    def map_overlays(self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None
                      ) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
         """Latent points to draw over a map of encoder means: name -> (points (N, m) on the CPU, class labels (N,)
-        or None). Here: n draws from the prior (for conditional models, n per class would crowd the map, so the
-        classes take turns). Families with class centres or a learned (flow) prior add their own entries."""
+        or None). Here: n draws from the prior, at the n conditions `y` when given (an attribute-conditional model
+        needs them: the app passes the test images' own); otherwise, for class-conditional models, the classes take
+        turns (n per class would crowd the map). Families with class centres add their own entries."""
         device = next(self.parameters()).device
-        y = torch.arange(n, device=device) % self.config.num_classes if self.conditional else None
-        noise = self.prior_noise(n, generator=generator).to(device)
+        if y is None and self.class_conditional:
+            y = torch.arange(n) % self.config.num_classes
+        if self.conditional and y is None:
+            return {}  # an attribute-conditional model without conditions has no prior to draw
+        y = None if y is None else y[:n].to(device)
+        noise = self.prior_noise(n if y is None else len(y), generator=generator).to(device)
         z = self.prior_latents(noise, y)
-        return {"prior samples": (z.float().cpu(), None if y is None else y.cpu())}
+        labels = y.cpu() if self.class_conditional else None
+        return {"prior samples": (z.float().cpu(), labels)}
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -123,8 +123,8 @@ class ClassCentres(LatentModel):
         return {**super().family_numbers(), "centre_min_distance": min_pairwise_distance(self.centres.detach().cpu())}
 
     @torch.no_grad()
-    def map_overlays(self, n, generator=None):
-        out = super().map_overlays(n, generator)
+    def map_overlays(self, n, generator=None, y=None):
+        out = super().map_overlays(n, generator, y)
         out["class centres"] = (self.centres.detach().float().cpu(), torch.arange(self.config.num_classes))
         return out
 
