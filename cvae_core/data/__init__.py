@@ -15,6 +15,7 @@ from ..errors import DataError
 from .local import cifar100, cifar100_lt, svhn, svhn_lt
 from .longtail import long_tail_counts, long_tail_indices
 from .mnist import default_data_root, load_mnist_arrays, prepare_offline
+from .morpho import morpho_mnist
 
 __all__ = ["Dataset", "DATASETS", "load_dataset", "long_tail_counts", "long_tail_indices",
            "prepare_offline", "default_data_root"]
@@ -104,6 +105,9 @@ DATASETS = {
     "cifar100": (cifar100, "CIFAR-100 32x32 colour, 100 classes, 50k train / 10k test; local files"),
     "cifar100-lt": (cifar100_lt, "long-tailed CIFAR-100 train set, n_k = 500 * rho^(-k/99); balanced test set; "
                                  "local files"),
+    # attribute data (SPEC 8): cvae_core/data/morpho.py (rendered once from MNIST, cached)
+    "morpho-mnist": (morpho_mnist, "MNIST digits redrawn in colour with 4 binary attributes (thick, slant, red, "
+                                   "large); thick and red entangled, rare and held-out combinations; 60k / 10k"),
 }
 
 
