@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .celeba import load_celeba
 from .local import cifar100, cifar100_lt, svhn, svhn_lt
 from .longtail import long_tail_counts, long_tail_indices
 from .mnist import default_data_root, load_mnist_arrays, prepare_offline
@@ -105,14 +106,17 @@ DATASETS = {
     "cifar100": (cifar100, "CIFAR-100 32x32 colour, 100 classes, 50k train / 10k test; local files"),
     "cifar100-lt": (cifar100_lt, "long-tailed CIFAR-100 train set, n_k = 500 * rho^(-k/99); balanced test set; "
                                  "local files"),
-    # attribute data (SPEC 8): cvae_core/data/morpho.py (rendered once from MNIST, cached)
+    # attribute data (SPEC 8): cvae_core/data/morpho.py (rendered once from MNIST, cached), data/celeba.py (local)
     "morpho-mnist": (morpho_mnist, "MNIST digits redrawn in colour with 4 binary attributes (thick, slant, red, "
                                    "large); thick and red entangled, rare and held-out combinations; 60k / 10k"),
+    "celeba": (load_celeba, "CelebA faces, centre crop 148 px resized to 64x64, 40 binary attributes; train = "
+                            "partition 0, test = partition 2; local files"),
 }
 
 
 def load_dataset(name: str, *, root: str | Path | None = None, source: str = "auto", download: bool = False,
-                 rho: float = 10.0, seed: int = 0) -> Dataset:
+                 rho: float = 10.0, seed: int = 0, limit: int | None = None) -> Dataset:
+    """`limit`: celeba only, the first N images of each split (a smaller cache for quick tries)."""
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
-    return DATASETS[name][0](root=root, source=source, download=download, rho=rho, seed=seed)
+    return DATASETS[name][0](root=root, source=source, download=download, rho=rho, seed=seed, limit=limit)
