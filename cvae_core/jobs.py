@@ -52,11 +52,12 @@ class TrainingJob:
             self.preview_columns = preview_per_class
         else:
             self._z = model.prior_noise(n_preview, generator=gen)  # fixed sample noise (the family's own kind)
-            self._y_preview = None
+            # an attribute-conditional model draws at the conditions of the first test images
+            self._y_preview = data.y_for(model, "test")[:n_preview] if model.conditional else None
             self.preview_columns = 8
-        self._x_fixed = data.x_test[:n_preview // 2]
-        self._y_fixed = data.y_test[:n_preview // 2]
-        self._x_au, self._y_au = data.x_test[:au_images], data.y_test[:au_images]
+        cond = data.y_for(model, "test")  # class labels, or attribute vectors for an attribute condition
+        self._x_fixed, self._y_fixed = data.x_test[:n_preview // 2], cond[:n_preview // 2]
+        self._x_au, self._c_au, self._y_au = data.x_test[:au_images], cond[:au_images], data.y_test[:au_images]
         self._thread = threading.Thread(target=self._run, name="cvae-train", daemon=True)
 
     # ------------------------------------------------------------------ control
@@ -95,7 +96,7 @@ class TrainingJob:
     def on_log(self, model: LatentModel, record: dict, history: History) -> None:
         model.eval()
         device = next(model.parameters()).device
-        means = encoder_means(model, self._x_au, self._y_au if model.conditional else None)  # once per tick
+        means = encoder_means(model, self._x_au, self._c_au if model.conditional else None)  # once per tick
         au = active_units(means)
         for cb in self.callbacks:
             if hasattr(cb, "on_log"):

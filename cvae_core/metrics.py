@@ -169,15 +169,25 @@ def full_evaluation(model: LatentModel, data, *, n_test: int | None = None, is_s
     first `n_test` test images, with the training images for ``neg_elbo_train_sigma``, plus the sample-quality
     metrics of ``sample_metrics.generative_metrics`` (per-class precision/recall/F1 and mode coverage for
     conditional models, class frequencies for unconditional ones, classifier-FID, and Inception FID with
-    ``fid="inception"``). `progress(fraction, text)` is called during the slow parts."""
+    ``fid="inception"``); for models conditioned on morpho-mnist attributes, ``attributes.attribute_metrics``
+    instead (attribute accuracy over every combination, digit accuracy, classifier-FID on the ink).
+    `progress(fraction, text)` is called during the slow parts."""
     device = next(model.parameters()).device
-    x, y = data.x_test[:n_test], data.y_test[:n_test]
+    x, y = data.x_test[:n_test], data.y_for(model, "test")[:n_test]
     extras = {k: v[:n_test] for k, v in data.extras_test.items()}
     if progress:
         progress(0.0, "evaluating likelihood terms on the test set")
     out = evaluate(model, x, y, is_samples=is_samples, seed=seed, extras=extras, train_x=data.x_train,
-                   train_y=data.y_train)
-    if sample_metrics or fid:
+                   train_y=data.y_for(model, "train"))
+    attribute_model = model.conditional and not model.class_conditional
+    if attribute_model and sample_metrics and data.name == "morpho-mnist":
+        from .attributes import attribute_metrics
+
+        sub = None if progress is None else (lambda f, t: progress(0.1 + 0.9 * f, t))
+        out.update(attribute_metrics(model, data, seed=seed, progress=sub))
+    elif attribute_model:  # samples need conditions: only the attribute data set says which to ask for
+        pass
+    elif sample_metrics or fid:
         from .sample_metrics import generative_metrics
 
         sub = None if progress is None else (lambda f, t: progress(0.1 + 0.9 * f, t))
@@ -197,11 +207,12 @@ def check_numbers(model: LatentModel, data) -> dict:
     """Numbers a run folder records (check.json) so that a reload can be verified exactly: ``evaluate`` on the first
     CHECK_SLICE test images with seed 0, plus the mean of 8 samples from fixed noise. A bug that fresh weights hide
     (swapped mean/log-variance heads, a wrong scale, a dtype slip) changes them."""
-    x, y = data.x_test[:CHECK_SLICE], data.y_test[:CHECK_SLICE]
+    x, y = data.x_test[:CHECK_SLICE], data.y_for(model, "test")[:CHECK_SLICE]
     m = evaluate(model, x, y, seed=0, extras={k: v[:CHECK_SLICE] for k, v in data.extras_test.items()})
     out = {k: m[k] for k in CHECK_KEYS if k in m}
     noise = model.prior_noise(8, generator=torch.Generator().manual_seed(0))
-    yy = torch.arange(8) % model.config.num_classes if model.conditional else None
+    yy = (torch.arange(8) % model.config.num_classes if model.class_conditional
+          else y[:8] if model.conditional else None)  # attribute models: the first test images' conditions
     out["sample_mean"] = model.sample(8, yy, eps=noise).float().mean().item()
     out["n_test"] = len(x)
     return out

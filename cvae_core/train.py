@@ -224,7 +224,7 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
         model.setup(data)  # a family's one look at the training data (centres, a teacher), kept in buffers
     model.to(device).train()
     x_all = data.x_train.to(device)  # (N, C, H, W) uint8, whole set on the device
-    y_all = data.y_train.to(device)
+    y_all = data.y_for(model, "train").to(device)  # class labels, or attribute vectors for condition=attributes
     extras_all = {k: v.to(device) for k, v in data.extras_train.items()}  # per-item, first dim N
     n = len(x_all)
     bs = min(config.batch_size, n)

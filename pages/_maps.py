@@ -110,10 +110,12 @@ def live_model(job, refresh: bool) -> tuple:
 @st.cache_data(show_spinner=False, max_entries=16)
 def latents(key: str, n: int, _model, _data: Dataset) -> dict:
     """Encoder means of the first n test images, their labels, and the model's map overlays (seeded)."""
-    x, y = _data.x_test[:n], _data.y_test[:n]
-    means = encoder_means(_model, x, y if _model.conditional else None).numpy()
+    x, y, cond = _data.x_test[:n], _data.y_test[:n], _data.y_for(_model, "test")
+    means = encoder_means(_model, x, cond[:n] if _model.conditional else None).numpy()
+    attr = _model.conditional and not _model.class_conditional  # prior samples at the test images' own conditions
     with torch.no_grad():
-        over = _model.map_overlays(N_PRIOR, generator=torch.Generator().manual_seed(0))
+        over = _model.map_overlays(N_PRIOR, generator=torch.Generator().manual_seed(0),
+                                   y=cond[:N_PRIOR] if attr else None)
     overlays = {k: (z.numpy(), None if c is None else c.numpy()) for k, (z, c) in over.items()}
     return {"means": means, "labels": y.numpy(), "overlays": overlays}
 

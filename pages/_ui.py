@@ -24,6 +24,7 @@ import torch
 from plotly.subplots import make_subplots
 from torchvision.utils import make_grid
 
+from cvae_core.attributes import condition_fields
 from cvae_core.checkpoint import load_run, read_run_info
 from cvae_core.data import Dataset, load_dataset
 from cvae_core.errors import LabError
@@ -331,8 +332,8 @@ def start_training(setup: dict, options: dict) -> TrainingJob:
     data = get_dataset(setup["dataset"], rho=rho)
     train = TrainConfig(steps=setup["steps"], batch_size=setup["batch_size"], lr=setup["lr"], seed=setup["seed"],
                         log_every=max(1, min(25, setup["steps"] // 8), setup["steps"] // 200))  # <= ~200 ticks
-    config = make_config(setup["model"], image_shape=data.image_shape, num_classes=data.num_classes,
-                         latent_dim=setup["latent_dim"], beta=setup["beta"], **options)
+    config = make_config(setup["model"], latent_dim=setup["latent_dim"], beta=setup["beta"],
+                         **condition_fields(setup["model"], data), **options)
     with torch.random.fork_rng(devices=[]):  # seeding must not reset the stream of another session's job
         model = build_model(setup["model"], config, seed=setup["seed"])
     check_model_data(model, data)

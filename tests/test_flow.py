@@ -38,7 +38,7 @@ def test_log_density_is_the_change_of_variables_with_the_autograd_jacobian():
     for i in range(5):
         c = y[i : i + 1]
         dist = model.flow(c)
-        inv = lambda v: dist.transform(v.view(1, 3)).view(3)  # noqa: E731  z -> u
+        inv = lambda v, d=dist: d.transform(v.view(1, 3)).view(3)  # noqa: E731  z -> u
         u = inv(z[i])
         J = torch.autograd.functional.jacobian(inv, z[i])  # (3, 3)
         mu, log_sigma = model.flow.base.net(c).view(2, 3)

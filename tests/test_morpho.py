@@ -301,14 +301,14 @@ def test_cache_round_trip(small_mnist, tmp_path, monkeypatch):
     assert path == tmp_path / "morpho-mnist" / "v1-seed5.npz" == M.cache_path(tmp_path, 5)
     assert calls[-1] == (460, 460) and [k for k, _ in calls] == sorted(k for k, _ in calls)
     assert os.listdir(path.parent) == [path.name]  # no temporary file left behind
-    first = load_dataset("morpho-mnist", root=tmp_path, seed=5)
+    first = M.load_morpho(tmp_path, 5, verbose=False)
 
     def no_mnist(*a, **k):
         raise AssertionError("the second load must read the cache, not MNIST")
 
     monkeypatch.setattr(M, "load_mnist_arrays", no_mnist)
     t = time.perf_counter()
-    again = load_dataset("morpho-mnist", root=tmp_path, seed=5)
+    again = M.load_morpho(tmp_path, 5, verbose=False)
     assert time.perf_counter() - t < 3
     for k in ("x_train", "y_train", "x_test", "y_test"):
         assert torch.equal(getattr(first, k), getattr(again, k))
@@ -323,6 +323,14 @@ def test_cache_round_trip(small_mnist, tmp_path, monkeypatch):
     assert torch.equal(first.extras_train["attributes"], M.condition_vector(y, a))
     xt, yt = small_mnist["test"]
     assert torch.equal(first.extras_test["attributes"], M.condition_vector(yt, M.sample_attributes(yt, 5, "test")))
+
+
+def test_training_seed_does_not_redraw_the_data_set(small_mnist, tmp_path):
+    """load_dataset's seed is the training seed (the CLI's --seed): morpho-mnist stays the one fixed draw (seed 0)."""
+    a = load_dataset("morpho-mnist", root=tmp_path, seed=3)
+    b = load_dataset("morpho-mnist", root=tmp_path, seed=0)
+    assert a.info["seed"] == 0 and torch.equal(a.extras_train["attributes"], b.extras_train["attributes"])
+    assert os.listdir(tmp_path / "morpho-mnist") == ["v1-seed0.npz"]
 
 
 def test_dataset_fields(small_mnist, tmp_path):

@@ -51,6 +51,17 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
 
+    def y_for(self, model, split: str = "train") -> torch.Tensor:
+        """The y a model (or its config) is given: the class labels (N,) int64, or, for a model conditioned on
+        attributes (``condition == "attributes"``), the attribute vectors (N, d) float32 of ``extras["attributes"]``."""
+        cfg = getattr(model, "config", model)
+        labels, extras = (self.y_train, self.extras_train) if split == "train" else (self.y_test, self.extras_test)
+        if getattr(cfg, "condition", None) != "attributes":
+            return labels
+        if "attributes" not in extras:
+            raise DataError(f"condition=attributes needs a data set with attribute vectors; {self.name} has none")
+        return extras["attributes"]
+
     def class_counts(self, split: str = "train") -> list[int]:
         y = self.y_train if split == "train" else self.y_test
         return torch.bincount(y, minlength=self.num_classes).tolist()

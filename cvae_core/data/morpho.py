@@ -459,6 +459,8 @@ def load_morpho(root: str | Path | None = None, seed: int = 0, *, source: str = 
                    {"attributes": condition_vector(ytr, atr)}, {"attributes": condition_vector(yte, ate)})
 
 
-def morpho_mnist(root=None, source: str = "auto", download: bool = False, seed: int = 0, **_):
-    """Builder for DATASETS."""
-    return load_morpho(root, seed, source=source, download=download)
+def morpho_mnist(root=None, source: str = "auto", download: bool = False, **_):
+    """Builder for DATASETS. The data set is one fixed set (attribute seed 0): ``load_dataset``'s `seed` is a
+    training seed (the CLI passes --seed), and re-drawing the attributes per training seed would change which
+    images are rare between runs that are meant to be compared. ``load_morpho(root, seed)`` builds another draw."""
+    return load_morpho(root, 0, source=source, download=download)
