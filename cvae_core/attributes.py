@@ -85,6 +85,19 @@ def _group_of(name: str, groups: dict[str, list[str]]) -> bool:
     return head in groups and tail in groups[head]
 
 
+def example_conditions(dataset_info: dict, n: int, seed: int = 0) -> torch.Tensor:
+    """n condition vectors to show an attribute-conditional run with when no particular one is asked for (the Home
+    page's sample grid): for morpho-mnist, the digits in turn, each with a seeded random combination of the four
+    attributes; for another attribute set, seeded random binary attributes."""
+    rng = np.random.default_rng(seed)
+    names = dataset_info.get("attributes") or []
+    if dataset_info.get("name") == "morpho-mnist":
+        return morpho.condition_vector(np.arange(n) % 10, morpho.combo_attrs(rng.integers(0, 16, n)))
+    if not names:
+        raise DataError("this run does not record the names of its attributes (its data set info has none)")
+    return torch.from_numpy(rng.integers(0, 2, (n, len(names))).astype(np.float32))
+
+
 # ------------------------------------------------------------------ generating and scoring combinations
 def cell_conditions(digit: int, attrs, n: int) -> torch.Tensor:
     """n copies of the morpho-mnist condition vector for (digit, attrs (4,) in [0, 1]), (n, 14) float32."""
@@ -124,26 +137,19 @@ def _kinds() -> np.ndarray:
 
 
 @torch.no_grad()
-def attribute_metrics(model, data, *, n_per_cell: int = 16, seed: int = 0, tau: float | None = None,
-                      classifier=None, progress=None) -> dict[str, Any]:
-    """Attribute accuracy of a morpho-mnist model over every (digit, combination) cell, `n_per_cell` samples each:
+def attribute_scores(model, *, n_per_cell: int = 16, seed: int = 0, tau: float | None = None,
+                     progress=None) -> dict[str, Any]:
+    """`n_per_cell` samples for each of the 160 morpho-mnist (digit, combination) cells, measured in the pixels:
     ``attr_accuracy`` (all cells), ``common_`` / ``rare_`` / ``heldout_attr_accuracy`` (cells by their kind in the
     training data), ``attr_accuracy_<name>`` per attribute, ``combo_accuracy`` (share of samples with all four
-    right), and, with the in-project MNIST classifier on the samples' ink (max over the colour channels):
-    ``digit_accuracy`` (of the samples, against the digit asked) beside ``digit_accuracy_real`` (of the real test
-    images: the classifier's ceiling on this data), and ``classifier_fid`` (its features of the samples vs of the
-    test images; NOT comparable with Inception FID)."""
-    if model.config.condition != "attributes" or model.cond_dim != len(morpho.CONDITION_NAMES):
-        raise DataError(f"attribute metrics need a model conditioned on the {len(morpho.CONDITION_NAMES)} morpho-mnist "
-                        f"condition values (this one has condition={model.config.condition}, "
-                        f"cond_dim={model.cond_dim})")
+    right); also ``images`` (N, C, H, W) and the ``digits`` (N,) asked, for the caller's further checks."""
     report = progress or (lambda f, t: None)
     digits = np.repeat(np.arange(10), 16 * n_per_cell)
     combos = np.tile(np.repeat(np.arange(16), n_per_cell), 10)
     attrs = morpho.combo_attrs(combos).astype(np.float32)  # (N, 4)
     report(0.0, f"sampling {len(digits)} images over 160 attribute cells")
     imgs = generate(model, morpho.condition_vector(digits, attrs), seed=seed, tau=tau)
-    report(0.5, "measuring the attributes in the pixels")
+    report(0.7, "measuring the attributes in the pixels")
     correct = morpho.predict_attributes(imgs) == attrs.astype(int)  # (N, 4)
     kind = _kinds()[digits, combos]
     out: dict[str, Any] = {"attr_accuracy": float(correct.mean())}
@@ -153,6 +159,27 @@ def attribute_metrics(model, data, *, n_per_cell: int = 16, seed: int = 0, tau: 
         out[f"attr_accuracy_{name}"] = float(correct[:, i].mean())
     out["combo_accuracy"] = float(correct.all(1).mean())
     out["attr_samples"] = len(digits)
+    report(1.0, "done")
+    return out | {"images": imgs, "digits": digits}
+
+
+@torch.no_grad()
+def attribute_metrics(model, data, *, n_per_cell: int = 16, seed: int = 0, tau: float | None = None,
+                      classifier=None, progress=None) -> dict[str, Any]:
+    """Everything `evaluate --json` reports for a morpho-mnist model beyond the likelihood terms: the
+    ``attribute_scores`` (without the images), and, with the in-project MNIST classifier on the samples' ink (max over
+    the colour channels): ``digit_accuracy`` (of the samples, against the digit asked) beside ``digit_accuracy_real``
+    (of the real test images: the classifier's ceiling on this data, whose strokes and slants MNIST never had) and
+    ``classifier_fid`` (its features of the samples vs of the test images; NOT comparable with Inception FID); and
+    ``likelihood_by_kind``."""
+    if model.config.condition != "attributes" or model.cond_dim != len(morpho.CONDITION_NAMES):
+        raise DataError(f"attribute metrics need a model conditioned on the {len(morpho.CONDITION_NAMES)} morpho-mnist "
+                        f"condition values (this one has condition={model.config.condition}, "
+                        f"cond_dim={model.cond_dim})")
+    report = progress or (lambda f, t: None)
+    out = attribute_scores(model, n_per_cell=n_per_cell, seed=seed, tau=tau,
+                           progress=lambda f, t: report(0.6 * f, t))
+    imgs, digits = out.pop("images"), out.pop("digits")
     report(0.7, "classifier features of samples and test images")
     from .classifier import load_classifier
     from .sample_metrics import frechet_distance_of_features

@@ -24,7 +24,7 @@ import torch
 from plotly.subplots import make_subplots
 from torchvision.utils import make_grid
 
-from cvae_core.attributes import condition_fields
+from cvae_core.attributes import condition_fields, example_conditions
 from cvae_core.checkpoint import load_run, read_run_info
 from cvae_core.data import Dataset, load_dataset
 from cvae_core.errors import LabError
@@ -94,10 +94,14 @@ def _mtime(path: Path) -> float:
 def run_sample_grid(path: str, mtime: float, n: int = 16, seed: int = 0) -> np.ndarray:
     """A fixed-seed grid of samples from a saved run, as an (H, W, 3) uint8 image. A class-conditional model gives
     a column per class instead (0 .. K-1 left to right, about n samples in all, at least 3 rows)."""
-    model, _ = get_run(path, mtime)
+    model, info = get_run(path, mtime)
     nrow = int(np.ceil(np.sqrt(n)))
     y = None
-    if model.class_conditional:
+    if model.conditional and not model.class_conditional:  # attributes: the digits in turn, random combinations
+        nrow = 10 if (info.get("dataset") or {}).get("name") == "morpho-mnist" else nrow
+        n = nrow * int(np.ceil(n / nrow))
+        y = example_conditions(info.get("dataset") or {}, n, seed)
+    elif model.class_conditional:
         nrow = K = model.config.num_classes
         n = K * max(3, round(n / K))
         y = torch.arange(n) % K  # row after row of 0 .. K-1
