@@ -15,6 +15,7 @@ page = st.navigation([
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/latent_map.py", title="Latent map", icon=":material/scatter_plot:"),
     st.Page("pages/class_balance.py", title="Class balance", icon=":material/balance:"),
+    st.Page("pages/rare_combinations.py", title="Rare combinations", icon=":material/join_inner:"),
 ])
 
 with st.sidebar:

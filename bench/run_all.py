@@ -15,6 +15,7 @@ import bench_app_threads  # noqa: E402
 import bench_class_balance  # noqa: E402
 import bench_decoder_head  # noqa: E402
 import bench_latent_map  # noqa: E402
+import bench_rare_combinations  # noqa: E402
 import bench_train_loop  # noqa: E402
 
 if __name__ == "__main__":
@@ -25,3 +26,4 @@ if __name__ == "__main__":
     print(bench_latent_map.main())
     print(bench_app_threads.main())
     print(bench_class_balance.main())
+    print(bench_rare_combinations.main())

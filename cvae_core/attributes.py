@@ -224,3 +224,50 @@ def likelihood_by_kind(model, data, *, seed: int = 0) -> dict[str, float]:
         out[f"{k}_neg_elbo"] = m.get("neg_elbo_train_sigma", m.get("neg_elbo", math.nan))
         out[f"{k}_n_test"] = len(idx)
     return out
+
+
+# ------------------------------------------------------------------ the learned prior at one condition, in 2-D
+def latent_pca(model, data, n_fit: int = 2000):
+    """PCA (``projection.pca_2d``) fitted on the encoder means of the first `n_fit` test images, each encoded with
+    its own condition: the plane on which ``prior_picture`` draws."""
+    from .metrics import encoder_means
+    from .projection import pca_2d
+
+    means = encoder_means(model, data.x_test[:n_fit], data.y_for(model, "test")[:n_fit])
+    return pca_2d(means.numpy())[1]
+
+
+def cell_images(data, digit: int, attrs, split: str = "train") -> np.ndarray:
+    """Indices of the images of a split in the cell (digit, attrs rounded at 0.5)."""
+    digits, combos = image_cells(data, split)
+    want = int(morpho.combo_index((np.asarray(attrs, dtype=float) > 0.5).astype(int))[0])
+    return np.flatnonzero((digits == int(digit)) & (combos == want))
+
+
+@torch.no_grad()
+def prior_picture(model, data, digit: int, attrs, pca, *, n: int = 300, max_images: int = 300,
+                  seed: int = 0) -> dict[str, Any]:
+    """Where the model's prior puts the condition (digit, attrs) against N(0, I) and against the images of that
+    combination, on the `pca` plane: ``prior`` (n, 2) draws of p(z|y) through the family's overlay hook
+    (``map_overlays`` at this condition), ``standard`` (n, 2) draws of N(0, I), ``images`` (k, 2) the encoder means of
+    up to `max_images` training images of the cell (``images_split`` "train"), or of its test images when training
+    has none (a held-out cell: "test"), and ``n_images`` how many the split has in all."""
+    device = next(model.parameters()).device
+    cond = cell_conditions(digit, attrs, n)
+    g = torch.Generator().manual_seed(seed)
+    prior = model.map_overlays(n, generator=g, y=cond)["prior samples"][0]
+    standard = torch.randn(n, model.config.latent_dim, generator=g)
+    split = "train"
+    idx = cell_images(data, digit, attrs, "train")
+    if len(idx) == 0:
+        split, idx = "test", cell_images(data, digit, attrs, "test")
+    x = data.x_train if split == "train" else data.x_test
+    y = data.y_for(model, split)
+    keep = torch.from_numpy(idx[:max_images])
+    if len(keep):
+        means = model.encode(model.prepare_batch(x[keep].to(device)), y[keep].to(device)).mean.float().cpu()
+        images = pca.transform(means.numpy())
+    else:
+        images = np.zeros((0, 2), np.float32)
+    return {"prior": pca.transform(prior.numpy()), "standard": pca.transform(standard.numpy()), "images": images,
+            "images_split": split, "n_images": int(len(idx))}

@@ -114,7 +114,7 @@ class TrainingJob:
             self._state, self._state_step = state, history.step
             self._previews = {"samples": samples.float().cpu(), "recon": recon.float().cpu(),
                               "original": model.prepare_batch(self._x_fixed).float().cpu(),
-                              "sample_classes": None if self._y_preview is None else self._y_preview.clone()}
+                              "sample_classes": self._y_preview.clone() if model.class_conditional else None}
 
     def on_end(self, model: LatentModel, history: History) -> None:
         for cb in self.callbacks:
@@ -142,8 +142,11 @@ class TrainingJob:
     def _clone(self, state: dict) -> LatentModel:
         """A CPU model with the given weights, built on the meta device: building it draws nothing from torch's
         global random stream, which the training thread is using."""
-        with torch.device("meta"):
-            clone = build_model(model_name_of(self.model), copy.deepcopy(self.model.config))
+        try:
+            with torch.device("meta"):
+                clone = build_model(model_name_of(self.model), copy.deepcopy(self.model.config))
+        except RuntimeError:  # a part that reads a tensor's value while being built (zuko's coupling masks)
+            clone = copy.deepcopy(self.model).to("cpu")  # draws nothing either; its weights are replaced below
         clone.load_state_dict(state, assign=True)
         return clone.eval()
 

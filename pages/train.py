@@ -154,6 +154,10 @@ def live_view() -> None:
                           "Rows that look alike mean z carries the class and the decoder ignores it (sigma_cvae "
                           "does: its sharp decoder makes a 55-nat code worth it).",
                           nrow=job.preview_columns)
+        elif job.model.conditional:  # attributes: the first test images' conditions
+            _ui.show_grid(p.get("samples"), "Samples from the prior",
+                          "decoded from the same noise z at every tick, each at the attributes of one of the first "
+                          "test images (the same order as the originals on the right)")
         else:
             _ui.show_grid(p.get("samples"), "Samples from the prior",
                           "decoded from the same noise z at every tick, so you see these digits take shape")

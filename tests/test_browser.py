@@ -339,3 +339,44 @@ def test_class_balance_page_in_a_real_browser(server, tmp_path):
         check_png(shot)
         keep(shot, "class_balance.png")
     assert time.monotonic() - t0 < 240, "the Class balance browser test took too long"
+
+
+def test_rare_combinations_page_in_a_real_browser(server, tmp_path):
+    """The shipped morpho-mnist runs on the held-out thick, left, red, small 4: the heat map, four sample grids with
+    their measured accuracy, two prior pictures; a slider move redraws the grids and goes to the URL."""
+    shipped = REPO / "checkpoints" / "morpho_flow_cvae"
+    if not shipped.is_dir():
+        pytest.skip(f"BROWSER TEST SKIPPED: the shipped run {shipped} does not exist yet "
+                    "(bash scripts/train_shipped_morpho.sh makes it)")
+    t0 = time.monotonic()
+    with chromium_page() as page:
+        page.goto(f"{server}/rare_combinations", wait_until="domcontentloaded")
+        expect(page.get_by_role("heading", name="Rare combinations")).to_be_visible(timeout=30_000)
+        wait_for_plots(page, 3, timeout=120_000)  # the heat map and the two prior pictures
+        expect(page.locator('[data-testid="stImage"]')).to_have_count(4)
+        expect(page.get_by_text("held out (never in training)")).to_be_visible()
+        assert "digit=4" in page.url and "thick=1" in page.url
+        assert page.locator('[data-testid="stException"]').count() == 0
+
+        before = first_grid_src(page)
+        slider = page.get_by_role("slider", name=re.compile("Size"))
+        slider.focus()
+        for _ in range(20):
+            page.keyboard.press("ArrowRight")  # small (0) -> large (1)
+        page.wait_for_url(re.compile("large=1"), timeout=60_000)
+        page.wait_for_function(f"!document.querySelector('[data-testid=\"stImage\"] img')?.src.endsWith("
+                               f"{before[-40:]!r})", timeout=60_000)
+        wait_for_plots(page, 3)
+        assert first_grid_src(page) != before
+        assert page.locator('[data-testid="stException"]').count() == 0
+
+        page.goto(f"{server}/rare_combinations", wait_until="domcontentloaded")  # the default view
+        expect(page.get_by_role("heading", name="Rare combinations")).to_be_visible(timeout=30_000)
+        wait_for_plots(page, 3, timeout=120_000)
+        expect(page.locator('[data-testid="stImage"]')).to_have_count(4)
+        page.mouse.move(5, 890)  # no hover label over a chart
+        shot = tmp_path / "rare_combinations.png"
+        full_page_screenshot(page, shot)
+        check_png(shot)
+        keep(shot, "rare_combinations.png")
+    assert time.monotonic() - t0 < 240, "the Rare combinations browser test took too long"

@@ -207,7 +207,7 @@ def load_celeba(root=None, download: bool = False, limit: int | None = None, ver
     meta, arr = got
     t = torch.from_numpy
     n_tr, n_te = len(arr["x_train"]), len(arr["x_test"])
-    info = {"source": "local", "root": str(d), "cache": str(cache_dir(d, limit)), "limit": limit,
+    info = {"source": "local", "root": str(d), "limit": limit,
             "attributes": list(meta["names"]), "partition": {"train": TRAIN_PART, "test": TEST_PART}}
     return Dataset("celeba", t(arr["x_train"]), torch.zeros(n_tr, dtype=torch.int64), t(arr["x_test"]),
                    torch.zeros(n_te, dtype=torch.int64), 1, ["face"], info,

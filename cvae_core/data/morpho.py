@@ -449,7 +449,7 @@ def load_morpho(root: str | Path | None = None, seed: int = 0, *, source: str = 
             raise DataError(f"morpho-mnist: could not read back the cache just written to {path}")
     ytr, yte = (torch.from_numpy(arr[f"y_{s}"].astype(np.int64)) for s in ("train", "test"))
     atr, ate = arr["attrs_train"], arr["attrs_test"]
-    info = {"source": "rendered from MNIST", "cache": str(path), "version": VERSION, "seed": int(seed),
+    info = {"source": "rendered from MNIST", "version": VERSION, "seed": int(seed),
             "attributes": list(CONDITION_NAMES), "measured": list(ATTRIBUTES),
             "rare_combos": [list(c) for c in RARE_COMBOS], "heldout_cells": [list(c) for c in HELDOUT_CELLS],
             "cell_counts_train": cell_counts(ytr.numpy(), atr).tolist(),

@@ -45,6 +45,8 @@ class FlowCVAEConfig(SigmaCVAEConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.latent_dim < 2:
+            raise ValueError(f"a coupling flow needs latent_dim >= 2 (got {self.latent_dim})")
         if self.flow_transforms < 1:
             raise ValueError(f"flow_transforms must be >= 1 (got {self.flow_transforms})")
         if self.flow_hidden < 1:

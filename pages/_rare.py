@@ -1,0 +1,160 @@
+"""Streamlit helpers for the Rare combinations page: the morpho-mnist runs (shipped and saved), cached samples and
+measurements per (run, condition), the training heat map and the prior picture. The maths lives in
+``cvae_core.attributes`` and ``cvae_core.data.morpho``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from cvae_core import attributes as A
+from cvae_core.checkpoint import list_runs, read_run_info
+from cvae_core.data import morpho
+from cvae_core.errors import LabError
+from pages import _maps, _ui
+
+N_SAMPLES = 16  # samples per model and condition (a 4 x 4 grid); their measured accuracy is shown beside them
+N_PRIOR = 300  # prior draws in the picture of p(z|y)
+SHIPPED_ORDER = ("morpho_cvae", "morpho_sigma_cvae", "morpho_flow_cvae", "morpho_flow_cvae_2stage")
+SLIDERS = {  # attribute -> (label, what 0 means, what 1 means)
+    "thick": ("Stroke", "thin", "thick"),
+    "slant": ("Slant", "left", "right"),
+    "red": ("Colour", "blue", "red"),
+    "large": ("Size", "small", "large"),
+}
+KIND_TEXT = {"common": "common", "rare": "rare (< 1% of training)", "heldout": "held out (never in training)"}
+COLORS = {"prior": "#F97316", "standard": "#94A3B8", "images": "#4F46E5"}
+
+
+def label(info: dict) -> str:
+    """What a run is called on the page: its model, '(two-stage)' for a two-stage flow, and its folder."""
+    two = " (two-stage)" if info["config"].get("two_stage") else ""
+    return f"{info['model']}{two}"
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _find(roots: tuple[str, ...], signature: tuple) -> tuple[list[tuple[str, str]], list[str]]:
+    runs, problems = [], []
+    for root in roots:
+        for p in list_runs(root):
+            try:
+                info = read_run_info(p)
+            except LabError as e:
+                problems.append(str(e))
+                continue
+            if (info.get("dataset") or {}).get("name") == "morpho-mnist" and \
+                    info["config"].get("condition") == "attributes":
+                runs.append((str(p), f"{label(info)} · {p.name}"))
+    order = {n: i for i, n in enumerate(SHIPPED_ORDER)}
+    runs.sort(key=lambda r: (order.get(Path(r[0]).name, len(order)), r[1]))
+    return runs, problems
+
+
+def find_runs() -> tuple[list[tuple[str, str]], list[str]]:
+    """(path, label) of every morpho-mnist run conditioned on attributes, shipped ones first in the page's order."""
+    roots = (str(_ui.checkpoints_root()), str(_ui.runs_root()))
+    sig = tuple((p.name, (p / "config.json").stat().st_mtime_ns) for r in roots for p in list_runs(r))
+    return _find(roots, sig)
+
+
+def load(path: str):
+    """(model, info, data), cached; raises LabError with one line."""
+    return _maps.load_source(Path(path))
+
+
+def key(path: str) -> str:
+    return f"{path}@{_ui._mtime(Path(path))}"
+
+
+# ------------------------------------------------------------------ cached computations, keyed by (run, condition)
+@st.cache_data(show_spinner=False, max_entries=512)
+def cell_view(run_key: str, digit: int, attrs: tuple[float, ...], seed: int, _model) -> dict:
+    """N_SAMPLES samples of one run for the condition, as a grid image, with their measured attribute accuracy."""
+    r = A.score_cell(_model, digit, list(attrs), N_SAMPLES, seed=seed)
+    return {"grid": _ui.image_grid(r["images"], nrow=4, scale=3), "accuracy": r["accuracy"],
+            "predicted": r["predicted"]}
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def pca(run_key: str, _model, _data):
+    return A.latent_pca(_model, _data)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def picture(run_key: str, digit: int, attrs: tuple[float, ...], _model, _data) -> dict:
+    return A.prior_picture(_model, _data, digit, list(attrs), pca(run_key, _model, _data), n=N_PRIOR)
+
+
+@st.cache_data(show_spinner=False)
+def training_counts(data_key: str, _data) -> np.ndarray:
+    """(10, 16) training images per (digit, combination) cell."""
+    return np.asarray(_data.info["cell_counts_train"])
+
+
+# ------------------------------------------------------------------ figures
+@st.cache_resource(show_spinner=False, max_entries=64)
+def heatmap(counts_key: str, counts: np.ndarray, digit: int, combo: int) -> go.Figure:
+    """Training count per (digit, combination): log colour scale, rare cells marked r, held-out cells ×, the chosen
+    cell outlined."""
+    kinds = np.array([[morpho.cell_kind(d, c) for c in range(16)] for d in range(10)])
+    text = np.where(kinds == "heldout", "×", np.where(kinds == "rare", "r", ""))
+    labels = [morpho.combo_label(c) for c in range(16)]
+    short = [lab.replace(" · ", "·") for lab in labels]
+    fig = go.Figure(go.Heatmap(
+        z=np.log10(counts + 1), x=short, y=[str(d) for d in range(10)], text=text, texttemplate="%{text}",
+        customdata=np.stack([counts, np.broadcast_to(np.array(labels), counts.shape)], -1),
+        hovertemplate="digit %{y} · %{customdata[1]}<br>%{customdata[0]} training images<extra></extra>",
+        colorscale="Blues", zmin=0, zmax=float(np.log10(counts.max() + 1)),
+        colorbar=dict(title="images", tickvals=[0, 1, 2, 3], ticktext=["0", "10", "100", "1000"], thickness=12)))
+    fig.add_shape(type="rect", x0=combo - 0.5, x1=combo + 0.5, y0=digit - 0.5, y1=digit + 0.5,
+                  line=dict(color="#F97316", width=3))
+    fig.update_layout(height=330, margin=dict(l=10, r=10, t=10, b=10), xaxis=dict(tickangle=-50, tickfont_size=9),
+                      yaxis=dict(title="digit", autorange="reversed"))
+    return fig
+
+
+def prior_figure(pic: dict, title: str) -> go.Figure:
+    fig = go.Figure()
+    where = "training" if pic["images_split"] == "train" else "test (the cell is held out of training)"
+    for name, pts, color, text in (
+            ("standard", pic["standard"], COLORS["standard"], "N(0, I)"),
+            ("prior", pic["prior"], COLORS["prior"], "learned prior p(z|y)"),
+            ("images", pic["images"], COLORS["images"], f"{where} images of this combination")):
+        fig.add_trace(go.Scattergl(x=pts[:, 0], y=pts[:, 1], mode="markers", name=text,
+                                   marker=dict(size=5, color=color, opacity=0.55 if name != "images" else 0.8)))
+    fig.update_layout(title=dict(text=title, font_size=14), height=360, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.12), xaxis_title="PC 1", yaxis_title="PC 2")
+    return fig
+
+
+def accuracy_line(acc: dict, asked: tuple[float, ...]) -> str:
+    """'thick ✓ 94% · left ✓ 100% · ...' for the requested side of every attribute."""
+    parts = []
+    for name, a in zip(morpho.ATTRIBUTES, asked, strict=True):
+        word = SLIDERS[name][2] if a > 0.5 else SLIDERS[name][1]
+        v = acc[name]
+        parts.append(f"{'✅' if v >= 0.75 else '⚠️' if v >= 0.5 else '❌'} {word} {v:.0%}")
+    return " · ".join(parts)
+
+
+def entanglement(attrs: tuple[float, ...], corr: np.ndarray, threshold: float = 0.3) -> list[str]:
+    """Warnings for the asked attribute pairs that go against a strong correlation of the training data."""
+    out = []
+    names = morpho.ATTRIBUTES
+    for i in range(4):
+        for j in range(i + 1, 4):
+            r = corr[i][j]
+            if abs(r) < threshold:
+                continue
+            a, b = attrs[i] > 0.5, attrs[j] > 0.5
+            if (a == b) != (r > 0):
+                wi = SLIDERS[names[i]][2 if a else 1]
+                wj = SLIDERS[names[j]][2 if b else 1]
+                out.append(f"**{names[i]}** and **{names[j]}** are entangled in the training data (correlation "
+                           f"{r:+.2f}): {wi} {wj} digits are scarce, so a model may have learnt the two as one "
+                           f"and draw the usual partner instead.")
+    return out

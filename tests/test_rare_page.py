@@ -1,0 +1,107 @@
+"""The Rare combinations page on the shipped morpho-mnist runs, through AppTest: what it shows is recomputed here
+(samples' measured accuracy, the training counts behind the heat map, the cell's kind), and bad URLs or a missing
+run folder give one-line messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cvae_core.attributes import score_cell
+from cvae_core.checkpoint import load_run
+from cvae_core.data import morpho
+from tests._apptest import open_page, texts
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE = str(REPO / "pages" / "rare_combinations.py")
+SHIPPED = ("morpho_cvae", "morpho_sigma_cvae", "morpho_flow_cvae", "morpho_flow_cvae_2stage")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def no_saved_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVAE_RUNS_DIR", str(tmp_path / "runs"))
+
+
+@pytest.fixture(scope="module")
+def first_view():
+    import os
+
+    old = os.environ.get("CVAE_RUNS_DIR")
+    os.environ["CVAE_RUNS_DIR"] = "/nonexistent-runs-dir"
+    try:
+        yield open_page(PAGE, 300)
+    finally:
+        if old is None:
+            os.environ.pop("CVAE_RUNS_DIR", None)
+        else:
+            os.environ["CVAE_RUNS_DIR"] = old
+
+
+def test_opens_on_the_held_out_four_with_the_four_shipped_runs(first_view):
+    at = first_view
+    assert not at.exception and not at.error, texts(at.error)
+    assert "digit 4, thick · left · red · small" in texts(at.warning) and "held out (never in training)**, 0 of " \
+        "60,000" in texts(at.warning)
+    assert at.multiselect(key="shown").value == [str(REPO / "checkpoints" / n) for n in SHIPPED]
+    assert len(at.get("imgs")) == 4
+    md = texts(at.markdown)
+    for name in ("cvae", "sigma_cvae", "flow_cvae", "flow_cvae (two-stage)"):
+        assert f"**{name}**" in md
+    # each run's "x% of attributes right" is the measured accuracy of the same 16 seeded samples
+    for name in SHIPPED:
+        model, _ = load_run(REPO / "checkpoints" / name)
+        acc = score_cell(model, 4, [1, 0, 1, 0], 16, seed=0)["accuracy"]
+        assert f"**{acc['all']:.0%}** of attributes right" in md, name
+    assert dict(at.query_params) == {"digit": ["4"], "thick": ["1"], "slant": ["0"], "red": ["1"], "large": ["0"],
+                                     "run": [str(REPO / "checkpoints" / n) for n in SHIPPED]}
+
+
+def test_heat_map_is_the_training_count_of_every_cell(first_view, mnist):
+    from cvae_core.data import load_dataset
+
+    fig = first_view.get("plotly_chart")[0].proto.spec
+    import json
+
+    spec = json.loads(fig)
+    z = np.array(spec["data"][0]["z"])
+    data = load_dataset("morpho-mnist")
+    digits = data.y_train.numpy()
+    attrs = (data.extras_train["attributes"][:, 10:].numpy() > 0.5).astype(int)
+    counts = morpho.cell_counts(digits, attrs)
+    np.testing.assert_allclose(z, np.log10(counts + 1), rtol=1e-6)
+    text = np.array(spec["data"][0]["text"])
+    assert (text == "×").sum() == 4 and text[4, morpho.combo_index([[1, 0, 1, 0]])[0]] == "×"
+    assert (text == "r").sum() == 20 - sum(1 for c in morpho.HELDOUT_CELLS if tuple(c[1:]) in morpho.RARE_COMBOS)
+
+
+def test_moving_a_slider_redraws_and_warns_about_entangled_attributes(first_view):
+    at = first_view
+    at.slider(key="thick").set_value(0.0).run()
+    assert not at.exception and not at.error
+    assert "thick** and **red** are entangled in the training data (correlation +0.74): thin red digits" in \
+        texts(at.warning)
+    assert "digit 4, thin · left · red · small" in texts(at.info)
+    assert at.query_params["thick"] == ["0"]
+
+
+def test_url_state_and_bad_values(no_saved_runs):
+    at = open_page(PAGE, 300, digit="7", thick="0", slant="1", red="0", large="1", run=[
+        str(REPO / "checkpoints" / "morpho_flow_cvae")])
+    assert not at.exception and not at.error
+    assert "digit 7, thin · right · blue · large" in texts(at.warning) and "held out" in texts(at.warning)
+    assert len(at.get("imgs")) == 1
+    at = open_page(PAGE, 300, digit="x", thick="7", slant="-1", red="nan?")
+    assert not at.exception and not at.error
+    assert at.slider(key="thick").value == 1.0 and at.slider(key="slant").value == 0.0
+    assert at.segmented_control(key="digit").value == 4
+
+
+def test_no_runs_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVAE_CHECKPOINTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("CVAE_RUNS_DIR", str(tmp_path / "runs"))
+    at = open_page(PAGE, 60)
+    assert not at.exception
+    assert "No morpho-mnist runs found" in texts(at.error)
