@@ -255,7 +255,9 @@ def cmd_train(a) -> int:
     check_run_destination(a.out)  # before training, so a bad --out never costs a run
     data = load_dataset(a.dataset, root=a.data_root, rho=a.rho, seed=a.seed, download=a.download)
     for key, val in condition_fields(a.model, data, overrides).items():
-        if key in overrides and make_config(a.model, **{key: overrides[key]}).__dict__[key] != val:
+        given = overrides.get(key)
+        given = tuple(given) if isinstance(given, list) else given  # JSON gives lists
+        if given not in (None, val) and not (key == "cond_dim" and given == 0):  # cond_dim 0 = from the data
             raise ConfigError(f"--option {key} is set by the data set: {a.dataset} has {key}={val}")
         overrides[key] = val
     model = build_model(a.model, seed=a.seed, **overrides)

@@ -30,9 +30,23 @@ def condition_fields(model_name: str, data, overrides: dict | None = None) -> di
     out: dict[str, Any] = {"image_shape": data.image_shape, "num_classes": data.num_classes}
     fields = {f.name for f in dataclasses.fields(MODELS[model_name].config_cls)}
     attrs = data.extras_train.get("attributes")
-    if "condition" in fields and attrs is not None and "condition" not in (overrides or {}):
-        out.update(condition="attributes", cond_dim=int(attrs.shape[1]))
+    chosen = (overrides or {}).get("condition")
+    if "condition" not in fields or attrs is None or chosen == "class":
+        return out
+    attr = {"condition": "attributes", "cond_dim": int(attrs.shape[1])}
+    if chosen == "attributes" or _accepts(model_name, attr):
+        out.update(attr)  # models with class centres (cgvae, ct3vae) keep their class condition
     return out
+
+
+def _accepts(model_name: str, fields: dict) -> bool:
+    from .registry import make_config
+
+    try:
+        make_config(model_name, **fields)
+    except ConfigError:
+        return False
+    return True
 
 
 def parse_attrs(text: str, names: list[str]) -> torch.Tensor:
@@ -99,6 +113,13 @@ def example_conditions(dataset_info: dict, n: int, seed: int = 0) -> torch.Tenso
 
 
 # ------------------------------------------------------------------ generating and scoring combinations
+def asked_bits(attrs) -> np.ndarray:
+    """Asked attribute values in [0, 1] -> the 0/1 side they ask for, rounded half up (0.5 counts as 1): the one
+    rule behind the cell an asked condition falls in and the accuracy of its samples (``morpho.attribute_accuracy``
+    rounds the same way)."""
+    return (np.asarray(attrs, dtype=float) >= 0.5).astype(int)
+
+
 def cell_conditions(digit: int, attrs, n: int) -> torch.Tensor:
     """n copies of the morpho-mnist condition vector for (digit, attrs (4,) in [0, 1]), (n, 14) float32."""
     a = torch.as_tensor(np.asarray(attrs, dtype=np.float32)).view(1, -1).expand(n, -1)
@@ -201,7 +222,7 @@ def attribute_metrics(model, data, *, n_per_cell: int = 16, seed: int = 0, tau: 
 def image_cells(data, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """(digit, combination index) of every morpho-mnist image of a split, from its condition vector."""
     c = (data.extras_test if split == "test" else data.extras_train)["attributes"].cpu().numpy()
-    return c[:, :10].argmax(1), morpho.combo_index((c[:, 10:] > 0.5).astype(int))
+    return c[:, :10].argmax(1), morpho.combo_index(asked_bits(c[:, 10:]))
 
 
 @torch.no_grad()
@@ -240,7 +261,7 @@ def latent_pca(model, data, n_fit: int = 2000):
 def cell_images(data, digit: int, attrs, split: str = "train") -> np.ndarray:
     """Indices of the images of a split in the cell (digit, attrs rounded at 0.5)."""
     digits, combos = image_cells(data, split)
-    want = int(morpho.combo_index((np.asarray(attrs, dtype=float) > 0.5).astype(int))[0])
+    want = int(morpho.combo_index(asked_bits(attrs))[0])
     return np.flatnonzero((digits == int(digit)) & (combos == want))
 
 

@@ -185,9 +185,9 @@ def full_evaluation(model: LatentModel, data, *, n_test: int | None = None, is_s
 
         sub = None if progress is None else (lambda f, t: progress(0.1 + 0.9 * f, t))
         out.update(attribute_metrics(model, data, seed=seed, progress=sub))
-    elif attribute_model:  # samples need conditions: only the attribute data set says which to ask for
-        pass
-    elif sample_metrics or fid:
+    if attribute_model and fid:  # samples need conditions; the Inception path asks for classes
+        out["inception_fid_skipped"] = "not computed for attribute-conditional models (classifier-FID is)"
+    elif not attribute_model and (sample_metrics or fid):
         from .sample_metrics import generative_metrics
 
         sub = None if progress is None else (lambda f, t: progress(0.1 + 0.9 * f, t))

@@ -26,7 +26,9 @@ SLIDERS = {  # attribute -> (label, what 0 means, what 1 means)
     "red": ("Colour", "blue", "red"),
     "large": ("Size", "small", "large"),
 }
-KIND_TEXT = {"common": "common", "rare": "rare (< 1% of training)", "heldout": "held out (never in training)"}
+KIND_TEXT = {"common": "a common combination",
+             "rare": "a rare combination (0.4% of training over all ten digits)",
+             "heldout": "held out: this digit never appears with this combination in training"}
 COLORS = {"prior": "#F97316", "standard": "#94A3B8", "images": "#4F46E5"}
 
 
@@ -37,9 +39,9 @@ def label(info: dict) -> str:
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _find(roots: tuple[str, ...], signature: tuple) -> tuple[list[tuple[str, str]], list[str]]:
+def _find(roots: tuple[str, ...], signature: tuple) -> tuple[dict[str, tuple[str, str]], list[str]]:
     runs, problems = [], []
-    for root in roots:
+    for root, prefix in zip(roots, ("", "runs/"), strict=True):
         for p in list_runs(root):
             try:
                 info = read_run_info(p)
@@ -48,14 +50,16 @@ def _find(roots: tuple[str, ...], signature: tuple) -> tuple[list[tuple[str, str
                 continue
             if (info.get("dataset") or {}).get("name") == "morpho-mnist" and \
                     info["config"].get("condition") == "attributes":
-                runs.append((str(p), f"{label(info)} · {p.name}"))
+                runs.append((prefix + p.name, str(p), f"{label(info)} · {prefix + p.name}"))
     order = {n: i for i, n in enumerate(SHIPPED_ORDER)}
-    runs.sort(key=lambda r: (order.get(Path(r[0]).name, len(order)), r[1]))
-    return runs, problems
+    runs.sort(key=lambda r: (order.get(r[0], len(order)), r[2]))
+    return {rid: (path, lab) for rid, path, lab in runs}, problems
 
 
-def find_runs() -> tuple[list[tuple[str, str]], list[str]]:
-    """(path, label) of every morpho-mnist run conditioned on attributes, shipped ones first in the page's order."""
+def find_runs() -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """run id -> (path, label) of every morpho-mnist run conditioned on attributes, shipped ones first in the page's
+    order. The id (the URL's `run=`) is the folder name for shipped runs and runs/NAME for saved ones, so a link
+    works on any installation."""
     roots = (str(_ui.checkpoints_root()), str(_ui.runs_root()))
     sig = tuple((p.name, (p / "config.json").stat().st_mtime_ns) for r in roots for p in list_runs(r))
     return _find(roots, sig)
@@ -135,7 +139,7 @@ def accuracy_line(acc: dict, asked: tuple[float, ...]) -> str:
     """'thick ✓ 94% · left ✓ 100% · ...' for the requested side of every attribute."""
     parts = []
     for name, a in zip(morpho.ATTRIBUTES, asked, strict=True):
-        word = SLIDERS[name][2] if a > 0.5 else SLIDERS[name][1]
+        word = SLIDERS[name][1 + int(A.asked_bits(a))]
         v = acc[name]
         parts.append(f"{'✅' if v >= 0.75 else '⚠️' if v >= 0.5 else '❌'} {word} {v:.0%}")
     return " · ".join(parts)
@@ -150,7 +154,7 @@ def entanglement(attrs: tuple[float, ...], corr: np.ndarray, threshold: float = 
             r = corr[i][j]
             if abs(r) < threshold:
                 continue
-            a, b = attrs[i] > 0.5, attrs[j] > 0.5
+            a, b = A.asked_bits([attrs[i], attrs[j]]).astype(bool)
             if (a == b) != (r > 0):
                 wi = SLIDERS[names[i]][2 if a else 1]
                 wj = SLIDERS[names[j]][2 if b else 1]

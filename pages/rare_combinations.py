@@ -6,6 +6,7 @@ import math
 
 import streamlit as st
 
+from cvae_core import attributes as A
 from cvae_core.data import morpho
 from cvae_core.data.celeba import celeba_dir
 from cvae_core.errors import LabError
@@ -25,7 +26,8 @@ if not runs:
     st.error("No morpho-mnist runs found: no shipped `morpho_*` runs in `checkpoints/` and none saved. Train one with "
              "`python -m cvae_core train --model flow_cvae --dataset morpho-mnist --out runs/morpho_flow`.")
     st.stop()
-labels = {p: lab for p, lab in runs}
+labels = {rid: lab for rid, (_, lab) in runs.items()}
+paths = {rid: path for rid, (path, _) in runs.items()}
 
 
 def url_float(name: str, default: float) -> float:
@@ -45,8 +47,15 @@ if "digit" not in st.session_state:
     for a in morpho.ATTRIBUTES:
         st.session_state[a] = url_float(a, PRESET[a])
 if "shown" not in st.session_state:
-    wanted = [p for p in st.query_params.get_all("run") if p in labels] if "run" in st.query_params else []
-    st.session_state["shown"] = wanted or [p for p, _ in runs[:4]]
+    asked_runs = st.query_params.get_all("run")
+    unknown = [r for r in asked_runs if r not in labels]
+    if unknown:
+        st.error(f"No morpho-mnist run named {', '.join(map(repr, unknown))}; showing the others or the defaults.")
+    st.session_state["shown"] = [r for r in asked_runs if r in labels] or list(labels)[:4]
+    try:
+        st.session_state["seed"] = min(max(int(st.query_params.get("seed", 0)), 0), 1_000_000)
+    except ValueError:
+        st.session_state["seed"] = 0
 
 left, right = st.columns([1.5, 1], gap="large")
 with right:
@@ -62,17 +71,18 @@ with right:
     shown = st.multiselect("Runs side by side", list(labels), key="shown", format_func=labels.get,
                            help="the shipped runs: cvae, sigma_cvae (prior N(0, I)) and flow_cvae end to end and "
                                 "two-stage (a learned prior p(z|y))")
-    seed = st.number_input("Seed", 0, 1_000_000, 0)
+    seed = st.number_input("Seed", 0, 1_000_000, key="seed", help="the noise behind the 16 samples of each run")
 st.query_params.from_dict({"digit": str(digit), **{a: f"{v:g}" for a, v in zip(morpho.ATTRIBUTES, asked,
-                                                                                  strict=True)}, "run": shown})
+                                                                                  strict=True)},
+                           "run": shown, "seed": str(seed)})
 
 try:
-    first = R.load(shown[0] if shown else runs[0][0])
+    first = R.load(paths[shown[0] if shown else next(iter(paths))])
 except LabError as e:
     st.error(str(e))
     st.stop()
 data = first[2]
-combo = int(morpho.combo_index([[int(v > 0.5) for v in asked]])[0])
+combo = int(morpho.combo_index(A.asked_bits(asked))[0])
 kind = morpho.cell_kind(digit, combo)
 counts = R.training_counts(data.name, data)
 n_train = int(counts[digit, combo])
@@ -80,13 +90,14 @@ with left:
     st.subheader("How often training saw each combination")
     st.plotly_chart(R.heatmap(f"{data.name}:{digit}:{combo}", counts, digit, combo), key="heat")
     st.caption("Rows: digits; columns: the 16 combinations (thick/thin · right/left · red/blue · large/small). "
-               "Colour: training images (log scale); r: rare combination (< 1% of training), ×: held out. The "
+               "Colour: training images (log scale); r: a rare combination (0.4% of training over all digits), ×: "
+               "held out (never in training). The "
                "orange box is the combination asked for.")
 what = f"digit {digit}, {morpho.combo_label(combo)}"
 continuous = any(0 < v < 1 for v in asked)
 msg = (f"**Asked for: {what}**{' (nearest cell; values in between are interpolation)' if continuous else ''}. "
-       f"In training: **{R.KIND_TEXT[kind]}**, {n_train:,} of {len(data.x_train):,} images "
-       f"({n_train / len(data.x_train):.2%}).")
+       f"In training: **{R.KIND_TEXT[kind]}**; this digit with this combination: {n_train:,} of "
+       f"{len(data.x_train):,} images ({n_train / len(data.x_train):.2%}; 1/160 of the data would be 0.63%).")
 if kind == "common":
     st.info(msg, icon=":material/check_circle:")
 else:
@@ -99,7 +110,8 @@ if not shown:
     st.stop()
 cols = st.columns(len(shown), gap="medium")
 loaded = []
-for col, path in zip(cols, shown, strict=True):
+for col, rid in zip(cols, shown, strict=True):
+    path = paths[rid]
     with col:
         try:
             model, info, _ = R.load(path)
@@ -108,14 +120,16 @@ for col, path in zip(cols, shown, strict=True):
             continue
         view = R.cell_view(R.key(path), digit, asked, int(seed), model)
         st.markdown(f"**{R.label(info)}**")
+        st.caption(rid)
         st.image(view["grid"], width="stretch")
         acc = view["accuracy"]
-        st.markdown(f"**{acc['all']:.0%}** of attributes right")
+        st.markdown(f"**{acc['all']:.0%}** of the attributes right in these {R.N_SAMPLES} samples")
         st.caption(R.accuracy_line(acc, asked))
         metrics = info.get("metrics") or {}
         if "heldout_attr_accuracy" in metrics:
             st.caption(f"over all 160 cells: {metrics['attr_accuracy']:.0%} · rare {metrics['rare_attr_accuracy']:.0%}"
-                       f" · held-out {metrics['heldout_attr_accuracy']:.0%} (evaluate, 2,560 samples)")
+                       f" · held-out {metrics['heldout_attr_accuracy']:.0%} (its evaluation, "
+                       f"{metrics.get('attr_samples', 0):,} samples)")
         loaded.append((path, model, info))
 
 flows = [(p, m, i) for p, m, i in loaded if i["model"] == "flow_cvae"]

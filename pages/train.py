@@ -156,8 +156,9 @@ def live_view() -> None:
                           nrow=job.preview_columns)
         elif job.model.conditional:  # attributes: the first test images' conditions
             _ui.show_grid(p.get("samples"), "Samples from the prior",
-                          "decoded from the same noise z at every tick, each at the attributes of one of the first "
-                          "test images (the same order as the originals on the right)")
+                          "decoded from the same noise z at every tick, each at the digit and attributes of one of "
+                          "the first test images, in test-set order (the first 16 are those of the originals on the "
+                          "right)")
         else:
             _ui.show_grid(p.get("samples"), "Samples from the prior",
                           "decoded from the same noise z at every tick, so you see these digits take shape")

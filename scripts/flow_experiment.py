@@ -39,7 +39,7 @@ VARIANTS = {  # name -> (registry model, config overrides)
 }
 SEEDS = (0, 1, 2)
 SETTINGS = dict(dataset="morpho-mnist", arch="conv", latent_dim=16, beta=1.0, steps=3000, batch_size=128, lr=1e-3)
-QUICK = dict(steps=40)
+QUICK = dict(steps=40, subset=[2000, 2000])  # the first 2,000 training and test images
 COLUMNS = (("attr_accuracy", "attr acc (all)", 3), ("common_attr_accuracy", "common", 3),
            ("rare_attr_accuracy", "rare", 3), ("heldout_attr_accuracy", "held-out", 3),
            ("combo_accuracy", "all 4 right", 3), ("digit_accuracy", "digit acc", 3),
@@ -71,8 +71,9 @@ def run_one(variant: str, seed: int, settings: dict, data) -> dict:
 
 
 def report(out: Path) -> str:
-    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line.strip()]
     settings = json.loads((out / "settings.json").read_text())
+    runs = [r for r in (json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines() if line.strip())
+            if r.get("settings", settings) == settings]  # only the runs made with these settings
     head = "| model | " + " | ".join(c[1] for c in COLUMNS) + " | seeds |"
     lines = [f"Settings: {json.dumps(settings)}", "", "Mean ± standard deviation over seeds.", "", head,
              "|" + "---|" * (len(COLUMNS) + 2)]
@@ -123,17 +124,17 @@ def main(argv=None) -> int:
     if log.exists():
         for line in log.read_text().splitlines():
             r = json.loads(line)
-            if r.get("steps") == settings["steps"]:
+            if r.get("settings", settings) == settings:
                 done.add((r["variant"], r["seed"]))
     data = load_dataset(settings["dataset"])
     if a.quick:
-        data = data.subset(2000, 2000)
+        data = data.subset(*settings["subset"])
     for seed in SEEDS[:1] if a.quick else SEEDS:
         for variant in VARIANTS:
             if (variant, seed) in done:
                 continue
             r = run_one(variant, seed, settings, data)
-            r["steps"] = settings["steps"]
+            r["steps"], r["settings"] = settings["steps"], settings
             with log.open("a") as f:
                 f.write(json.dumps(r) + "\n")
             print(f"{variant} seed {seed}: attr {r.get('attr_accuracy', math.nan):.3f} held-out "

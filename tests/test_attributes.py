@@ -44,6 +44,8 @@ def test_condition_fields():
     assert A.condition_fields("flow_cvae", data, {"condition": "class"}) == {"image_shape": (3, 28, 28),
                                                                               "num_classes": 10}
     assert "condition" not in A.condition_fields("vae", data)  # unconditional models ignore the attributes
+    assert "condition" not in A.condition_fields("ct3vae", data)  # class centres keep the class condition
+    assert A.condition_fields("cvae", data, {"condition": "attributes"})["cond_dim"] == 14
 
 
 class _Stub:
@@ -90,6 +92,8 @@ def test_attribute_scores_of_an_oracle_and_of_a_model_that_ignores_its_condition
     assert s["combo_accuracy"] == 1 / 16
     held = np.array([c[1:] for c in morpho.HELDOUT_CELLS])  # their (thick, slant, red, large)
     assert s["heldout_attr_accuracy"] == pytest.approx((held == 0).mean())
+    half = morpho.attribute_accuracy(fixed, np.full((1, 4), 0.5))  # 0.5 asks for the 1 side (A.asked_bits)
+    assert A.asked_bits([0.5, 0.49, 1, 0]).tolist() == [1, 0, 1, 0] and half["all"] == 0.0
     rare = np.array(morpho.RARE_COMBOS)
     assert s["rare_attr_accuracy"] == pytest.approx((rare == 0).mean())
     assert s["attr_samples"] == 160 * 2

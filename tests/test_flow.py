@@ -100,12 +100,24 @@ def test_two_stage_fit_raises_the_likelihood_of_encoder_means(mnist_small):
                         prior_fraction=0.5)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     assert [(p.name, p.objective) for p in model.phases()] == [("autoencoder", "loss_gauss"), ("prior", "prior_nll")]
-    hist = fit(model, data, TrainConfig(steps=400, batch_size=128, lr=2e-3, seed=0, log_every=50))
-    assert hist.status == "finished" and {r["phase"] for r in hist.records} == {"autoencoder", "prior"}
-    end = model.state_dict()
-    # the prior phase changed the flow and nothing else; the autoencoder phase changed the networks
-    assert all(not torch.equal(start[k], end[k]) for k in end if k.startswith("flow.") and "mask" not in k)
-    assert all(not torch.equal(start[k], end[k]) for k in end if k.startswith(("encoder.", "decoder.")))
+
+    class AtBoundary:  # the weights at the last log tick of the autoencoder phase (step 200 of 400)
+        state = None
+
+        def on_log(self, model, rec, hist):
+            if rec["phase"] == "autoencoder":
+                AtBoundary.state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    hist = fit(model, data, TrainConfig(steps=400, batch_size=128, lr=2e-3, seed=0, log_every=50),
+               callbacks=[AtBoundary()])
+    assert hist.status == "finished" and [r["phase"] for r in hist.records] == ["autoencoder"] * 4 + ["prior"] * 4
+    mid, end = AtBoundary.state, model.state_dict()
+    flow = [k for k in end if k.startswith("flow.") and "mask" not in k]
+    nets = [k for k in end if not k.startswith("flow.")]
+    assert nets and {k.split(".")[0] for k in nets} == {"encoder", "enc_head", "decoder"}
+    # phase 1 trained every network and left the prior as it was; phase 2 trained the prior and nothing else
+    assert all(not torch.equal(start[k], mid[k]) for k in nets) and all(torch.equal(start[k], mid[k]) for k in flow)
+    assert all(torch.equal(mid[k], end[k]) for k in nets) and all(not torch.equal(mid[k], end[k]) for k in flow)
     mu = encoder_means(model, data.x_test[:500], data.y_test[:500])
     y = data.y_test[:500]
     with torch.no_grad():
@@ -136,3 +148,46 @@ def test_config_checks():
                      (dict(prior_fraction=1.0), "prior_fraction")):
         with pytest.raises(ConfigError, match=msg):
             make_config("flow_cvae", **bad)
+
+
+def test_no_mask_nonzero_per_step():
+    """zuko's CouplingTransform computes its split with mask.nonzero() whenever flow(c) is built: a device-to-host
+    sync per coupling on CUDA. The model caches the split: after the first step, a training step (loss and backward,
+    both phases' terms) dispatches no nonzero at all; and the flow's density is unchanged by the caching."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from zuko.flows import RealNVP
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.startswith("nonzero"):
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    model = build_model("flow_cvae", seed=0, arch="mlp", hidden=16, latent_dim=4, two_stage=True)
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    model.loss(x, y)["loss"].backward()  # the first call computes the split once
+    with Count():
+        for objective in ("loss", "loss_gauss", "prior_nll"):
+            model.loss(x, y, objective=objective)[objective].backward()
+    assert Count.n == 0
+    plain = RealNVP(4, context=10, transforms=4, hidden_features=(64, 64))
+    plain.load_state_dict(model.flow.state_dict(), strict=False)
+    plain.base = model.flow.base
+    z, c = torch.randn(8, 4), model.condition_vector(y)
+    torch.testing.assert_close(model.flow(c).log_prob(z), plain(c).log_prob(z))
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.5, 1.7])
+def test_tau_scales_the_base_noise_before_the_flow(tau):
+    """sample() at any tau: running the flow's inverse f^-1 (zuko's transform) on the sampled z gives back exactly
+    u = mu_p(y) + tau sigma_p(y) eps, with mu_p, sigma_p computed here from the prior encoder's raw output."""
+    model = _flow_model(latent_dim=3, cond_dim=4, seed=11)
+    y = torch.rand(6, 4, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    eps = torch.randn(6, 3, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    with torch.no_grad():
+        z = model.prior_latents(eps, y, tau)
+        u = model.flow(y).transform(z)
+        mu, log_sigma = model.flow.base.net(y).chunk(2, dim=-1)
+    torch.testing.assert_close(u, mu + tau * log_sigma.exp() * eps, rtol=1e-9, atol=1e-9)

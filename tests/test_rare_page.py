@@ -43,9 +43,9 @@ def first_view():
 def test_opens_on_the_held_out_four_with_the_four_shipped_runs(first_view):
     at = first_view
     assert not at.exception and not at.error, texts(at.error)
-    assert "digit 4, thick · left · red · small" in texts(at.warning) and "held out (never in training)**, 0 of " \
-        "60,000" in texts(at.warning)
-    assert at.multiselect(key="shown").value == [str(REPO / "checkpoints" / n) for n in SHIPPED]
+    assert "digit 4, thick · left · red · small" in texts(at.warning) and "held out: this digit never appears with " \
+        "this combination in training**; this digit with this combination: 0 of 60,000" in texts(at.warning)
+    assert at.multiselect(key="shown").value == list(SHIPPED)
     assert len(at.get("imgs")) == 4
     md = texts(at.markdown)
     for name in ("cvae", "sigma_cvae", "flow_cvae", "flow_cvae (two-stage)"):
@@ -54,9 +54,9 @@ def test_opens_on_the_held_out_four_with_the_four_shipped_runs(first_view):
     for name in SHIPPED:
         model, _ = load_run(REPO / "checkpoints" / name)
         acc = score_cell(model, 4, [1, 0, 1, 0], 16, seed=0)["accuracy"]
-        assert f"**{acc['all']:.0%}** of attributes right" in md, name
+        assert f"**{acc['all']:.0%}** of the attributes right in these 16 samples" in md, name
     assert dict(at.query_params) == {"digit": ["4"], "thick": ["1"], "slant": ["0"], "red": ["1"], "large": ["0"],
-                                     "run": [str(REPO / "checkpoints" / n) for n in SHIPPED]}
+                                     "run": list(SHIPPED), "seed": ["0"]}
 
 
 def test_heat_map_is_the_training_count_of_every_cell(first_view, mnist):
@@ -88,11 +88,15 @@ def test_moving_a_slider_redraws_and_warns_about_entangled_attributes(first_view
 
 
 def test_url_state_and_bad_values(no_saved_runs):
-    at = open_page(PAGE, 300, digit="7", thick="0", slant="1", red="0", large="1", run=[
-        str(REPO / "checkpoints" / "morpho_flow_cvae")])
+    at = open_page(PAGE, 300, digit="7", thick="0", slant="1", red="0", large="1", run=["morpho_flow_cvae"], seed="3")
     assert not at.exception and not at.error
     assert "digit 7, thin · right · blue · large" in texts(at.warning) and "held out" in texts(at.warning)
-    assert len(at.get("imgs")) == 1
+    assert len(at.get("imgs")) == 1 and at.number_input(key="seed").value == 3
+    at = open_page(PAGE, 300, run=["nope", "morpho_cvae"])
+    assert "No morpho-mnist run named 'nope'" in texts(at.error) and len(at.get("imgs")) == 1
+    at = open_page(PAGE, 300, large="0.5", run=["morpho_cvae"])  # 0.5 rounds up, for the cell and the scores alike
+    assert "digit 4, thick · left · red · large" in texts(at.info + at.warning)
+    assert " large " in texts(at.caption) and " small " not in texts(at.caption)
     at = open_page(PAGE, 300, digit="x", thick="7", slant="-1", red="nan?")
     assert not at.exception and not at.error
     assert at.slider(key="thick").value == 1.0 and at.slider(key="slant").value == 0.0

@@ -23,12 +23,15 @@ distribution in the process; the models here build theirs with ``validate_args=F
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import zuko
 from torch import nn
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Transform
 from zuko.distributions import DiagNormal
+from zuko.flows.coupling import GeneralCouplingTransform
+from zuko.transforms import CouplingTransform
 
 from .base import Phase
 from .gaussian import SigmaCVAE, SigmaCVAEConfig, kl_std_normal_per_dim
@@ -68,6 +71,22 @@ class ConditionalDiagNormal(zuko.lazy.LazyDistribution):
         return DiagNormal(mu, log_sigma.exp())
 
 
+class _Coupling(GeneralCouplingTransform):
+    """zuko's affine coupling, whose split indices are computed once per device instead of at every call: zuko 1.6's
+    ``CouplingTransform`` runs ``mask.nonzero()`` twice each time ``flow(c)`` is built, a device-to-host sync per
+    coupling and training step on CUDA. Same transformation, same parameters."""
+
+    _idx: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, c: torch.Tensor | None = None) -> CouplingTransform:
+        if self._idx is None or self._idx[0].device != self.mask.device:
+            self._idx = (self.mask.nonzero().squeeze(-1), (~self.mask).nonzero().squeeze(-1))
+        t = CouplingTransform.__new__(CouplingTransform)
+        Transform.__init__(t)
+        t.meta, (t.idx_a, t.idx_b) = partial(self.meta, c), self._idx
+        return t
+
+
 def _shrink_last_linear(module: nn.Module, factor: float = 0.01) -> None:
     """Scale the last layer's weights by `factor` and zero its bias (zuko's MLPs use their own Linear, not
     nn.Linear), so the module starts next to zero output. Not exactly zero: a zero last layer would leave every
@@ -87,8 +106,9 @@ class FlowCVAE(SigmaCVAE):
         super().__init__(config)
         m, d, h = config.latent_dim, self.cond_dim, config.flow_hidden
         self.flow = zuko.flows.RealNVP(m, context=d, transforms=config.flow_transforms, hidden_features=(h, h))
-        for t in self.flow.transform.transforms:  # couplings next to the identity at initialisation
-            _shrink_last_linear(t.hyper)
+        for t in self.flow.transform.transforms:
+            t.__class__ = _Coupling  # split indices cached per device (no host sync per step)
+            _shrink_last_linear(t.hyper)  # couplings next to the identity at initialisation
         self.flow.base = ConditionalDiagNormal(d, m, h)
 
     # --- the prior -------------------------------------------------------------------------------
