@@ -19,6 +19,7 @@ from pages import _maps, _ui
 
 N_SAMPLES = 16  # samples per model and condition (a 4 x 4 grid); their measured accuracy is shown beside them
 N_PRIOR = 300  # prior draws in the picture of p(z|y)
+N_IMAGES = 150  # encoded images of the cell in that picture (encoding is most of a new picture's cost)
 SHIPPED_ORDER = ("morpho_cvae", "morpho_sigma_cvae", "morpho_flow_cvae", "morpho_flow_cvae_2stage")
 SLIDERS = {  # attribute -> (label, what 0 means, what 1 means)
     "thick": ("Stroke", "thin", "thick"),
@@ -90,7 +91,8 @@ def pca(run_key: str, _model, _data):
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def picture(run_key: str, digit: int, attrs: tuple[float, ...], _model, _data) -> dict:
-    return A.prior_picture(_model, _data, digit, list(attrs), pca(run_key, _model, _data), n=N_PRIOR)
+    return A.prior_picture(_model, _data, digit, list(attrs), pca(run_key, _model, _data), n=N_PRIOR,
+                           max_images=N_IMAGES)
 
 
 @st.cache_data(show_spinner=False)
@@ -121,7 +123,11 @@ def heatmap(counts_key: str, counts: np.ndarray, digit: int, combo: int) -> go.F
     return fig
 
 
-def prior_figure(pic: dict, title: str) -> go.Figure:
+@st.cache_resource(show_spinner=False, max_entries=256)
+def prior_figure(key: str, _pic: dict, title: str) -> go.Figure:
+    """The picture as a figure, cached by (run, condition) like the picture itself: building a plotly figure costs
+    about as much as drawing its points. Read-only (st.plotly_chart copies it)."""
+    pic = _pic
     fig = go.Figure()
     where = "training" if pic["images_split"] == "train" else "test (the cell is held out of training)"
     for name, pts, color, text in (
@@ -136,12 +142,14 @@ def prior_figure(pic: dict, title: str) -> go.Figure:
 
 
 def accuracy_line(acc: dict, asked: tuple[float, ...]) -> str:
-    """'thick ✓ 94% · left ✓ 100% · ...' for the requested side of every attribute."""
+    """'✓ thick 94% · ✓ left 100% · ...' for the requested side of every attribute (✓ at least 75% of the samples
+    show it, ~ at least half, ✗ fewer)."""
     parts = []
     for name, a in zip(morpho.ATTRIBUTES, asked, strict=True):
         word = SLIDERS[name][1 + int(A.asked_bits(a))]
         v = acc[name]
-        parts.append(f"{'✅' if v >= 0.75 else '⚠️' if v >= 0.5 else '❌'} {word} {v:.0%}")
+        mark = ":green[**✓**]" if v >= 0.75 else ":orange[**~**]" if v >= 0.5 else ":red[**✗**]"
+        parts.append(f"{mark} {word} {v:.0%}")
     return " · ".join(parts)
 
 

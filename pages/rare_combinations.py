@@ -139,20 +139,24 @@ if not flows:
 else:
     st.caption(f"PCA of the encoder means of 2,000 test images. Grey: {R.N_PRIOR} draws of N(0, I); orange: "
                f"{R.N_PRIOR} draws of the learned p(z|y) for the combination asked; blue: where the encoder puts "
-               "real images of it. A CVAE with prior N(0, I) samples the grey cloud for every combination.")
+               f"real images of it (up to {R.N_IMAGES}). A CVAE with prior N(0, I) samples the grey cloud for every "
+               "combination.")
     for col, (path, model, info) in zip(st.columns(len(flows)), flows, strict=True):
         with col:
             pic = R.picture(R.key(path), digit, asked, model, data)
-            st.plotly_chart(R.prior_figure(pic, R.label(info)), key=f"prior-{path}")
+            st.plotly_chart(R.prior_figure(f"{R.key(path)}:{digit}:{asked}", pic, R.label(info)),
+                            key=f"prior-{path}")
             st.caption(f"{pic['n_images']:,} {'training' if pic['images_split'] == 'train' else 'test'} images of "
                        "this cell" + (" (none in training)" if pic["images_split"] == "test" else ""))
 
 try:
-    celeba = f"found in `{celeba_dir()}`: train a model on it from the **Train** page (data set `celeba`)"
-except LabError as e:
-    celeba = f"not available here: {e}"
+    celeba_dir()
+    celeba = "are here: train a model on them from the **Train** page (data set `celeba`)"
+except LabError:
+    celeba = ("are not here: put `img_align_celeba/`, `list_attr_celeba.txt` and `list_eval_partition.txt` in "
+              "`celeba/` under the data folder (torchvision's layout; nothing is downloaded)")
 st.caption(f"CelebA (64×64 faces, 40 binary attributes) is the real-data version of this page's question; its "
-           f"files are {celeba}.")
+           f"files {celeba}.")
 
 with st.expander("What am I looking at?"):
     st.markdown(

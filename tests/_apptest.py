@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
 from streamlit.testing.v1 import AppTest
 
 
@@ -15,3 +18,11 @@ def open_page(path: str, timeout: float, **query) -> AppTest:
 def texts(elements) -> str:
     """The values of a list of elements (errors, captions, ...) as one searchable string."""
     return " | ".join(str(e.value) for e in elements)
+
+
+def plotly_values(a) -> np.ndarray:
+    """A plotly array from a figure's JSON: a list, or a typed array {'dtype', 'bdata'[, 'shape']} (base64)."""
+    if isinstance(a, dict):
+        v = np.frombuffer(base64.b64decode(a["bdata"]), dtype=np.dtype(a["dtype"]))
+        return v.reshape([int(n) for n in str(a["shape"]).split(",")]) if "shape" in a else v
+    return np.asarray(a)

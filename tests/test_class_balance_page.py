@@ -6,7 +6,6 @@ on the shipped runs when they exist."""
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _apptest import open_page, texts
+from _apptest import open_page, plotly_values, texts
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,10 +69,7 @@ def page(**query) -> AppTest:
     return open_page(PAGE, TIMEOUT, **query)
 
 
-def values(a) -> np.ndarray:
-    if isinstance(a, dict):  # plotly's typed array
-        return np.frombuffer(base64.b64decode(a["bdata"]), dtype=np.dtype(a["dtype"]))
-    return np.asarray(a)
+values = plotly_values
 
 
 def bars(at: AppTest) -> dict[str, dict]:

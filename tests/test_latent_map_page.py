@@ -4,7 +4,6 @@ errors for broken runs. Runs are small MLP models in tmp folders."""
 
 from __future__ import annotations
 
-import base64
 import json
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _apptest import open_page, texts
+from _apptest import open_page, plotly_values, texts
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,11 +47,7 @@ def figures(at: AppTest) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
 
-def values(a) -> np.ndarray:
-    """A plotly array from a figure's JSON: a list, or a typed array {'dtype', 'bdata'} (base64)."""
-    if isinstance(a, dict):
-        return np.frombuffer(base64.b64decode(a["bdata"]), dtype=np.dtype(a["dtype"]))
-    return np.asarray(a)
+values = plotly_values
 
 
 def test_page_maps_a_run_and_shows_the_allocation_chart(lab_dirs):
