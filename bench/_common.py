@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -29,3 +32,38 @@ def table(title: str, med: dict[str, float], reference: str, unit_work: float, u
     for k, t in med.items():
         rows.append(f"| {k} | {t:.3f} | {unit_work / t:,.0f} | {ref / t:.2f}x |")
     return "\n".join(rows) + "\n"
+
+
+def timed_rerun(at, action) -> float:
+    """Seconds for one AppTest interaction: `action(at)` (a widget change) and the rerun it causes; the page must
+    show no exception and no error."""
+    t0 = time.perf_counter()
+    action(at)
+    at.run()
+    s = time.perf_counter() - t0
+    assert not at.exception and not at.error, [e.value for e in at.error] or at.exception
+    return s
+
+
+@contextlib.contextmanager
+def only_shipped_runs():
+    """$CVAE_RUNS_DIR pointed at an empty folder while a page is timed, so it lists the shipped runs only."""
+    saved = os.environ.get("CVAE_RUNS_DIR")
+    with tempfile.TemporaryDirectory() as runs:
+        os.environ["CVAE_RUNS_DIR"] = runs
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("CVAE_RUNS_DIR", None)
+            else:
+                os.environ["CVAE_RUNS_DIR"] = saved
+
+
+def page_table(title: str, rows: list[tuple[str, float, float | None]], ref: float) -> str:
+    """A page benchmark's table: what was timed, seconds, speed vs the reference, and the target it had (if any)."""
+    lines = [title, "", "| what | s | speed vs reference | target | met |", "|---|---:|---:|---:|---|"]
+    for what, s, target in rows:
+        lines.append(f"| {what} | {s:.3f} | {ref / s:.1f}x | {'' if target is None else f'< {target:g}'} | "
+                     f"{'' if target is None else ('yes' if s < target else 'NO')} |")
+    return "\n".join(lines) + "\n"

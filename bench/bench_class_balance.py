@@ -14,30 +14,18 @@ from ``$CVAE_CHECKPOINTS_DIR`` or ``<repo>/checkpoints``; says so and stops when
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 try:
-    from _common import compare
+    from _common import compare, only_shipped_runs, page_table, timed_rerun
 except ImportError:
-    from bench._common import compare
+    from bench._common import compare, only_shipped_runs, page_table, timed_rerun
 
 MAIN, OTHER = "mnistlt100_ct3vae", "mnistlt100_vae"
-
-
-def _timed(at, action) -> float:
-    t0 = time.perf_counter()
-    action(at)
-    at.run()
-    s = time.perf_counter() - t0
-    assert not at.exception and not at.error, [e.value for e in at.error] or at.exception
-    return s
 
 
 def _page_rows(root: Path, repeats: int = 5) -> list[tuple[str, float, float | None]]:
@@ -49,11 +37,9 @@ def _page_rows(root: Path, repeats: int = 5) -> list[tuple[str, float, float | N
     theory = load_run(root / MAIN)[0].t3.tau
     grid = _balance.tau_options(theory)
     start = grid.index(_balance.snap(theory, grid))  # the page opens at the theoretical tau
-    saved_env = os.environ.get("CVAE_RUNS_DIR")
-    with tempfile.TemporaryDirectory() as runs:
-        os.environ["CVAE_RUNS_DIR"] = runs  # no saved runs: the list is the shipped one
+    with only_shipped_runs():
         at = AppTest.from_file(str(REPO / "pages" / "class_balance.py"), default_timeout=600)
-        first = _timed(at, lambda at: None)
+        first = timed_rerun(at, lambda at: None)
 
         def tau(at, k):  # widgets are looked up again after every run: the element tree is rebuilt each time
             at.select_slider(key="tau").set_value(grid[start + k])
@@ -67,18 +53,19 @@ def _page_rows(root: Path, repeats: int = 5) -> list[tuple[str, float, float | N
         far = 7  # notches per jump
         fresh = []  # right after a move, before the background fill reached the far notch
         for k in range(1, repeats + 1):
-            fresh.append(_timed(at, lambda at, k=k: tau(at, far * k % (len(grid) - start))))
+            fresh.append(timed_rerun(at, lambda at, k=k: tau(at, far * k % (len(grid) - start))))
         pause()
-        idle = statistics.median(_timed(at, lambda at: None) for _ in range(repeats))
+        idle = statistics.median(timed_rerun(at, lambda at: None) for _ in range(repeats))
         near = []
         for k in range(repeats):
             pause()
-            near.append(_timed(at, lambda at, k=k: tau(at, -start + (11 * k + 3) % len(grid))))
-        seen = [_timed(at, lambda at, k=k: tau(at, far * k)) for k in range(1, repeats + 1)]
+            near.append(timed_rerun(at, lambda at, k=k: tau(at, -start + (11 * k + 3) % len(grid))))
+        seen = [timed_rerun(at, lambda at, k=k: tau(at, far * k)) for k in range(1, repeats + 1)]
         pause()
-        w_near = _timed(at, lambda at: weighting(at, "frequency"))
+        w_near = timed_rerun(at, lambda at: weighting(at, "frequency"))
         pause()
-        w_seen = statistics.median(_timed(at, lambda at, v=v: weighting(at, v)) for v in ["equal", "frequency"] * 2)
+        w_seen = statistics.median(timed_rerun(at, lambda at, v=v: weighting(at, v))
+                                   for v in ["equal", "frequency"] * 2)
         rows = [("first run of the page (cold)", first, None), ("rerun, nothing moved", idle, 0.1),
                 (f"τ jump of {far}+ notches at once, before the background fill got there (2 draws)",
                  statistics.median(fresh), None),
@@ -95,15 +82,11 @@ def _page_rows(root: Path, repeats: int = 5) -> list[tuple[str, float, float | N
                 at.select_slider(key="nu").set_value(v)
 
             pause()
-            n_fresh = _timed(at, lambda at: nu(at, other))
+            n_fresh = timed_rerun(at, lambda at: nu(at, other))
             pause()
-            n_seen = statistics.median(_timed(at, lambda at, v=v: nu(at, v)) for v in [10.0, other] * 2)
+            n_seen = statistics.median(timed_rerun(at, lambda at, v=v: nu(at, v)) for v in [10.0, other] * 2)
             rows += [(f"ν move to another run, first time (load, map, draw; ν = {other:g})", n_fresh, None),
                      ("ν move to a run shown before (cached)", n_seen, 0.1)]
-    if saved_env is None:
-        os.environ.pop("CVAE_RUNS_DIR", None)
-    else:
-        os.environ["CVAE_RUNS_DIR"] = saved_env
     return rows
 
 
@@ -127,15 +110,9 @@ def main(repeats: int = 5) -> str:
             balance.draw(model, clf, 1000, model.default_tau * (1 + next(taus) / 1e4), "equal", seed=0)
 
     ref = compare({"reference": reference}, repeats=3, warmup=1)["reference"]
-    rows = _page_rows(root, repeats)
-    lines = [f"**Class balance page** on {MAIN} + {OTHER} ({torch.get_num_threads()} torch threads; AppTest; "
-             f"reference: no caches, load both runs and draw + classify 1,000 samples of each = {ref:.3f} s)", "",
-             "| what | s | speed vs reference | target | met |", "|---|---:|---:|---:|---|"]
-    for what, s, target in rows:
-        lines.append(f"| {what} | {s:.3f} | {ref / s:.1f}x | {'' if target is None else f'< {target:g}'} | "
-                     f"{'' if target is None else ('yes' if s < target else 'NO')} |")
-    return "\n".join(lines) + "\n"
-
+    return page_table(f"**Class balance page** on {MAIN} + {OTHER} ({torch.get_num_threads()} torch threads; AppTest; "
+                      f"reference: no caches, load both runs and draw + classify 1,000 samples of each = {ref:.3f} s)",
+                      _page_rows(root, repeats), ref)
 
 if __name__ == "__main__":
     print(main())

@@ -14,52 +14,34 @@ says so and stops when the shipped runs are not there.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 try:
-    from _common import compare
+    from _common import compare, only_shipped_runs, page_table, timed_rerun
 except ImportError:
-    from bench._common import compare
+    from bench._common import compare, only_shipped_runs, page_table, timed_rerun
 
 RUNS = ("morpho_cvae", "morpho_sigma_cvae", "morpho_flow_cvae", "morpho_flow_cvae_2stage")
 FLOWS = RUNS[2:]
 
 
-def _timed(at, action) -> float:
-    t0 = time.perf_counter()
-    action(at)
-    at.run()
-    s = time.perf_counter() - t0
-    assert not at.exception and not at.error, [e.value for e in at.error] or at.exception
-    return s
-
-
 def _page_rows(repeats: int) -> list[tuple[str, float, float | None]]:
     from streamlit.testing.v1 import AppTest
 
-    saved_env = os.environ.get("CVAE_RUNS_DIR")
-    with tempfile.TemporaryDirectory() as runs:
-        os.environ["CVAE_RUNS_DIR"] = runs  # no saved runs: the list is the shipped one
+    with only_shipped_runs():
         at = AppTest.from_file(str(REPO / "pages" / "rare_combinations.py"), default_timeout=600)
-        first = _timed(at, lambda at: None)
-        idle = statistics.median(_timed(at, lambda at: None) for _ in range(repeats))
+        first = timed_rerun(at, lambda at: None)
+        idle = statistics.median(timed_rerun(at, lambda at: None) for _ in range(repeats))
         values = [round(0.05 * k, 2) for k in range(1, 20)]  # slider positions the page has not drawn yet
-        fresh = [_timed(at, lambda at, v=v, a=a: at.slider(key=a).set_value(v))
+        fresh = [timed_rerun(at, lambda at, v=v, a=a: at.slider(key=a).set_value(v))
                  for a, v in zip(("slant", "large", "thick", "red") * repeats, values, strict=False)][:repeats]
-        seen = [_timed(at, lambda at, v=v: at.slider(key="slant").set_value(v)) for v in (0.0, values[0]) * 2]
-        digit = [_timed(at, lambda at, d=d: at.segmented_control(key="digit").set_value(d))
+        seen = [timed_rerun(at, lambda at, v=v: at.slider(key="slant").set_value(v)) for v in (0.0, values[0]) * 2]
+        digit = [timed_rerun(at, lambda at, d=d: at.segmented_control(key="digit").set_value(d))
                  for d in (1, 2, 3)[:repeats]]
-    if saved_env is None:
-        os.environ.pop("CVAE_RUNS_DIR", None)
-    else:
-        os.environ["CVAE_RUNS_DIR"] = saved_env
     return [("first run of the page (cold: data set, four runs, two PCA fits)", first, None),
             ("rerun, nothing moved", idle, 0.1),
             ("attribute slider to a value not drawn before (4 runs x 16 samples, 2 prior pictures)",
@@ -91,16 +73,9 @@ def main(repeats: int = 3) -> str:
                 A.prior_picture(model, data, 4, [1, slant, 1, 0], A.latent_pca(model, data))
 
     ref = compare({"reference": reference}, repeats=3, warmup=1)["reference"]
-    rows = _page_rows(repeats)
-    lines = [f"**Rare combinations page** on the four shipped morpho-mnist runs ({torch.get_num_threads()} torch "
-             f"threads; AppTest; reference: no caches, load the runs, draw and measure 16 samples each, fit both "
-             f"flows' PCA and draw their prior pictures = {ref:.3f} s)", "",
-             "| what | s | speed vs reference | target | met |", "|---|---:|---:|---:|---|"]
-    for what, s, target in rows:
-        lines.append(f"| {what} | {s:.3f} | {ref / s:.1f}x | {'' if target is None else f'< {target:g}'} | "
-                     f"{'' if target is None else ('yes' if s < target else 'NO')} |")
-    return "\n".join(lines) + "\n"
-
+    return page_table(f"**Rare combinations page** on the four shipped morpho-mnist runs ({torch.get_num_threads()} "
+                      f"torch threads; AppTest; reference: no caches, load the runs, draw and measure 16 samples each, "
+                      f"fit both flows' PCA and draw their prior pictures = {ref:.3f} s)", _page_rows(repeats), ref)
 
 if __name__ == "__main__":
     print(main())

@@ -154,7 +154,7 @@ def run_rows(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
         rows.append({"run": p.name, "model": info["model"], "data set": data, "beta": info["config"].get("beta"),
                      "steps": steps, "neg_elbo_fair": fair, "rate": m.get("rate"), "distortion": m.get("distortion"),
                      "mse": m.get("mse"), "au": m.get("au"), "classes": coverage,
-                     "classifier_fid": m.get("classifier_fid")})
+                     "attributes": m.get("attr_accuracy"), "classifier_fid": m.get("classifier_fid")})
     return pd.DataFrame(rows), problems
 
 
@@ -183,6 +183,11 @@ RUN_COLUMNS = {
         help="How well the samples cover the 10 digits, judged by the in-project classifier. Conditional models: "
              "mode coverage, the share of classes whose asked-for samples are recognised at least half the time. "
              "Unconditional models: 1 − total variation between the samples' class frequencies and uniform."),
+    "attributes": st.column_config.ProgressColumn(
+        "attributes", format="%.2f", min_value=0.0, max_value=1.0, width="small",
+        help="Attribute-conditional runs (morpho-mnist): the share of attributes (stroke, slant, colour, size) that "
+             "come out as asked, measured in the pixels of 16 samples of each of the 160 (digit, combination) cells. "
+             "The Rare combinations page splits it into common, rare and held-out combinations."),
     "classifier_fid": st.column_config.NumberColumn(
         "classifier FID", format="%.1f", width="small",
         help="Fréchet distance between the in-project classifier's features of samples and of test images (lower "

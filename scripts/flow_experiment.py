@@ -105,6 +105,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                   help="seeds to run (e.g. one per process on a machine with cores to spare; same --out is not "
+                        "safe for two processes at once: give each its own and concatenate runs.jsonl)")
     a = p.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.report_only:
@@ -129,7 +132,7 @@ def main(argv=None) -> int:
     data = load_dataset(settings["dataset"])
     if a.quick:
         data = data.subset(*settings["subset"])
-    for seed in SEEDS[:1] if a.quick else SEEDS:
+    for seed in a.seeds[:1] if a.quick else a.seeds:
         for variant in VARIANTS:
             if (variant, seed) in done:
                 continue
