@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cvae_core import attributes as A
+from cvae_core import balance
 from cvae_core.checkpoint import list_runs, read_run_info
 from cvae_core.data import morpho
 from cvae_core.errors import LabError
@@ -76,12 +77,24 @@ def key(path: str) -> str:
 
 
 # ------------------------------------------------------------------ cached computations, keyed by (run, condition)
-@st.cache_data(show_spinner=False, max_entries=512)
-def cell_view(run_key: str, digit: int, attrs: tuple[float, ...], seed: int, _model) -> dict:
-    """N_SAMPLES samples of one run for the condition, as a grid image, with their measured attribute accuracy."""
-    r = A.score_cell(_model, digit, list(attrs), N_SAMPLES, seed=seed)
+@st.cache_resource(show_spinner=False)
+def prefetcher() -> balance.Prefetcher:
+    """One per server: draws the conditions the next move is likely to ask for (see ``prefetch``)."""
+    return balance.Prefetcher(keep=256)
+
+
+def _cell_view(run_key: str, digit: int, attrs: tuple[float, ...], seed: int, model) -> dict:
+    r = A.score_cell(model, digit, list(attrs), N_SAMPLES, seed=seed)
     return {"grid": _ui.image_grid(r["images"], nrow=4, scale=3), "accuracy": r["accuracy"],
             "predicted": r["predicted"]}
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def cell_view(run_key: str, digit: int, attrs: tuple[float, ...], seed: int, _model) -> dict:
+    """N_SAMPLES samples of one run for the condition, as a grid image, with their measured attribute accuracy;
+    taken from the prefetcher when it drew them ahead of time."""
+    done = prefetcher().take(("cell", run_key, digit, attrs, seed))
+    return done if done is not None else _cell_view(run_key, digit, attrs, seed, _model)
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -89,10 +102,35 @@ def pca(run_key: str, _model, _data):
     return A.latent_pca(_model, _data)
 
 
+def _picture(digit: int, attrs: tuple[float, ...], model, data, fitted) -> dict:
+    return A.prior_picture(model, data, digit, list(attrs), fitted, n=N_PRIOR, max_images=N_IMAGES)
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def picture(run_key: str, digit: int, attrs: tuple[float, ...], _model, _data) -> dict:
-    return A.prior_picture(_model, _data, digit, list(attrs), pca(run_key, _model, _data), n=N_PRIOR,
-                           max_images=N_IMAGES)
+    done = prefetcher().take(("picture", run_key, digit, attrs))
+    return done if done is not None else _picture(digit, attrs, _model, _data, pca(run_key, _model, _data))
+
+
+def neighbours(digit: int, attrs: tuple[float, ...]) -> list[tuple[int, tuple[float, ...]]]:
+    """The conditions one move away: each attribute flipped to its other end (a value in between goes to the end
+    it is farther from), then the digits either side."""
+    out = [(digit, attrs[:i] + (0.0 if A.asked_bits(v) else 1.0,) + attrs[i + 1:]) for i, v in enumerate(attrs)]
+    return out + [(d, attrs) for d in (digit + 1, digit - 1) if 0 <= d <= 9]
+
+
+def prefetch(shown: list[tuple[str, object]], flows: list[tuple[str, object]], data, digit: int,
+             attrs: tuple[float, ...], seed: int) -> None:
+    """Queue, for the runs on show, the samples and prior pictures of every neighbouring condition (about 60 ms of
+    one core each), so that the next attribute flip or digit step finds them drawn."""
+    jobs = []
+    for d, a in neighbours(digit, attrs):
+        for key, model in shown:
+            jobs.append((("cell", key, d, a, seed), lambda k=key, d=d, a=a, m=model: _cell_view(k, d, a, seed, m)))
+        for key, model in flows:  # the PCA is fitted here, in the script thread (it is a Streamlit cache)
+            fitted = pca(key, model, data)
+            jobs.append((("picture", key, d, a), lambda d=d, a=a, m=model, f=fitted: _picture(d, a, m, data, f)))
+    prefetcher().want(jobs)
 
 
 @st.cache_data(show_spinner=False)

@@ -171,3 +171,5 @@ with st.expander("What am I looking at?"):
         "the condition. The two-stage flow is fitted after training, to where the encoder put the training images.\n"
         "- **What it does not show.** A learned prior moves *where* samples come from; if the decoder itself never "
         "learnt a combination, no prior can fix that. The README has the three-seed experiment behind the claim.")
+# draw the conditions one move away in the background: most next moves are cached
+R.prefetch([(R.key(p), m) for p, m, _ in loaded], [(R.key(p), m) for p, m, _ in flows], data, digit, asked, int(seed))

@@ -17,7 +17,17 @@ from cvae_core.data import morpho
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "pages" / "rare_combinations.py")
 SHIPPED = ("morpho_cvae", "morpho_sigma_cvae", "morpho_flow_cvae", "morpho_flow_cvae_2stage")
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "quiet_prefetcher")
+
+
+@pytest.fixture
+def quiet_prefetcher():
+    """The page's prefetcher draws the neighbouring conditions in the background after each view; drop its queue
+    after every test so that it never competes with the tests that follow."""
+    yield
+    from pages import _rare
+
+    _rare.prefetcher().close()
 
 
 @pytest.fixture
@@ -81,13 +91,21 @@ def test_heat_map_is_the_training_count_of_every_cell(first_view, mnist):
 
 
 def test_moving_a_slider_redraws_and_warns_about_entangled_attributes(first_view):
+    """A flip of the stroke is one of the neighbours the page draws in the background: after the prefetcher is
+    idle the move finds its samples drawn (the same as drawing them in the script thread)."""
+    from pages import _rare
+
     at = first_view
+    assert _rare.prefetcher().idle(120)
     at.slider(key="thick").set_value(0.0).run()
     assert not at.exception and not at.error
     assert "thick** and **red** are entangled in the training data (correlation +0.74): thin red digits" in \
         texts(at.warning)
     assert "digit 4, thin · left · red · small" in texts(at.info)
     assert at.query_params["thick"] == "0"
+    model, _ = load_run(REPO / "checkpoints" / "morpho_flow_cvae")
+    acc = score_cell(model, 4, [0, 0, 1, 0], 16, seed=0)["accuracy"]
+    assert f"**{acc['all']:.0%}** of the attributes right in these 16 samples" in texts(at.markdown)
 
 
 def test_url_state_and_bad_values(no_saved_runs):
