@@ -1,0 +1,183 @@
+"""The simplex-witness certificate against constant collapse (SPEC section 5; "A Simplex Witness Certificate for
+Constant Collapse in VAEs", arXiv:2605.18224). Model-agnostic: it reads only encoder means.
+
+Fixed before training and never trained:
+- the **teacher**: PCA of the training pixels (``pca_dim`` components), a Gaussian mixture with K components on
+  them (seeded), responsibilities r(x) and the label-smoothed T(x) = (1 - eps) r(x) + eps / K; Tbar = E_x T(x) over
+  the training set;
+- the **witness**: K unit vectors V forming a regular simplex in R^(K-1), applied to the first K-1 latent
+  coordinates P mu(x) with gain beta_w: S(x) = softmax(beta_w V P mu(x)).
+
+Then LTS = E_x KL(T(x) || S(x)), IT = E_x KL(T(x) || Tbar) = H(Tbar) - E_x H(T(x)) and the margin GT = IT - LTS.
+Any constant mu gives LTS >= IT (the best constant prediction is Tbar), so GT > 0 certifies that mu(x) depends on x.
+It says nothing about sample quality, nor about the other latent dimensions. The analytic code
+mu*(x) = P^T ((K-1)/(K beta_w)) sum_k l_k(x) v_k with l = log T - mean_k log T gives S = T exactly (LTS = 0) at the
+latent energy (1/2) E||mu*||^2 = (K-1)/(2 K beta_w^2) E||l||^2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CertificateConfig:
+    pca_dim: int = 50  # PCA components of the training pixels the teacher's mixture is fitted on
+    K: int = 10  # mixture components = witness directions; needs latent_dim >= K - 1
+    eps: float = 0.05  # label smoothing of the teacher: T = (1 - eps) r + eps / K
+    gain: float = 5.0  # witness gain beta_w
+    seed: int = 0  # the mixture's initialisation
+    max_fit: int = 60_000  # training images the teacher is fitted on (evenly spaced when there are more)
+
+    def __post_init__(self) -> None:
+        if self.K < 2 or self.pca_dim < 1:
+            raise ConfigError(f"the certificate needs K >= 2 and pca_dim >= 1 (got K={self.K}, pca_dim={self.pca_dim})")
+        if not 0 <= self.eps < 1 or not self.gain > 0:
+            raise ConfigError(f"the certificate needs 0 <= eps < 1 and gain > 0 (got eps={self.eps}, gain={self.gain})")
+
+
+def simplex_vectors(k: int) -> torch.Tensor:
+    """k unit vectors in R^(k-1) forming a regular simplex: their sum is 0 and <v_j, v_k> = -1/(k-1). (k, k-1)
+    float64, the same every time (no random rotation: the witness is fixed)."""
+    e = torch.eye(k, dtype=torch.float64) - 1.0 / k  # centred one-hot vectors, rank k - 1
+    u, _, _ = torch.linalg.svd(e.T, full_matrices=False)
+    v = e @ u[:, : k - 1]  # (k, k-1) isometric coordinates
+    return v / v.norm(dim=1, keepdim=True)
+
+
+@dataclass
+class Teacher:
+    """The fitted PCA-GMM teacher, as plain tensors (float64): PCA mean (n,) and components (d, n); mixture log
+    weights (K,), means (K, d) and precision Cholesky factors (K, d, d); Tbar (K,) over the training images."""
+
+    config: CertificateConfig
+    pca_mean: torch.Tensor
+    pca_components: torch.Tensor
+    log_weights: torch.Tensor
+    means: torch.Tensor
+    prec_chol: torch.Tensor
+    t_bar: torch.Tensor
+
+    def probs(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        """T(x) for images x (N, C, H, W) (uint8, or floats in [0, 1]): (N, K) float64 on the CPU."""
+        out = []
+        for i in range(0, len(x), batch_size):
+            b = x[i : i + batch_size].flatten(1).double().cpu()
+            if x.dtype == torch.uint8:
+                b = b / 255.0
+            h = (b - self.pca_mean) @ self.pca_components.T  # (B, d)
+            y = torch.einsum("bd,kde->bke", h, self.prec_chol) - torch.einsum(
+                "kd,kde->ke", self.means, self.prec_chol)  # (B, K, d): L_k^T (h - m_k)
+            log_det = torch.log(torch.diagonal(self.prec_chol, dim1=1, dim2=2)).sum(1)  # (K,)
+            log_p = -0.5 * y.pow(2).sum(2) + log_det - 0.5 * h.shape[1] * math.log(2 * math.pi)
+            r = torch.softmax(log_p + self.log_weights, dim=1)  # responsibilities (B, K)
+            eps, K = self.config.eps, self.config.K
+            out.append((1 - eps) * r + eps / K)
+        return torch.cat(out)
+
+
+def fit_teacher(x_train: torch.Tensor, config: CertificateConfig = CertificateConfig()) -> Teacher:
+    """PCA of the training pixels, then a full-covariance Gaussian mixture on them (scikit-learn, seeded);
+    Tbar = the mean of T over the same images."""
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    idx = torch.linspace(0, len(x_train) - 1, min(config.max_fit, len(x_train))).round().long()
+    x = x_train[idx].flatten(1).double().numpy()
+    if x_train.dtype == torch.uint8:
+        x = x / 255.0
+    pca = PCA(n_components=config.pca_dim, random_state=config.seed).fit(x)
+    h = pca.transform(x)
+    gmm = GaussianMixture(config.K, covariance_type="full", random_state=config.seed, reg_covar=1e-4,
+                          max_iter=200).fit(h)
+    t = torch.from_numpy
+    teacher = Teacher(config, t(pca.mean_), t(pca.components_), t(np.log(gmm.weights_)), t(gmm.means_),
+                      t(gmm.precisions_cholesky_), torch.zeros(config.K, dtype=torch.float64))
+    teacher.t_bar = teacher.probs(x_train[idx]).mean(0)
+    return teacher
+
+
+def _cache_file(root: Path, data_name: str, n_train: int, config: CertificateConfig) -> Path:
+    key = hashlib.sha1(json.dumps([data_name, n_train, asdict(config)], sort_keys=True).encode()).hexdigest()[:12]
+    return root / "certificate" / f"{data_name}-{key}.npz"
+
+
+def load_or_fit_teacher(data, config: CertificateConfig = CertificateConfig(), root: str | Path | None = None
+                        ) -> Teacher:
+    """The teacher of a data set, fitted once and cached on disk (atomically) under the data root, keyed by the
+    data set's name, size and the certificate config."""
+    from .data import default_data_root
+
+    path = _cache_file(Path(root) if root else default_data_root(), data.name, len(data.x_train), config)
+    if path.is_file():
+        try:
+            with np.load(path) as f:
+                arr = {k: torch.from_numpy(f[k]) for k in f.files}
+            return Teacher(config, **arr)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged cache is fitted again
+    teacher = fit_teacher(data.x_train, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}.npz")
+    np.savez(tmp, **{k: v.numpy() for k, v in asdict(teacher).items() if k != "config"})
+    os.replace(tmp, path)
+    return teacher
+
+
+# ------------------------------------------------------------------ the witness and the certificate
+def check_latent(m: int, K: int) -> None:
+    if m < K - 1:
+        raise ConfigError(f"the certificate needs latent_dim >= K - 1 = {K - 1} witness coordinates (got {m})")
+
+
+def witness_log_probs(mu: torch.Tensor, K: int, gain: float) -> torch.Tensor:
+    """log S(x) = log softmax(gain V P mu(x)) for encoder means mu (N, m): (N, K), in mu's dtype."""
+    check_latent(mu.shape[1], K)
+    V = simplex_vectors(K).to(mu)  # (K, K-1)
+    return torch.log_softmax(gain * mu[:, : K - 1] @ V.T, dim=1)
+
+
+def kl_rows(t: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
+    """KL(t_i || s_i) per row, (N,): sum_k t log t - t log s."""
+    return (t * (torch.log(t) - log_s)).sum(1)
+
+
+def certificate(t: torch.Tensor, mu: torch.Tensor, t_bar: torch.Tensor, gain: float) -> dict[str, float]:
+    """IT, LTS and GT = IT - LTS (nats) for teacher probabilities t (N, K) and encoder means mu (N, m)."""
+    t = t.to(torch.float64)
+    K = t.shape[1]
+    it = kl_rows(t, torch.log(t_bar.to(t)).expand_as(t)).mean()
+    lts = kl_rows(t, witness_log_probs(mu.to(torch.float64), K, gain)).mean()
+    return {"IT": float(it), "LTS": float(lts), "GT": float(it - lts)}
+
+
+def log_odds(t: torch.Tensor) -> torch.Tensor:
+    """l(x) = log T(x) - mean_k log T_k(x), (N, K)."""
+    lt = torch.log(t)
+    return lt - lt.mean(1, keepdim=True)
+
+
+def analytic_code(t: torch.Tensor, m: int, gain: float) -> torch.Tensor:
+    """mu*(x) = P^T ((K-1)/(K gain)) sum_k l_k(x) v_k, (N, m): the encoder means whose witness reproduces T exactly."""
+    K = t.shape[1]
+    check_latent(m, K)
+    V = simplex_vectors(K).to(torch.float64)
+    out = torch.zeros(len(t), m, dtype=torch.float64)
+    out[:, : K - 1] = (K - 1) / (K * gain) * log_odds(t.to(torch.float64)) @ V
+    return out
+
+
+def energy_bound(t: torch.Tensor, gain: float) -> float:
+    """(1/2) E||mu*||^2 = (K-1)/(2 K gain^2) E||l||^2: the latent energy the analytic code needs."""
+    K = t.shape[1]
+    return float((K - 1) / (2 * K * gain**2) * log_odds(t.to(torch.float64)).pow(2).sum(1).mean())

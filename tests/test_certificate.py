@@ -1,0 +1,115 @@
+"""The simplex-witness certificate (SPEC section 5) against independent computations: the simplex geometry, the
+analytic code (LTS = 0 and the stated energy), constant means (LTS >= IT, equality at the constant that maps to Tbar),
+IT = H(Tbar) - E H(T), the escape gradient at a collapsed encoder, and the fitted PCA-GMM teacher (seeded, cached)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cvae_core import certificate as C
+from cvae_core.errors import ConfigError
+
+
+def _teacher_probs(n=200, K=10, eps=0.05, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    r = torch.softmax(3 * torch.randn(n, K, generator=g, dtype=torch.float64), dim=1)
+    return (1 - eps) * r + eps / K
+
+
+@pytest.mark.parametrize("K", [2, 3, 10, 17])
+def test_simplex_geometry(K):
+    V = C.simplex_vectors(K)
+    assert V.shape == (K, K - 1)
+    gram = V @ V.T
+    ref = torch.full((K, K), -1.0 / (K - 1), dtype=torch.float64)
+    ref.fill_diagonal_(1.0)
+    torch.testing.assert_close(gram, ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(V.sum(0), torch.zeros(K - 1, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_analytic_code_reproduces_the_teacher_at_the_stated_energy():
+    t = _teacher_probs()
+    mu = C.analytic_code(t, m=16, gain=5.0)
+    assert torch.equal(mu[:, 9:], torch.zeros(200, 7, dtype=torch.float64))  # only the witness coordinates
+    s = C.witness_log_probs(mu, 10, 5.0).exp()
+    torch.testing.assert_close(s, t, rtol=1e-10, atol=1e-12)
+    assert C.certificate(t, mu, t.mean(0), 5.0)["LTS"] == pytest.approx(0.0, abs=1e-12)
+    energy = 0.5 * mu.pow(2).sum(1).mean().item()  # measured on the code itself
+    assert C.energy_bound(t, 5.0) == pytest.approx(energy, rel=1e-12)
+
+
+def test_information_is_entropy_of_the_mean_minus_mean_entropy():
+    t = _teacher_probs(seed=1)
+    t_bar = t.mean(0)
+    h = lambda p: -(p * p.log()).sum(-1)  # noqa: E731
+    it = C.certificate(t, torch.zeros(len(t), 9, dtype=torch.float64), t_bar, 5.0)["IT"]
+    assert it == pytest.approx(float(h(t_bar) - h(t).mean()), rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(-3, 3), min_size=9, max_size=9), st.floats(0.5, 10))
+def test_a_constant_mean_never_certifies(c, gain):
+    """Any constant encoder mean gives LTS >= IT, i.e. GT <= 0 (Gibbs' inequality against Tbar)."""
+    t = _teacher_probs(n=50, seed=2)
+    mu = torch.tensor(c, dtype=torch.float64).expand(50, 9)
+    cert = C.certificate(t, mu, t.mean(0), gain)
+    assert cert["GT"] <= 1e-12
+
+
+def test_the_best_constant_maps_to_t_bar_and_ties():
+    t = _teacher_probs(seed=3)
+    t_bar = t.mean(0)
+    best = C.analytic_code(t_bar[None], m=9, gain=2.0).expand(len(t), 9)  # the constant whose witness says Tbar
+    cert = C.certificate(t, best, t_bar, 2.0)
+    assert cert["LTS"] == pytest.approx(cert["IT"], rel=1e-10) and abs(cert["GT"]) < 1e-10
+
+
+def test_escape_gradient_at_a_collapsed_encoder_is_the_closed_form_and_non_zero():
+    """At mu = 0 for every image, d LTS / d mu_i = gain P^T V^T (S - T_i) / N with S uniform: non-zero whenever the
+    teacher is not uniform, so a witness loss pushes a collapsed encoder out."""
+    t = _teacher_probs(n=8, seed=4)
+    mu = torch.zeros(8, 12, dtype=torch.float64, requires_grad=True)
+    lts = C.kl_rows(t, C.witness_log_probs(mu, 10, 5.0)).mean()
+    (grad,) = torch.autograd.grad(lts, mu)
+    V = C.simplex_vectors(10)
+    ref = torch.zeros(8, 12, dtype=torch.float64)
+    ref[:, :9] = 5.0 * (torch.full((8, 10), 0.1, dtype=torch.float64) - t) @ V / 8
+    torch.testing.assert_close(grad, ref, rtol=1e-10, atol=1e-14)
+    assert grad.abs().sum() > 1e-3
+
+
+def test_latent_dim_below_k_minus_one_is_one_line():
+    with pytest.raises(ConfigError, match=r"latent_dim >= K - 1 = 9 witness coordinates \(got 4\)"):
+        C.witness_log_probs(torch.zeros(3, 4), 10, 5.0)
+    with pytest.raises(ConfigError, match="K >= 2"):
+        C.CertificateConfig(K=1)
+
+
+def test_fitted_teacher_on_mnist(mnist_small, tmp_path):
+    """On 512 MNIST images: T rows are distributions with every entry >= eps/K; T equals (1 - eps) r + eps/K with r
+    scikit-learn's own predict_proba of the same PCA + mixture; the fit is seeded and the cache round-trips."""
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    cfg = C.CertificateConfig(pca_dim=20, K=5)
+    teacher = C.load_or_fit_teacher(mnist_small, cfg, root=tmp_path)
+    t = teacher.probs(mnist_small.x_test)
+    torch.testing.assert_close(t.sum(1), torch.ones(len(t), dtype=torch.float64))
+    assert t.min() >= cfg.eps / cfg.K - 1e-15
+    x = mnist_small.x_train.flatten(1).double().numpy() / 255
+    pca = PCA(20, random_state=0).fit(x)
+    gmm = GaussianMixture(5, covariance_type="full", random_state=0, reg_covar=1e-4, max_iter=200).fit(pca.transform(x))
+    r = gmm.predict_proba(pca.transform(mnist_small.x_test.flatten(1).double().numpy() / 255))
+    np.testing.assert_allclose(t.numpy(), 0.95 * r + 0.01, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(teacher.t_bar, teacher.probs(mnist_small.x_train).mean(0))
+    again = C.load_or_fit_teacher(mnist_small, cfg, root=tmp_path)  # from the cache file
+    torch.testing.assert_close(again.probs(mnist_small.x_test), t)
+    assert len(list((tmp_path / "certificate").iterdir())) == 1
+    it = C.certificate(t, torch.zeros(len(t), 4, dtype=torch.float64), teacher.t_bar, cfg.gain)["IT"]
+    assert 0.1 < it < math.log(5)  # the teacher carries information about the images
