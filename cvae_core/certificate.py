@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,15 +76,22 @@ class Teacher:
             b = x[i : i + batch_size].flatten(1).double().cpu()
             if x.dtype == torch.uint8:
                 b = b / 255.0
-            h = (b - self.pca_mean) @ self.pca_components.T  # (B, d)
-            y = torch.einsum("bd,kde->bke", h, self.prec_chol) - torch.einsum(
-                "kd,kde->ke", self.means, self.prec_chol)  # (B, K, d): L_k^T (h - m_k)
-            log_det = torch.log(torch.diagonal(self.prec_chol, dim1=1, dim2=2)).sum(1)  # (K,)
-            log_p = -0.5 * y.pow(2).sum(2) + log_det - 0.5 * h.shape[1] * math.log(2 * math.pi)
-            r = torch.softmax(log_p + self.log_weights, dim=1)  # responsibilities (B, K)
-            eps, K = self.config.eps, self.config.K
-            out.append((1 - eps) * r + eps / K)
+            out.append(teacher_probs(b, self.pca_mean, self.pca_components, self.log_weights, self.means,
+                                     self.prec_chol, self.config.eps))
         return torch.cat(out)
+
+
+def teacher_probs(x: torch.Tensor, pca_mean: torch.Tensor, components: torch.Tensor, log_weights: torch.Tensor,
+                  means: torch.Tensor, prec_chol: torch.Tensor, eps: float) -> torch.Tensor:
+    """T(x) = (1 - eps) r(x) + eps / K for flattened images x (B, n) in [0, 1], in x's dtype and device: the PCA
+    projection h (B, d), the mixture's Gaussian log-densities from its precision Cholesky factors, and the
+    responsibilities r = softmax(log p + log weights). Models that carry the teacher as buffers call this."""
+    h = (x - pca_mean) @ components.T  # (B, d)
+    y = torch.einsum("bd,kde->bke", h, prec_chol) - torch.einsum("kd,kde->ke", means, prec_chol)  # L_k^T (h - m_k)
+    log_det = torch.log(torch.diagonal(prec_chol, dim1=1, dim2=2)).sum(1)  # (K,)
+    log_p = -0.5 * y.pow(2).sum(2) + log_det - 0.5 * h.shape[1] * math.log(2 * math.pi)  # (B, K)
+    r = torch.softmax(log_p + log_weights, dim=1)
+    return (1 - eps) * r + eps / len(log_weights)
 
 
 def fit_teacher(x_train: torch.Tensor, config: CertificateConfig = CertificateConfig()) -> Teacher:
@@ -126,6 +134,9 @@ def load_or_fit_teacher(data, config: CertificateConfig = CertificateConfig(), r
             return Teacher(config, **arr)
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a damaged cache is fitted again
+    n = min(config.max_fit, len(data.x_train))
+    print(f"fitting the certificate's teacher (PCA {config.pca_dim}, {config.K}-component mixture) on {n:,} "
+          f"{data.name} images, once per data set (about 30 s for 60k)", file=sys.stderr, flush=True)
     teacher = fit_teacher(data.x_train, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}.npz")

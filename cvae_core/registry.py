@@ -13,6 +13,7 @@ import torch
 
 from .errors import ConfigError
 from .models.base import LatentModel, ModelConfig
+from .models.certificate import RSTVAE, RSTPrefitConfig, RSTVAEConfig
 from .models.flow import FlowCVAE, FlowCVAEConfig
 from .models.gaussian import (
     BSVAE,
@@ -54,6 +55,10 @@ MODELS: dict[str, ModelSpec] = {
     "flow_cvae": ModelSpec(FlowCVAEConfig, FlowCVAE, "conditional sigma-VAE with a learned prior p(z|y): a conditional "
                            "RealNVP (zuko) over a Gaussian base from MLP(y); two_stage=true fits it after training",
                            "flow"),
+    "rst_vae": ModelSpec(RSTVAEConfig, RSTVAE, "RST-VAE: vae + lambda_TS x the simplex-witness loss LTS against a "
+                         "fixed PCA-GMM teacher (the collapse certificate); Bernoulli decoder", "certificate"),
+    "rst_prefit": ModelSpec(RSTPrefitConfig, RSTVAE, "RST-VAE whose encoder is first fitted to the witness alone "
+                            "(prefit_fraction of the steps), then trained jointly", "certificate"),
 }
 
 

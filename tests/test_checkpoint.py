@@ -9,6 +9,7 @@ import pickle
 
 import pytest
 import torch
+from _small import fit_small
 from safetensors.torch import save_file
 
 from cvae_core.checkpoint import WEIGHTS, list_runs, load_run, model_name_of, read_run_info, save_run
@@ -20,7 +21,7 @@ from cvae_core.train import TrainConfig
 def _model(name="sigma_vae", seed=0, **over):
     kw = dict(arch="mlp", hidden=16, latent_dim=3)
     kw.update(over)
-    return build_model(name, seed=seed, **kw).eval()
+    return build_model(name, seed=seed, **kw, **fit_small(name)).eval()
 
 
 def _x(n=4, seed=0):

