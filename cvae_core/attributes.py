@@ -122,8 +122,12 @@ def asked_bits(attrs) -> np.ndarray:
 
 def cell_conditions(digit: int, attrs, n: int) -> torch.Tensor:
     """n copies of the morpho-mnist condition vector for (digit, attrs (4,) in [0, 1]), (n, 14) float32."""
-    a = torch.as_tensor(np.asarray(attrs, dtype=np.float32)).view(1, -1).expand(n, -1)
-    return morpho.condition_vector(np.full(n, int(digit)), a.numpy())
+    return morpho.condition_vector(np.full(n, int(digit)), _repeat(attrs, n))
+
+
+def _repeat(attrs, n: int) -> np.ndarray:
+    """(4,) attributes -> (n, 4) float32 rows (a copy: torch warns about read-only numpy views)."""
+    return np.tile(np.asarray(attrs, dtype=np.float32).reshape(1, len(morpho.ATTRIBUTES)), (n, 1))
 
 
 @torch.no_grad()
@@ -147,12 +151,11 @@ def score_cell(model, digit: int, attrs, n: int = 32, *, seed: int = 0, tau: flo
     per-attribute ``accuracy`` (a dict with "all", the mean over the attributes; requested values are rounded at
     0.5)."""
     imgs = generate(model, cell_conditions(digit, attrs, n), seed=seed, tau=tau)
-    req = np.broadcast_to(np.asarray(attrs, dtype=np.float32), (n, len(morpho.ATTRIBUTES)))
     return {"images": imgs, "predicted": morpho.predict_attributes(imgs),
-            "accuracy": morpho.attribute_accuracy(imgs, req)}
+            "accuracy": morpho.attribute_accuracy(imgs, _repeat(attrs, n))}
 
 
-def _kinds() -> np.ndarray:
+def cell_kinds() -> np.ndarray:
     """(10, 16) array of "common" / "rare" / "heldout" for every (digit, combination) cell."""
     return np.array([[morpho.cell_kind(d, c) for c in range(16)] for d in range(10)])
 
@@ -172,7 +175,7 @@ def attribute_scores(model, *, n_per_cell: int = 16, seed: int = 0, tau: float |
     imgs = generate(model, morpho.condition_vector(digits, attrs), seed=seed, tau=tau)
     report(0.7, "measuring the attributes in the pixels")
     correct = morpho.predict_attributes(imgs) == attrs.astype(int)  # (N, 4)
-    kind = _kinds()[digits, combos]
+    kind = cell_kinds()[digits, combos]
     out: dict[str, Any] = {"attr_accuracy": float(correct.mean())}
     for k in ("common", "rare", "heldout"):
         out[f"{k}_attr_accuracy"] = float(correct[kind == k].mean()) if (kind == k).any() else math.nan
@@ -233,7 +236,7 @@ def likelihood_by_kind(model, data, *, seed: int = 0) -> dict[str, float]:
     from .metrics import evaluate
 
     digits, combos = image_cells(data)
-    kind = _kinds()[digits, combos]
+    kind = cell_kinds()[digits, combos]
     cond = data.y_for(model, "test")
     out = {}
     for k in ("common", "rare", "heldout"):

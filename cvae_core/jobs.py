@@ -44,6 +44,7 @@ class TrainingJob:
         self._n_logged = 0  # records whose on_log has finished (fit appends a record before on_log fills it in)
         self.error: str | None = None
         gen = torch.Generator().manual_seed(config.seed + 1)
+        cond = data.y_for(model, "test")  # class labels, or attribute vectors for an attribute condition
         if model.class_conditional:
             K = model.config.num_classes
             noise = model.prior_noise(preview_per_class, generator=gen)
@@ -53,9 +54,8 @@ class TrainingJob:
         else:
             self._z = model.prior_noise(n_preview, generator=gen)  # fixed sample noise (the family's own kind)
             # an attribute-conditional model draws at the conditions of the first test images
-            self._y_preview = data.y_for(model, "test")[:n_preview] if model.conditional else None
+            self._y_preview = cond[:n_preview] if model.conditional else None
             self.preview_columns = 8
-        cond = data.y_for(model, "test")  # class labels, or attribute vectors for an attribute condition
         self._x_fixed, self._y_fixed = data.x_test[:n_preview // 2], cond[:n_preview // 2]
         self._x_au, self._c_au, self._y_au = data.x_test[:au_images], cond[:au_images], data.y_test[:au_images]
         self._thread = threading.Thread(target=self._run, name="cvae-train", daemon=True)

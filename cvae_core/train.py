@@ -205,9 +205,7 @@ def _phase_params(model: torch.nn.Module, phase) -> list[torch.nn.Parameter]:
 
 def check_model_data(model: torch.nn.Module, data: Dataset) -> None:
     """Refuse, in one line, a model that cannot train on this data set (before any work starts)."""
-    cfg = getattr(model, "config", None)
-    if getattr(cfg, "condition", None) == "attributes" and "attributes" not in data.extras_train:
-        raise ConfigError(f"condition=attributes needs a data set with attribute vectors; {data.name} has none")
+    data.y_for(model, "train")  # an attribute condition needs the data set's attribute vectors (one-line DataError)
 
 
 def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=(),

@@ -71,12 +71,7 @@ def reset(*keys: str) -> None:
         st.query_params.pop(k, None)
 
 
-def url_value(key: str, parse, default):
-    """The URL's value for `key`, parsed; `default` when absent or unreadable."""
-    try:
-        return parse(st.query_params[key]) if key in st.query_params else default
-    except (TypeError, ValueError):
-        return default
+url_value = _ui.url_value
 
 
 def url_choice(key: str, options, default):

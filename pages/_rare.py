@@ -144,7 +144,7 @@ def training_counts(data_key: str, _data) -> np.ndarray:
 def heatmap(counts_key: str, counts: np.ndarray, digit: int, combo: int) -> go.Figure:
     """Training count per (digit, combination): log colour scale, rare cells marked r, held-out cells ×, the chosen
     cell outlined."""
-    kinds = np.array([[morpho.cell_kind(d, c) for c in range(16)] for d in range(10)])
+    kinds = A.cell_kinds()
     text = np.where(kinds == "heldout", "×", np.where(kinds == "rare", "r", ""))
     labels = [morpho.combo_label(c) for c in range(16)]
     short = [lab.replace(" · ", "·") for lab in labels]

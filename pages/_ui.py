@@ -53,6 +53,14 @@ def checkpoints_root() -> Path:
     return Path(os.environ.get("CVAE_CHECKPOINTS_DIR") or REPO / "checkpoints")
 
 
+def url_value(key: str, parse, default):
+    """The URL's value for `key`, parsed; `default` when absent or unreadable."""
+    try:
+        return parse(st.query_params[key]) if key in st.query_params else default
+    except (TypeError, ValueError):
+        return default
+
+
 def device_label() -> str:
     if torch.cuda.is_available():
         return f"CUDA: {torch.cuda.get_device_name(0)}"

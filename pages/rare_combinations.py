@@ -31,19 +31,13 @@ paths = {rid: path for rid, (path, _) in runs.items()}
 
 
 def url_float(name: str, default: float) -> float:
-    try:
-        v = float(st.query_params.get(name, default))
-    except ValueError:
-        return default
+    v = _ui.url_value(name, float, default)
     return min(max(v, 0.0), 1.0) if math.isfinite(v) else default
 
 
 PRESET = {"digit": 4, "thick": 1.0, "slant": 0.0, "red": 1.0, "large": 0.0}  # held out: never in training
 if "digit" not in st.session_state:
-    try:
-        st.session_state["digit"] = min(max(int(st.query_params.get("digit", PRESET["digit"])), 0), 9)
-    except ValueError:
-        st.session_state["digit"] = PRESET["digit"]
+    st.session_state["digit"] = min(max(_ui.url_value("digit", int, PRESET["digit"]), 0), 9)
     for a in morpho.ATTRIBUTES:
         st.session_state[a] = url_float(a, PRESET[a])
 if "shown" not in st.session_state:
@@ -52,10 +46,7 @@ if "shown" not in st.session_state:
     if unknown:
         st.error(f"No morpho-mnist run named {', '.join(map(repr, unknown))}; showing the others or the defaults.")
     st.session_state["shown"] = [r for r in asked_runs if r in labels] or list(labels)[:4]
-    try:
-        st.session_state["seed"] = min(max(int(st.query_params.get("seed", 0)), 0), 1_000_000)
-    except ValueError:
-        st.session_state["seed"] = 0
+    st.session_state["seed"] = min(max(_ui.url_value("seed", int, 0), 0), 1_000_000)
 
 left, right = st.columns([1.5, 1], gap="large")
 with right:
