@@ -102,6 +102,14 @@ def keep(path: Path, name: str) -> None:
         shutil.copy(path, REPO / "docs" / name)
 
 
+def screenshot(page, tmp_path: Path, name: str) -> None:
+    """A full-page screenshot in pytest's tmp dir, checked to be a real PNG; copied to docs/ with CVAE_UPDATE_DOCS=1."""
+    shot = tmp_path / name
+    full_page_screenshot(page, shot)
+    check_png(shot)
+    keep(shot, name)
+
+
 def progress_step(page) -> int:
     bar = page.locator('[data-testid="stProgress"]')
     if not bar.count():
@@ -142,10 +150,7 @@ def test_train_and_home_pages_in_a_real_browser(server, tmp_path):
             page.wait_for_timeout(500)
         assert progress_step(page) >= 50, "training did not advance in the browser"
         assert page.locator('[data-testid="stException"]').count() == 0
-        shot = tmp_path / "train_page.png"
-        full_page_screenshot(page, shot)
-        check_png(shot)
-        keep(shot, "train_page.png")
+        screenshot(page, tmp_path, "train_page.png")
 
         page.set_viewport_size({"width": 1440, "height": 900})
         page.get_by_role("button", name=re.compile("Stop")).click()
@@ -161,10 +166,7 @@ def test_train_and_home_pages_in_a_real_browser(server, tmp_path):
         expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=30_000)
         expect(page.get_by_text("browser-demo: samples")).to_be_visible(timeout=30_000)
         assert page.locator('[data-testid="stException"]').count() == 0
-        shot = tmp_path / "home_page.png"
-        full_page_screenshot(page, shot)
-        check_png(shot)
-        keep(shot, "home_page.png")
+        screenshot(page, tmp_path, "home_page.png")
 
         # a shared link reproduces the setup (a new session, widgets bound to the query string)
         page.goto(f"{server}/train?model=vae&beta=10&seed=5", wait_until="domcontentloaded")
@@ -222,10 +224,7 @@ def test_conditional_train_page_in_a_real_browser(server, tmp_path):
             toggle_class(page, grid, k, shrinks=False)
         assert grid_height(grid) > tall - 5
         assert page.locator('[data-testid="stException"]').count() == 0
-        shot = tmp_path / "train_page_cvae.png"
-        full_page_screenshot(page, shot)
-        check_png(shot)
-        keep(shot, "train_page_cvae.png")
+        screenshot(page, tmp_path, "train_page_cvae.png")
 
 
 def wait_for_plots(page, n: int, timeout: float = 60_000) -> None:
@@ -259,10 +258,7 @@ def test_latent_map_page_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text(re.compile(r"Selected test images \(\d+"))).to_be_visible(timeout=30_000)
         assert page.locator('[data-testid="stException"]').count() == 0
         page.mouse.move(5, 890)  # no hover label over the map
-        shot = tmp_path / "latent_map.png"
-        full_page_screenshot(page, shot)
-        check_png(shot)
-        keep(shot, "latent_map.png")
+        screenshot(page, tmp_path, "latent_map.png")
 
         # the run training on the Train page, mapped while it trains
         page.set_viewport_size({"width": 1440, "height": 900})
@@ -284,10 +280,7 @@ def test_latent_map_page_in_a_real_browser(server, tmp_path):
         wait_for_plots(page, 2)
         assert page.locator('[data-testid="stException"]').count() == 0
         page.mouse.move(5, 890)  # no tooltip over the page
-        shot = tmp_path / "latent_map_live.png"
-        full_page_screenshot(page, shot)
-        check_png(shot)
-        keep(shot, "latent_map_live.png")
+        screenshot(page, tmp_path, "latent_map_live.png")
 
     assert time.monotonic() - t0 < 300, "the Latent map browser test took too long"
 
@@ -298,6 +291,12 @@ def shipped_lt_run() -> Path:
 
 def first_grid_src(page) -> str:
     return page.locator('[data-testid="stImage"] img').first.get_attribute("src") or ""
+
+
+def wait_grid_changed(page, before: str) -> None:
+    """Wait until the first sample grid's image is no longer the one whose src was `before`."""
+    page.wait_for_function(f"!document.querySelector('[data-testid=\"stImage\"] img')?.src.endsWith("
+                           f"{before[-40:]!r})", timeout=60_000)
 
 
 def test_class_balance_page_in_a_real_browser(server, tmp_path):
@@ -321,8 +320,7 @@ def test_class_balance_page_in_a_real_browser(server, tmp_path):
         tau.focus()
         for _ in range(4):
             page.keyboard.press("ArrowRight")  # four steps of 0.05 x the theoretical tau
-        page.wait_for_function(f"!document.querySelector('[data-testid=\"stImage\"] img')?.src.endsWith("
-                               f"{before[-40:]!r})", timeout=60_000)
+        wait_grid_changed(page, before)
         wait_for_plots(page, 3)
         assert "tau=" in page.url and first_grid_src(page) != before
         page.get_by_role("radio", name="training frequencies").click()
@@ -334,10 +332,7 @@ def test_class_balance_page_in_a_real_browser(server, tmp_path):
         expect(page.get_by_role("heading", name="Class balance")).to_be_visible(timeout=30_000)
         wait_for_plots(page, 3, timeout=120_000)
         page.mouse.move(5, 890)  # no hover label over a chart
-        shot = tmp_path / "class_balance.png"
-        full_page_screenshot(page, shot)
-        check_png(shot)
-        keep(shot, "class_balance.png")
+        screenshot(page, tmp_path, "class_balance.png")
     assert time.monotonic() - t0 < 240, "the Class balance browser test took too long"
 
 
@@ -354,7 +349,8 @@ def test_rare_combinations_page_in_a_real_browser(server, tmp_path):
         expect(page.get_by_role("heading", name="Rare combinations")).to_be_visible(timeout=30_000)
         wait_for_plots(page, 3, timeout=120_000)  # the heat map and the two prior pictures
         expect(page.locator('[data-testid="stImage"]')).to_have_count(4)
-        expect(page.get_by_text("held out (never in training)")).to_be_visible()
+        expect(page.get_by_text("held out: this digit never appears with this combination in training")) \
+            .to_be_visible()
         assert "digit=4" in page.url and "thick=1" in page.url
         assert page.locator('[data-testid="stException"]').count() == 0
 
@@ -364,8 +360,7 @@ def test_rare_combinations_page_in_a_real_browser(server, tmp_path):
         for _ in range(20):
             page.keyboard.press("ArrowRight")  # small (0) -> large (1)
         page.wait_for_url(re.compile("large=1"), timeout=60_000)
-        page.wait_for_function(f"!document.querySelector('[data-testid=\"stImage\"] img')?.src.endsWith("
-                               f"{before[-40:]!r})", timeout=60_000)
+        wait_grid_changed(page, before)
         wait_for_plots(page, 3)
         assert first_grid_src(page) != before
         assert page.locator('[data-testid="stException"]').count() == 0
@@ -375,8 +370,5 @@ def test_rare_combinations_page_in_a_real_browser(server, tmp_path):
         wait_for_plots(page, 3, timeout=120_000)
         expect(page.locator('[data-testid="stImage"]')).to_have_count(4)
         page.mouse.move(5, 890)  # no hover label over a chart
-        shot = tmp_path / "rare_combinations.png"
-        full_page_screenshot(page, shot)
-        check_png(shot)
-        keep(shot, "rare_combinations.png")
+        screenshot(page, tmp_path, "rare_combinations.png")
     assert time.monotonic() - t0 < 240, "the Rare combinations browser test took too long"

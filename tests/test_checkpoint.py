@@ -9,7 +9,7 @@ import pickle
 
 import pytest
 import torch
-from _small import fit_small
+from _helpers import fit_small
 from safetensors.torch import save_file
 
 from cvae_core.checkpoint import WEIGHTS, list_runs, load_run, model_name_of, read_run_info, save_run

@@ -4,13 +4,13 @@ reading of it holds in those numbers (means over the seeds)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "flow_experiment"
@@ -18,10 +18,7 @@ DOCS = REPO / "docs" / "flow_experiment"
 
 @pytest.fixture(scope="module")
 def fx():
-    spec = importlib.util.spec_from_file_location("flow_experiment", REPO / "scripts" / "flow_experiment.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("flow_experiment")
 
 
 def _runs() -> list[dict]:

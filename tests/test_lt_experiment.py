@@ -3,12 +3,12 @@ committed docs/lt_experiment tables from the committed runs.jsonl alone."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from _helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "lt_experiment"
@@ -16,10 +16,7 @@ DOCS = REPO / "docs" / "lt_experiment"
 
 @pytest.fixture(scope="module")
 def lt():
-    spec = importlib.util.spec_from_file_location("lt_experiment", REPO / "scripts" / "lt_experiment.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("lt_experiment")
 
 
 def test_grid(lt):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _small import fit_small
+from _helpers import fit_small
 from scipy import special, stats
 from torch import nn
 from torch.distributions import Independent, Normal, kl_divergence

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _small import fit_small
+from _helpers import fit_small
 from torch.distributions import kl_divergence
 from zuko.distributions import NormalizingFlow
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from _small import fit_small
+from _helpers import fit_small
 
 from cvae_core.checkpoint import load_run
 from cvae_core.data import Dataset, to_float
