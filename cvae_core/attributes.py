@@ -189,7 +189,7 @@ def attribute_scores(model, *, n_per_cell: int = 16, seed: int = 0, tau: float |
 
 @torch.no_grad()
 def attribute_metrics(model, data, *, n_per_cell: int = 16, seed: int = 0, tau: float | None = None,
-                      classifier=None, progress=None) -> dict[str, Any]:
+                      classifier=None, progress=None, train_sigma_value: float | None = None) -> dict[str, Any]:
     """Everything `evaluate --json` reports for a morpho-mnist model beyond the likelihood terms: the
     ``attribute_scores`` (without the images), and, with the in-project MNIST classifier on the samples' ink (max over
     the colour channels): ``digit_accuracy`` (of the samples, against the digit asked) beside ``digit_accuracy_real``
@@ -217,7 +217,7 @@ def attribute_metrics(model, data, *, n_per_cell: int = 16, seed: int = 0, tau: 
     out["classifier_fid"] = frechet_distance_of_features(f_fake, f_real)
     out["classifier_fid_samples"] = len(digits)
     report(0.85, "held-out likelihood by cell kind")
-    out.update(likelihood_by_kind(model, data, seed=seed))
+    out.update(likelihood_by_kind(model, data, seed=seed, train_sigma_value=train_sigma_value))
     report(1.0, "done")
     return out
 
@@ -229,22 +229,25 @@ def image_cells(data, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
 
 
 @torch.no_grad()
-def likelihood_by_kind(model, data, *, seed: int = 0) -> dict[str, float]:
+def likelihood_by_kind(model, data, *, seed: int = 0, train_sigma_value: float | None = None) -> dict[str, float]:
     """Test -ELBO (nats/image, the decoder variance frozen at its training value for calibrated-variance models, so
     that models compare fairly) of the test images in common, rare and held-out cells: ``<kind>_neg_elbo``. The
-    held-out cells' images are combinations the model never saw in training."""
-    from .metrics import evaluate
+    held-out cells' images are combinations the model never saw in training. The training value is computed once
+    (or taken from `train_sigma_value`), not once per kind."""
+    from .metrics import evaluate, train_sigma
 
     digits, combos = image_cells(data)
     kind = cell_kinds()[digits, combos]
-    cond = data.y_for(model, "test")
+    cond, train_y = data.y_for(model, "test"), data.y_for(model, "train")
+    if train_sigma_value is None and model.calibrated_variance:
+        train_sigma_value = train_sigma(model, data.x_train, train_y, seed=seed)
     out = {}
     for k in ("common", "rare", "heldout"):
         idx = torch.from_numpy(np.flatnonzero(kind == k))
         if len(idx) < 2:
             continue
-        m = evaluate(model, data.x_test[idx], cond[idx], seed=seed, train_x=data.x_train,
-                     train_y=data.y_for(model, "train"))
+        m = evaluate(model, data.x_test[idx], cond[idx], seed=seed, train_x=data.x_train, train_y=train_y,
+                     train_sigma_value=train_sigma_value)
         out[f"{k}_neg_elbo"] = m.get("neg_elbo_train_sigma", m.get("neg_elbo", math.nan))
         out[f"{k}_n_test"] = len(idx)
     return out

@@ -85,7 +85,8 @@ def train_sigma(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None =
 @torch.no_grad()
 def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 500,
              is_samples: int = 0, seed: int = 0, au_threshold: float = 0.01, extras: dict | None = None,
-             train_x: torch.Tensor | None = None, train_y: torch.Tensor | None = None) -> dict:
+             train_x: torch.Tensor | None = None, train_y: torch.Tensor | None = None,
+             train_sigma_value: float | None = None) -> dict:
     """Metrics on a held-out set of uint8 images. Reproducible: the noise is seeded and the global RNG kept.
 
     The family's own named terms are averaged (``item_terms``): `loss` is its objective, `rate` and `distortion`
@@ -95,7 +96,8 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
     With `train_x` (the training images), models whose decoder variance is fitted to the images being scored
     (sigma_vae, bs_vae, sigma_cvae) also get `neg_elbo_train_sigma`: the test -ELBO with the variance frozen at its
     training-set value `train_sigma` (a fair figure to compare models by); for fixed-variance models it equals
-    `neg_elbo`."""
+    `neg_elbo`. A caller that scores several subsets of one test set passes the `train_sigma_value` it already has
+    (the same seeded number ``train_sigma`` would give), so the training images are not decoded again."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -103,7 +105,8 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
     yc = y if model.conditional else None
     fixed_sigma = None
     if train_x is not None and model.calibrated_variance:
-        fixed_sigma = train_sigma(model, train_x, train_y, seed=seed)
+        fixed_sigma = train_sigma_value if train_sigma_value is not None else train_sigma(model, train_x, train_y,
+                                                                                           seed=seed)
     if fixed_sigma is not None:
         frozen_gen = torch.Generator(device).manual_seed(seed + 1)
     sums: dict[str, float] = {}
@@ -184,7 +187,7 @@ def full_evaluation(model: LatentModel, data, *, n_test: int | None = None, is_s
         from .attributes import attribute_metrics
 
         sub = None if progress is None else (lambda f, t: progress(0.1 + 0.9 * f, t))
-        out.update(attribute_metrics(model, data, seed=seed, progress=sub))
+        out.update(attribute_metrics(model, data, seed=seed, progress=sub, train_sigma_value=out.get("train_sigma")))
     if attribute_model and fid:  # samples need conditions; the Inception path asks for classes
         out["inception_fid_skipped"] = "not computed for attribute-conditional models (classifier-FID is)"
     elif not attribute_model and (sample_metrics or fid):
