@@ -76,14 +76,19 @@ def server(tmp_path):
         log.close()
 
 
+def wait_settled(page, timeout: float) -> None:
+    """Wait until Streamlit has no stale (still re-running) elements on the page."""
+    page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0", timeout=timeout)
+
+
 def full_page_screenshot(page, path: Path) -> None:
     """Streamlit scrolls inside its main container, so grow the viewport to the content height first."""
-    page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0", timeout=15_000)
+    wait_settled(page, 15_000)
     height = page.evaluate("Math.max(document.body.scrollHeight,"
                            " document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 0)")
     page.set_viewport_size({"width": 1440, "height": min(max(int(height) + 40, 900), 4000)})
     page.wait_for_timeout(1200)  # let plotly re-layout
-    page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0", timeout=15_000)
+    wait_settled(page, 15_000)
     page.screenshot(path=str(path), full_page=True)
 
 
@@ -157,6 +162,8 @@ def test_train_and_home_pages_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text(re.compile("stopped by the user"))).to_be_visible(timeout=20_000)
         page.get_by_role("textbox", name="Run name").fill("browser-demo")
         page.get_by_role("textbox", name="Run name").press("Enter")
+        page.wait_for_timeout(300)  # the rerun the Enter starts; a click during it was once lost on a busy machine
+        wait_settled(page, 30_000)
         page.get_by_role("button", name=re.compile("Save")).click()
         expect(page.get_by_text(re.compile("Saved as"))).to_be_visible(timeout=60_000)
         assert (tmp_path / "runs" / "browser-demo" / "model.safetensors").is_file()
@@ -229,7 +236,7 @@ def test_conditional_train_page_in_a_real_browser(server, tmp_path):
 
 def wait_for_plots(page, n: int, timeout: float = 60_000) -> None:
     expect(page.locator(".js-plotly-plot")).to_have_count(n, timeout=timeout)
-    page.wait_for_function("document.querySelectorAll('[data-stale=\"true\"]').length === 0", timeout=timeout)
+    wait_settled(page, timeout)
 
 
 def test_latent_map_page_in_a_real_browser(server, tmp_path):
