@@ -224,8 +224,8 @@ def cmd_list(a) -> int:
 
 
 def _summary(metrics: dict) -> str:
-    keys = ["loss", "neg_elbo", "neg_elbo_train_sigma", "rate", "distortion", "mse", "au", "is_nll", "mode_coverage",
-            "class_freq_tv", "classifier_fid", "inception_fid", "n_test"]
+    keys = ["loss", "neg_elbo", "neg_elbo_train_sigma", "rate", "distortion", "mse", "au", "is_nll", "IT", "LTS", "GT",
+            "mode_coverage", "class_freq_tv", "classifier_fid", "inception_fid", "n_test"]
     return "  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
                      for k in keys if k in metrics)
 
@@ -237,7 +237,8 @@ def cmd_train(a) -> int:
     from .checkpoint import check_run_destination, save_run
     from .data import load_dataset
     from .errors import ConfigError
-    from .metrics import check_numbers
+    from .certificate import LiveCertificate, config_of
+    from .metrics import TickMeans, check_numbers
     from .registry import build_model, make_config
     from .train import TrainConfig, TrainControl, check_model_data, fit
 
@@ -273,8 +274,9 @@ def cmd_train(a) -> int:
 
         def on_log(self, model, rec, hist):
             self.bar.update(rec["step"] - self.bar.n)
+            gt = {"GT": f"{rec['GT']:.3f}"} if "GT" in rec else {}  # the live certificate, once its teacher is ready
             self.bar.set_postfix(loss=f"{rec['loss']:.2f}", rate=f"{rec[model.rate_key]:.2f}",
-                                 mse=f"{rec['mse']:.4f}")
+                                 mse=f"{rec['mse']:.4f}", **gt)
 
         def on_end(self, model, hist):
             self.bar.close()
@@ -283,8 +285,12 @@ def cmd_train(a) -> int:
         from .sample_metrics import load_inception
 
         load_inception()  # a missing package fails now, not after the training
+    cond = data.y_for(model, "test")
+    x_tick = data.x_test[:AU_IMAGES]
+    live = LiveCertificate(data, x_tick, config_of(model)) if _has_witness(model) else None
+    tick = TickMeans(x_tick, cond[:AU_IMAGES], data.y_test[:AU_IMAGES], [live] if live else [])
     with _stop_on_ctrl_c(control):
-        hist = fit(model, data, tcfg, callbacks=[Bar()], control=control)
+        hist = fit(model, data, tcfg, callbacks=[tick, Bar()], control=control)
     metrics = _evaluate_all(model, data, a)
     dtype = "float32"
     if a.weights_dtype == "float16":
@@ -304,6 +310,16 @@ def cmd_train(a) -> int:
         print(f"error: {hist.message}", file=sys.stderr)
         return EXIT_DIVERGED
     return 0
+
+
+AU_IMAGES = 1000  # test images whose encoder means each log tick reads (active units, the live certificate)
+
+
+def _has_witness(model) -> bool:
+    """Whether the certificate applies: a latent of at least K - 1 coordinates."""
+    from .certificate import config_of
+
+    return model.config.latent_dim >= config_of(model).K - 1
 
 
 # metrics whose relative change decides whether float16 weights are good enough (the sample metrics are on the
@@ -437,12 +453,16 @@ def cmd_sample(a) -> int:
 
 
 def cmd_prepare(a) -> int:
-    from .data import prepare_offline
+    from .certificate import load_or_fit_teacher
+    from .data import load_dataset, prepare_offline
     from .data.morpho import cache_path, load_morpho
 
     prepare_offline(a.root)
     load_morpho(a.root, 0)  # renders the attribute set once from MNIST (about 15 s) when its cache is missing
     print(f"morpho-mnist ready in {cache_path(a.root, 0)}")
+    for name in ("mnist", "mnist-binary"):  # the certificate's teachers of the shipped runs' data (about 30 s each)
+        load_or_fit_teacher(load_dataset(name, root=a.root), root=a.root)
+    print("certificate teachers of mnist and mnist-binary ready")
     return 0
 
 

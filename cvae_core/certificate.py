@@ -22,6 +22,7 @@ import json
 import math
 import os
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,13 +128,34 @@ def load_or_fit_teacher(data, config: CertificateConfig = CertificateConfig(), r
     from .data import default_data_root
 
     path = _cache_file(Path(root) if root else default_data_root(), data.name, len(data.x_train), config)
-    if path.is_file():
-        try:
-            with np.load(path) as f:
-                arr = {k: torch.from_numpy(f[k]) for k in f.files}
-            return Teacher(config, **arr)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # a damaged cache is fitted again
+    with _FIT_LOCKS_LOCK:
+        lock = _FIT_LOCKS.setdefault(path, threading.Lock())
+    with lock:  # two threads asking for the same teacher (a model's setup, a live certificate) fit it once
+        return _read_teacher(path, config) or _fit_and_cache(data, config, path)
+
+
+_FIT_LOCKS: dict[Path, threading.Lock] = {}
+_FIT_LOCKS_LOCK = threading.Lock()
+
+
+def _read_teacher(path: Path, config: CertificateConfig) -> Teacher | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as f:
+            arr = {k: torch.from_numpy(f[k]) for k in f.files}
+        return Teacher(config, **arr)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged cache is fitted again
+
+
+def teacher_is_cached(data, config: CertificateConfig = CertificateConfig(), root: str | Path | None = None) -> bool:
+    from .data import default_data_root
+
+    return _cache_file(Path(root) if root else default_data_root(), data.name, len(data.x_train), config).is_file()
+
+
+def _fit_and_cache(data, config: CertificateConfig, path: Path) -> Teacher:
     n = min(config.max_fit, len(data.x_train))
     print(f"fitting the certificate's teacher (PCA {config.pca_dim}, {config.K}-component mixture) on {n:,} "
           f"{data.name} images, once per data set (about 30 s for 60k)", file=sys.stderr, flush=True)
@@ -192,3 +214,75 @@ def energy_bound(t: torch.Tensor, gain: float) -> float:
     """(1/2) E||mu*||^2 = (K-1)/(2 K gain^2) E||l||^2: the latent energy the analytic code needs."""
     K = t.shape[1]
     return float((K - 1) / (2 * K * gain**2) * log_odds(t.to(torch.float64)).pow(2).sum(1).mean())
+
+
+def config_of(model) -> CertificateConfig:
+    """The certificate a model is judged by: its own teacher settings (RST-VAE), else the defaults."""
+    own = getattr(model.config, "certificate", None)
+    return own() if callable(own) else CertificateConfig()
+
+
+def certificate_metrics(model, data, x: torch.Tensor, means: torch.Tensor, root: str | Path | None = None) -> dict:
+    """The paper's table columns that read the encoder means of images `x` (N, C, H, W): IT, LTS, GT, the analytic
+    code's energy bound and E||mu(x)||^2. A latent smaller than K - 1 gets ``certificate_skipped`` (one line)."""
+    cfg = config_of(model)
+    m = means.shape[1]
+    if m < cfg.K - 1:
+        return {"certificate_skipped": f"latent_dim {m} < K - 1 = {cfg.K - 1}: the witness needs {cfg.K - 1} "
+                                       "latent coordinates"}
+    teacher = load_or_fit_teacher(data, cfg, root)
+    t = teacher.probs(x)
+    out = certificate(t, means, teacher.t_bar, cfg.gain)
+    out["energy"] = energy_bound(t, cfg.gain)
+    out["mu_sq"] = float(means.double().pow(2).sum(1).mean())
+    return out
+
+
+class LiveCertificate:
+    """A training callback: IT, LTS and GT each log tick, from the encoder means the tick already has
+    (``on_means``; see ``jobs.TrainingJob`` and ``metrics.TickMeans``). The teacher is read from its cache or fitted
+    in a background thread, so training never waits for it; ticks before it is ready record nothing. T(x) of the
+    tick's images is computed once. ``status`` says in one line what the callback is doing (for a UI)."""
+
+    def __init__(self, data, x: torch.Tensor, config: CertificateConfig = CertificateConfig(),
+                 root: str | Path | None = None, background: bool = True):
+        self.config, self.error, self.unavailable = config, None, None
+        self._t: torch.Tensor | None = None
+        self._t_bar: torch.Tensor | None = None
+        self._ready = threading.Event()
+        cached = teacher_is_cached(data, config, root)
+        self._status = "reading the teacher" if cached else (
+            f"fitting the teacher (PCA {config.pca_dim}, {config.K}-component mixture) on the training images, once "
+            f"per data set (about 30 s for 60k); the curve starts when it is ready")
+
+        def prepare() -> None:
+            try:
+                teacher = load_or_fit_teacher(data, config, root)
+                self._t, self._t_bar = teacher.probs(x), teacher.t_bar
+                self._status = "ready"
+            except Exception as e:  # shown, never raised into the training loop
+                self.error = self._status = f"the certificate's teacher failed: {type(e).__name__}: {e}"
+            finally:
+                self._ready.set()
+
+        if background:
+            threading.Thread(target=prepare, name="cvae-teacher", daemon=True).start()
+        else:
+            prepare()
+
+    @property
+    def status(self) -> str:
+        return self.unavailable or self._status
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def on_means(self, model, record: dict, means: torch.Tensor, labels) -> None:
+        K = self.config.K
+        if means.shape[1] < K - 1:
+            self.unavailable = (f"not available: the latent has {means.shape[1]} coordinates and the witness "
+                                f"needs K - 1 = {K - 1}")
+            return
+        if self._t is None:
+            return
+        record.update(certificate(self._t[: len(means)], means, self._t_bar, self.config.gain))

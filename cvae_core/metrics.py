@@ -56,6 +56,25 @@ def encoder_means(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None
     return torch.cat(out)
 
 
+class TickMeans:
+    """A fit() callback that computes the encoder means of fixed images once per log tick, records their active
+    units (``au``) and hands them to every callback with ``on_means(model, record, means, labels)`` (a live
+    certificate, a latent map), instead of one encoder pass each. ``jobs.TrainingJob`` does the same for the app."""
+
+    def __init__(self, x: torch.Tensor, cond: torch.Tensor | None, labels: torch.Tensor, callbacks=()):
+        self.x, self.cond, self.labels, self.callbacks = x, cond, labels, list(callbacks)
+
+    @torch.no_grad()
+    def on_log(self, model: LatentModel, record: dict, history) -> None:
+        was_training = model.training
+        model.eval()
+        means = encoder_means(model, self.x, self.cond if model.conditional else None)
+        record["au"] = active_units(means)
+        for cb in self.callbacks:
+            cb.on_means(model, record, means, self.labels)
+        model.train(was_training)
+
+
 def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
     """AU = #{j : Var_x(E_q[z_j]) > threshold} (Burda et al. 2016), from encoder means (N, m)."""
     return int((means.var(0) > threshold).sum())
@@ -167,14 +186,16 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
 
 def full_evaluation(model: LatentModel, data, *, n_test: int | None = None, is_samples: int = 0, seed: int = 0,
                     sample_metrics: bool = True, n_per_class: int = 1000, n_samples: int = 10_000,
-                    fid: str | None = None, fid_samples: int = 1000, progress=None) -> dict:
+                    fid: str | None = None, fid_samples: int = 1000, certificate: bool = True, progress=None) -> dict:
     """Everything `evaluate --json` reports for a model and its data set (a ``Dataset``): ``evaluate`` on the
     first `n_test` test images, with the training images for ``neg_elbo_train_sigma``, plus the sample-quality
     metrics of ``sample_metrics.generative_metrics`` (per-class precision/recall/F1 and mode coverage for
     conditional models, class frequencies for unconditional ones, classifier-FID, and Inception FID with
     ``fid="inception"``); for models conditioned on morpho-mnist attributes, ``attributes.attribute_metrics``
-    instead (attribute accuracy over every combination, digit accuracy, classifier-FID on the ink).
-    `progress(fraction, text)` is called during the slow parts."""
+    instead (attribute accuracy over every combination, digit accuracy, classifier-FID on the ink). With
+    `certificate`, the collapse certificate of the test encoder means (``certificate.certificate_metrics``: IT, LTS,
+    GT, energy, mu_sq; the data set's teacher is fitted once and cached). `progress(fraction, text)` is called during
+    the slow parts."""
     device = next(model.parameters()).device
     x, y = data.x_test[:n_test], data.y_for(model, "test")[:n_test]
     extras = {k: v[:n_test] for k, v in data.extras_test.items()}
@@ -182,6 +203,13 @@ def full_evaluation(model: LatentModel, data, *, n_test: int | None = None, is_s
         progress(0.0, "evaluating likelihood terms on the test set")
     out = evaluate(model, x, y, is_samples=is_samples, seed=seed, extras=extras, train_x=data.x_train,
                    train_y=data.y_for(model, "train"))
+    if certificate:
+        from .certificate import certificate_metrics
+
+        if progress:
+            progress(0.05, "the collapse certificate of the test encoder means")
+        means = encoder_means(model, x, y if model.conditional else None)
+        out.update(certificate_metrics(model, data, x, means))
     attribute_model = model.conditional and not model.class_conditional
     if attribute_model and sample_metrics and data.name == "morpho-mnist":
         from .attributes import attribute_metrics

@@ -28,6 +28,7 @@ from cvae_core.attributes import condition_fields, example_conditions
 from cvae_core.checkpoint import load_run, read_run_info
 from cvae_core.data import Dataset, load_dataset
 from cvae_core.errors import LabError
+from cvae_core.certificate import LiveCertificate, config_of
 from cvae_core.jobs import TrainingJob
 from cvae_core.models.base import ModelConfig
 from cvae_core.registry import MODELS, build_model, make_config
@@ -39,7 +40,7 @@ LRS = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1]
 BATCH_SIZES = [16, 32, 64, 128, 256, 512]
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 COLORS = {"loss": "#4F46E5", "neg_elbo": "#94A3B8", "rate": "#0EA5E9", "dist": "#F97316", "sigma": "#14B8A6",
-          "au": "#A855F7", "mse": "#64748B"}
+          "au": "#A855F7", "mse": "#64748B", "GT": "#16A34A", "LTS": "#DC2626", "IT": "#0F172A"}
 
 
 # ------------------------------------------------------------------ paths and device
@@ -342,6 +343,13 @@ def _stop_orphans(max_age: float = ORPHAN_AGE, now: float | None = None) -> None
                 job.stop()
 
 
+AU_IMAGES = 500  # test images whose encoder means each tick reads (active units, the certificate): cheap ticks
+
+
+def live_certificate(job: TrainingJob | None) -> LiveCertificate | None:
+    return next((c for c in job.callbacks if isinstance(c, LiveCertificate)), None) if job else None
+
+
 def start_training(setup: dict, options: dict) -> TrainingJob:
     """Stop this session's old job, build the model and data set from the setup, start a new job.
     Raises LabError (ConfigError / DataError) with a one-line message on bad values."""
@@ -356,7 +364,8 @@ def start_training(setup: dict, options: dict) -> TrainingJob:
     check_model_data(model, data)
     stop_job(st.session_state.get("job"))  # only once the new setup is known to be valid
     _stop_orphans()
-    job = TrainingJob(model, data, train, au_images=500).start()  # AU on 500 test images: cheaper ticks
+    live = LiveCertificate(data, data.x_test[:AU_IMAGES], config_of(model))  # GT each tick, teacher in background
+    job = TrainingJob(model, data, train, au_images=AU_IMAGES, callbacks=[live]).start()
     with _board_lock:
         _job_board()[id(job)] = [job, time.monotonic()]
     st.session_state["job"], st.session_state["job_setup"] = job, dict(setup, **options)
@@ -448,4 +457,23 @@ def curves_figure(records: list[dict], latent_dim: int, fixed_sigma: float | Non
     fig.update_annotations(font_size=14)
     fig.update_layout(height=560, font_size=13, margin={"l": 10, "r": 10, "t": 60, "b": 10},
                       legend={"orientation": "h", "yanchor": "bottom", "y": 1.08, "x": 0}, uirevision="keep")
+    return fig
+
+
+def certificate_figure(records: list[dict], height: int = 300, title: str | None = None) -> go.Figure:
+    """The collapse certificate over training: the margin GT = IT − LTS against the zero line, the witness loss LTS
+    and the teacher information IT (a level: the teacher is fixed). Ticks without the numbers are left out."""
+    df = pd.DataFrame([r for r in records if "GT" in r])
+    fig = go.Figure()
+    if len(df):
+        for key, name, kw in (("GT", "GT = IT − LTS (margin)", {"width": 3}),
+                              ("LTS", "LTS (witness loss)", {"width": 1.5}),
+                              ("IT", "IT (teacher information)", {"width": 1.5, "dash": "dash"})):
+            fig.add_trace(go.Scatter(x=df["step"], y=df[key], name=name, mode="lines",
+                                     line={"color": COLORS[key], **kw}))
+    fig.add_hline(y=0, line={"color": "#64748B", "width": 1}, annotation_text="0: above it the encoder mean "
+                  "provably depends on x", annotation_position="bottom right", annotation_font_size=12)
+    fig.update_layout(height=height, font_size=13, title=title, margin={"l": 10, "r": 10, "t": 40 if title else 10,
+                      "b": 10}, xaxis_title="optimiser step", yaxis_title="nats", uirevision="keep",
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
     return fig

@@ -139,6 +139,17 @@ def live_view() -> None:
     st.caption("Rate R = KL(q(z|x) ‖ p(z)): how much the code says about each image. Distortion D = −log p(x|z): "
                "how badly the decoder explains the image. Pixels are continuous, so D is a density and turns "
                "negative once the decoder is sharp. Values are training-batch averages at each log tick.")
+    live = _ui.live_certificate(job)
+    if live is not None:
+        st.markdown("**Collapse certificate** (live)")
+        if "GT" in last:
+            st.plotly_chart(_ui.certificate_figure(recs), key="certificate")
+            st.caption(f"GT = {last['GT']:.3f} nats. Above zero, the encoder mean provably depends on the input "
+                       "(a constant mean can never beat the teacher's average Tbar). Computed each tick from the "
+                       "encoder means of 500 test images against a fixed PCA-GMM teacher; more on the **Collapse "
+                       "certificate** page.")
+        else:
+            st.caption(f"Certificate: {live.status}.")
     p = snap["previews"]
     per_class = p.get("sample_classes") is not None  # conditional: a row per class, the same noise in every row
     if per_class:
