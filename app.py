@@ -16,6 +16,7 @@ page = st.navigation([
     st.Page("pages/latent_map.py", title="Latent map", icon=":material/scatter_plot:"),
     st.Page("pages/class_balance.py", title="Class balance", icon=":material/balance:"),
     st.Page("pages/rare_combinations.py", title="Rare combinations", icon=":material/join_inner:"),
+    st.Page("pages/certificate.py", title="Collapse certificate", icon=":material/verified:"),
 ])
 
 with st.sidebar:

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_app_threads  # noqa: E402
+import bench_certificate  # noqa: E402
 import bench_class_balance  # noqa: E402
 import bench_decoder_head  # noqa: E402
 import bench_latent_map  # noqa: E402
@@ -27,3 +28,4 @@ if __name__ == "__main__":
     print(bench_app_threads.main())
     print(bench_class_balance.main())
     print(bench_rare_combinations.main())
+    print(bench_certificate.main())

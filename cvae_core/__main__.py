@@ -287,7 +287,8 @@ def cmd_train(a) -> int:
         load_inception()  # a missing package fails now, not after the training
     cond = data.y_for(model, "test")
     x_tick = data.x_test[:AU_IMAGES]
-    live = LiveCertificate(data, x_tick, config_of(model)) if _has_witness(model) else None
+    # the teacher is read (or fitted, once per data set) before training, so every tick of the history has GT
+    live = LiveCertificate(data, x_tick, config_of(model), background=False) if _has_witness(model) else None
     tick = TickMeans(x_tick, cond[:AU_IMAGES], data.y_test[:AU_IMAGES], [live] if live else [])
     with _stop_on_ctrl_c(control):
         hist = fit(model, data, tcfg, callbacks=[tick, Bar()], control=control)

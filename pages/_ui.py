@@ -460,7 +460,7 @@ def curves_figure(records: list[dict], latent_dim: int, fixed_sigma: float | Non
     return fig
 
 
-def certificate_figure(records: list[dict], height: int = 300, title: str | None = None) -> go.Figure:
+def certificate_figure(records: list[dict], height: int = 300) -> go.Figure:
     """The collapse certificate over training: the margin GT = IT − LTS against the zero line, the witness loss LTS
     and the teacher information IT (a level: the teacher is fixed). Ticks without the numbers are left out."""
     df = pd.DataFrame([r for r in records if "GT" in r])
@@ -471,9 +471,9 @@ def certificate_figure(records: list[dict], height: int = 300, title: str | None
                               ("IT", "IT (teacher information)", {"width": 1.5, "dash": "dash"})):
             fig.add_trace(go.Scatter(x=df["step"], y=df[key], name=name, mode="lines",
                                      line={"color": COLORS[key], **kw}))
-    fig.add_hline(y=0, line={"color": "#64748B", "width": 1}, annotation_text="0: above it the encoder mean "
-                  "provably depends on x", annotation_position="bottom right", annotation_font_size=12)
-    fig.update_layout(height=height, font_size=13, title=title, margin={"l": 10, "r": 10, "t": 40 if title else 10,
-                      "b": 10}, xaxis_title="optimiser step", yaxis_title="nats", uirevision="keep",
+    fig.add_hline(y=0, line={"color": "#64748B", "width": 1}, annotation_text="GT > 0: certified",
+                  annotation_position="top left", annotation_font_size=12)
+    fig.update_layout(height=height, font_size=13, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      xaxis_title="optimiser step", yaxis_title="nats", uirevision="keep",
                       legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})
     return fig

@@ -175,3 +175,97 @@ def test_prefit_phase_trains_only_the_encoder_on_the_witness(binary_small, tmp_p
     assert all(torch.equal(start[k], mid[k]) for k in mid if k.startswith("decoder."))
     assert all(not torch.equal(start[k], mid[k]) for k in mid if k.startswith(("encoder.", "enc_head.")))
     assert not torch.equal(start["means"], mid["means"])  # setup fitted the teacher before the first step
+
+
+# ------------------------------------------------------------------ live certificate, evaluation, pictures
+@pytest.mark.parametrize("K", [3, 10])
+def test_simplex_plane_sends_each_witness_direction_to_its_vertex(K):
+    angles = 2 * math.pi * torch.arange(K, dtype=torch.float64) / K
+    vertices = torch.stack([angles.cos(), angles.sin()], 1)
+    torch.testing.assert_close(C.simplex_vectors(K) @ C.simplex_plane(K).T, vertices, rtol=0, atol=1e-12)
+
+
+def _numpy_certificate(t: np.ndarray, mu: np.ndarray, t_bar: np.ndarray, gain: float, K: int) -> dict:
+    """IT, LTS, GT in plain numpy: the witness from the simplex Gram-free construction (centred one-hot vectors,
+    normalised: the same directions up to a rotation of R^(K-1) are not enough, so V comes from the module)."""
+    V = C.simplex_vectors(K).numpy()
+    a = gain * mu[:, : K - 1] @ V.T
+    log_s = a - a.max(1, keepdims=True) - np.log(np.exp(a - a.max(1, keepdims=True)).sum(1, keepdims=True))
+    lts = (t * (np.log(t) - log_s)).sum(1).mean()
+    it = (t * (np.log(t) - np.log(t_bar))).sum(1).mean()
+    return {"IT": it, "LTS": lts, "GT": it - lts}
+
+
+def test_live_certificate_each_tick_matches_a_numpy_computation(binary_small, tmp_path, monkeypatch):
+    """fit + TickMeans + LiveCertificate: every tick has IT, LTS, GT and au; the last tick (at the final step) equals
+    a numpy computation from the final model's encoder means and a teacher fitted separately."""
+    from cvae_core.metrics import TickMeans, active_units, encoder_means
+    from cvae_core.registry import build_model
+    from cvae_core.train import TrainConfig, fit
+
+    monkeypatch.setenv("CVAE_DATA_DIR", str(tmp_path))
+    x, y = binary_small.x_test[:300], binary_small.y_test[:300]
+    live = C.LiveCertificate(binary_small, x, background=False)
+    assert live.status == "ready"
+    model = build_model("vae", seed=0, arch="mlp", hidden=64, latent_dim=12, likelihood="bernoulli")
+    hist = fit(model, binary_small, TrainConfig(steps=60, batch_size=64, seed=0, log_every=20),
+               callbacks=[TickMeans(x, None, y, [live])])
+    assert [r["step"] for r in hist.records] == [20, 40, 60]
+    assert all({"IT", "LTS", "GT", "au"} <= set(r) for r in hist.records)
+    teacher = C.fit_teacher(binary_small.x_train)  # fitted again, not read from the callback's cache
+    means = encoder_means(model, x).double()
+    ref = _numpy_certificate(teacher.probs(x).numpy(), means.numpy(), teacher.t_bar.numpy(), 5.0, 10)
+    last = hist.records[-1]
+    for k in ("IT", "LTS", "GT"):
+        assert last[k] == pytest.approx(ref[k], rel=1e-6), k
+    assert last["au"] == active_units(means.float())
+    assert hist.records[0]["IT"] == pytest.approx(last["IT"], rel=1e-12)  # the teacher is fixed
+
+
+def test_live_certificate_in_the_background_and_with_a_small_latent(binary_small, tmp_path, monkeypatch):
+    monkeypatch.setenv("CVAE_DATA_DIR", str(tmp_path))
+    live = C.LiveCertificate(binary_small, binary_small.x_test[:50])
+    assert live.status.startswith("fitting the teacher")  # nothing cached in this fresh data root yet
+    assert live.wait(120) and live.status == "ready" and live.error is None
+    rec = {}
+    live.on_means(None, rec, torch.zeros(50, 4), None)
+    assert rec == {} and live.status == "not available: the latent has 4 coordinates and the witness needs K - 1 = 9"
+    again = C.LiveCertificate(binary_small, binary_small.x_test[:50])
+    assert again.status == "reading the teacher"  # the cache the first one wrote
+    assert again.wait(30) and again.status == "ready"
+    rec = {}
+    again.on_means(None, rec, torch.zeros(50, 16), None)
+    assert rec["GT"] == pytest.approx(rec["IT"] - rec["LTS"]) and rec["LTS"] >= rec["IT"]  # constant: no certificate
+
+
+def test_evaluation_and_inspection_agree(binary_small, tmp_path, monkeypatch):
+    """full_evaluation's certificate equals certificate_metrics and the page's inspect on the same images; the best
+    constant code's witness is Tbar; a latent below K - 1 gets one line instead of numbers."""
+    from cvae_core.metrics import encoder_means, full_evaluation
+    from cvae_core.registry import build_model
+    from cvae_core.train import TrainConfig, fit
+
+    monkeypatch.setenv("CVAE_DATA_DIR", str(tmp_path))
+    data = binary_small.subset(3000, 400)
+    model = build_model("rst_vae", seed=0, arch="mlp", hidden=64, latent_dim=12)
+    fit(model, data, TrainConfig(steps=40, batch_size=64, seed=0, log_every=40))
+    ev = full_evaluation(model, data, sample_metrics=False)
+    means = encoder_means(model, data.x_test)
+    cm = C.certificate_metrics(model, data, data.x_test, means)
+    p = C.inspect(model, data, n=400)
+    for k in ("IT", "LTS", "GT"):
+        assert ev[k] == pytest.approx(cm[k], rel=1e-12) and p[k] == pytest.approx(cm[k], rel=1e-6)
+    assert ev["mu_sq"] == pytest.approx(float(means.double().pow(2).sum(1).mean()), rel=1e-9)
+    assert ev["energy"] == pytest.approx(C.energy_bound(torch.from_numpy(p["t"]), 5.0), rel=1e-9)
+    np.testing.assert_allclose(p["s"].sum(1), 1, rtol=1e-12)
+    np.testing.assert_allclose(p["plane"], means[:, :9].double().numpy() @ C.simplex_plane(10).numpy().T,
+                               rtol=1e-6, atol=1e-9)
+    t_bar = torch.from_numpy(p["t_bar"])
+    const = C.analytic_code(t_bar[None], 9, 5.0)
+    torch.testing.assert_close(C.witness_log_probs(const, 10, 5.0).exp()[0], t_bar, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(p["const"], (const @ C.simplex_plane(10).T)[0].numpy(), rtol=1e-12)
+    small = build_model("vae", seed=0, arch="mlp", hidden=32, latent_dim=4)
+    out = full_evaluation(small, data, sample_metrics=False)
+    assert "GT" not in out and out["certificate_skipped"].startswith("latent_dim 4 < K - 1 = 9")
+    with pytest.raises(ConfigError, match="latent_dim >= K - 1"):
+        C.inspect(small, data)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import torch
 import pytest
 import torch
 
@@ -127,6 +128,9 @@ def cli(tmp_path_factory):
         "atrain": ["train", "--model", "flow_cvae", "--dataset", "morpho-mnist", "--steps", "30", "--batch-size", "64",
                    "--seed", "0", *SMALL, "--option", "two_stage=true", *FAST_METRICS, "--out", tmp / "arun",
                    "--json"],
+        "rtrain": ["train", "--model", "rst_vae", "--dataset", "mnist-binary", "--steps", "20", "--batch-size", "64",
+                   "--seed", "0", "--option", "arch=mlp", "--option", "hidden=32", "--latent-dim", "10",
+                   *FAST_METRICS, "--out", tmp / "rrun", "--json"],
         "list": ["list"],
         "list-json": ["list", "--json"],
     }
@@ -210,6 +214,28 @@ def test_train_json(cli, mnist):
     for k in ("neg_elbo", "rate", "distortion", "mse"):
         assert _close(ref[k], m[k]), (k, ref[k], m[k])
     assert ref["au"] == m["au"]
+    assert m["certificate_skipped"].startswith("latent_dim 4 < K - 1 = 9")  # said, not failed
+
+
+def test_train_records_the_certificate_every_tick(cli):
+    """rst_vae on mnist-binary: every log tick of the saved history has IT, LTS and GT, and the final --json has the
+    test-set certificate, equal to an independent computation from the saved run's weights and teacher buffers."""
+    from cvae_core.certificate import certificate, energy_bound
+    from cvae_core.data import load_dataset
+    from cvae_core.metrics import encoder_means
+
+    m = _last_json(cli["rtrain"])
+    model, info = load_run(cli["_tmp"] / "rrun")
+    recs = info["history"]["records"]
+    assert len(recs) == 1 and all(math.isclose(r["GT"], r["IT"] - r["LTS"], abs_tol=1e-9) for r in recs)
+    data = load_dataset("mnist-binary")
+    with torch.no_grad():
+        t = model.teacher(model.prepare_batch(data.x_test)).double()
+    ref = certificate(t, encoder_means(model, data.x_test).double(), model.t_bar.double(), 5.0)
+    for k in ("IT", "LTS", "GT"):
+        assert _close(m[k], ref[k]), (k, m[k], ref[k])
+    assert _close(m["energy"], energy_bound(t, 5.0)) and 0.3 < m["energy"] < 0.6
+    assert "GT=" in cli["rtrain"].out
 
 
 def test_evaluate_json(cli, mnist):
