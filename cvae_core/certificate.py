@@ -309,8 +309,9 @@ def inspect(model, data, n: int = 1000, root: str | Path | None = None) -> dict:
     """What the page shows of one model: for the first n test images the teacher T (n, K), the witness S (n, K),
     the certificate numbers, active units, the encoder means on the simplex plane (n, 2), the teacher's argmax, and
     the plane point of the best constant code (the analytic code of Tbar, the mean of T over these images, whose
-    witness is Tbar). Raises ConfigError
-    (one line) for a latent smaller than K - 1."""
+    witness is Tbar), and how often the witness's most likely component is the teacher's (``agreement``; a constant
+    witness gets at most ``top_share``, the largest share of one top component). Raises ConfigError (one line) for a
+    latent smaller than K - 1."""
     from .metrics import active_units, encoder_means
 
     cfg = config_of(model)
@@ -327,4 +328,6 @@ def inspect(model, data, n: int = 1000, root: str | Path | None = None) -> dict:
     return {**certificate(t, means, t_bar, cfg.gain), "au": active_units(means.float()),
             "t": t.numpy(), "s": log_s.exp().numpy(), "t_bar": t_bar.numpy(),
             "plane": (means[:, : cfg.K - 1] @ A.T).numpy(), "const": (const @ A.T)[0].numpy(),
-            "component": t.argmax(1).numpy(), "labels": data.y_test[:n].numpy(), "K": cfg.K, "gain": cfg.gain}
+            "component": t.argmax(1).numpy(), "labels": data.y_test[:n].numpy(), "K": cfg.K, "gain": cfg.gain,
+            "agreement": float((log_s.argmax(1) == t.argmax(1)).double().mean()),
+            "top_share": float(torch.bincount(t.argmax(1), minlength=cfg.K).max()) / len(t)}

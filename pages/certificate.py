@@ -1,6 +1,8 @@
 """Collapse certificate page: the simplex-witness margin GT = IT - LTS of two runs side by side (by default a VAE
 pushed into collapse by a strong KL weight, and RST-VAE at the same weight), over training and on test images."""
 
+from urllib.parse import urlencode
+
 import streamlit as st
 
 from cvae_core.checkpoint import model_name_of
@@ -16,6 +18,13 @@ st.caption("Does the encoder mean μ(x) depend on the image at all? A fixed teac
            "groups T(x); a fixed witness reads K probabilities S(x) off the first K − 1 coordinates of μ(x). The "
            "margin **GT = IT − LTS** compares how well the witness matches the teacher (LTS) with the best any "
            "constant μ could do (IT). **GT > 0 proves μ(x) is not constant.**")
+
+common = {"dataset": "mnist-binary", "beta": "10", "latent_dim": "16", "steps": "1500"}  # the Train page's URL
+rst = urlencode({**common, "model": "rst_vae", "rst_vae.arch": "mlp"})
+vae = urlencode({**common, "model": "vae", "vae.arch": "mlp", "vae.likelihood": "bernoulli"})
+st.markdown(f":material/model_training: Train your own and watch GT move: [RST-VAE at β = 10](train?{rst}) or "
+            f"[the same VAE without the witness](train?{vae}) on the **Train** page; save the run and pick it here "
+            "(or pick *live* while it trains).")
 
 job = st.session_state.get("job")
 options = C.run_options(job)
@@ -56,13 +65,15 @@ for side, (col, default) in enumerate(zip(columns, C.DEFAULTS, strict=True)):
         verdict = "certified: μ(x) depends on x" if p["GT"] > 0 else "not certified: no better than a constant"
         (st.success if p["GT"] > 0 else st.warning)(f"On {len(p['t']):,} test images: **{verdict}**.")
         if any("GT" in r for r in records):
-            st.markdown(f"**GT over training** ({'1,000' if live_label is None else '500'} test images)")
+            st.markdown("**GT over training** (on the first test images, at each log tick)")
             st.plotly_chart(_ui.certificate_figure(records, height=260), key=f"curve{side}")
         else:
             st.caption("This run's history has no certificate curve (it was trained before the live certificate, "
                        "or with a latent smaller than K − 1).")
         st.markdown("**Encoder means on the simplex plane**")
         st.plotly_chart(C.plane_figure(p), key=f"plane{side}")
+        st.caption(f"The witness's most likely component is the teacher's for **{p['agreement']:.0%}** of the images "
+                   f"(a constant witness: at most the largest share of one component, {p['top_share']:.0%}).")
         sides.append((choice, p, data))
 
 if sides:

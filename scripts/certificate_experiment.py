@@ -114,6 +114,38 @@ def report(out: Path) -> str:
     return text
 
 
+def plot(out: Path, png: Path) -> None:
+    """GT over training, one panel per alpha_KL, a line per model (mean over seeds, the seeds' spread shaded)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("plot skipped: matplotlib is not installed", file=sys.stderr)
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _, runs = load_runs(out)
+    colors = {"VAE": "#F97316", "RST-VAE": "#16A34A", "RST-prefit": "#4F46E5"}
+    fig, axes = plt.subplots(1, len(ALPHAS), figsize=(4 * len(ALPHAS), 3.2), sharey=True)
+    for ax, alpha in zip(axes, ALPHAS, strict=True):
+        for variant in VARIANTS:
+            curves = [np.array(r["curve"]) for r in runs if r["variant"] == variant and r["alpha"] == alpha]
+            n = min((len(c) for c in curves), default=0)
+            if not n:
+                continue
+            steps, gt = curves[0][:n, 0], np.stack([c[:n, 1] for c in curves])
+            ax.plot(steps, gt.mean(0), color=colors[variant], label=variant, lw=2)
+            ax.fill_between(steps, gt.min(0), gt.max(0), color=colors[variant], alpha=0.2, lw=0)
+        ax.axhline(0, color="#64748B", lw=1)
+        ax.set_title(f"α_KL = {alpha:g}")
+        ax.set_xlabel("optimiser step")
+    axes[0].set_ylabel("GT = IT − LTS (nats, 1,000 test images)")
+    axes[0].legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "docs" / "certificate_experiment")
@@ -127,6 +159,7 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     if a.report_only:
         print(report(a.out))
+        plot(a.out, a.out / "gt_curves.png")
         return 0
     import torch
 
@@ -158,6 +191,7 @@ def main(argv=None) -> int:
                       f"{r['distortion']:.2f} KL {r['rate']:.2f} AU {r['au']} ({r['train_s']:.0f} s train, "
                       f"{r['eval_s']:.0f} s eval)", flush=True)
     print(report(a.out))
+    plot(a.out, a.out / "gt_curves.png")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 
 import numpy as np
 from streamlit.testing.v1 import AppTest
@@ -26,3 +27,17 @@ def plotly_values(a) -> np.ndarray:
         v = np.frombuffer(base64.b64decode(a["bdata"]), dtype=np.dtype(a["dtype"]))
         return v.reshape([int(n) for n in str(a["shape"]).split(",")]) if "shape" in a else v
     return np.asarray(a)
+
+
+def open_page_without_saved_runs(path: str, timeout: float, **query) -> AppTest:
+    """`open_page` with $CVAE_RUNS_DIR pointed at a folder that does not exist, so the page lists the shipped runs
+    only (for a module-scoped first view, where pytest's monkeypatch is not available)."""
+    old = os.environ.get("CVAE_RUNS_DIR")
+    os.environ["CVAE_RUNS_DIR"] = "/nonexistent-runs-dir"
+    try:
+        return open_page(path, timeout, **query)
+    finally:
+        if old is None:
+            os.environ.pop("CVAE_RUNS_DIR", None)
+        else:
+            os.environ["CVAE_RUNS_DIR"] = old

@@ -166,6 +166,18 @@ def test_train_save_and_load_a_real_short_run(train_page, lab_dirs):
     assert all(math.isfinite(info["metrics"][k]) for k in ("neg_elbo", "rate", "distortion", "mse"))
     assert info["history"]["status"] == "finished"
     assert model.sample(2).shape == (2, 1, 28, 28)
+    # the live certificate: its curve and caption on the page, and the last tick's GT recomputed from the saved
+    # weights (those of the last tick) on the same 500 test images
+    from cvae_core.certificate import certificate_metrics
+    from cvae_core.data import load_dataset
+    from cvae_core.metrics import encoder_means
+
+    assert "GT" in recs[-1], "the mnist teacher is cached by prepare-data; it should be ready within 16 steps"
+    x = load_dataset("mnist").x_test[:500]
+    ref = certificate_metrics(model, load_dataset("mnist"), x, encoder_means(model, x))
+    assert recs[-1]["GT"] == pytest.approx(ref["GT"], rel=1e-5, abs=1e-6)
+    assert f"GT = {recs[-1]['GT']:.3f} nats" in texts(at.caption)
+    assert any('"GT = IT' in c.proto.spec for c in at.get("plotly_chart"))
 
 
 def test_conditional_model_previews_a_row_per_class_with_a_class_picker(train_page):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _apptest import open_page, plotly_values, texts
+from _apptest import open_page, open_page_without_saved_runs, plotly_values, texts
 
 from cvae_core.attributes import score_cell
 from cvae_core.checkpoint import load_run
@@ -37,17 +37,7 @@ def no_saved_runs(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def first_view():
-    import os
-
-    old = os.environ.get("CVAE_RUNS_DIR")
-    os.environ["CVAE_RUNS_DIR"] = "/nonexistent-runs-dir"
-    try:
-        yield open_page(PAGE, 300)
-    finally:
-        if old is None:
-            os.environ.pop("CVAE_RUNS_DIR", None)
-        else:
-            os.environ["CVAE_RUNS_DIR"] = old
+    return open_page_without_saved_runs(PAGE, 300)
 
 
 def test_opens_on_the_held_out_four_with_the_four_shipped_runs(first_view):

@@ -16,7 +16,7 @@ from cvae_core.metrics import CHECK_SLICE, check_numbers
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = list_runs(REPO / "checkpoints")
-EXPECTED = {"vae", "sigma_vae", "bs_vae", "cvae", "sigma_cvae", "t3vae", "ct3vae", "cgvae", "flow_cvae"}
+EXPECTED = {"vae", "sigma_vae", "bs_vae", "cvae", "sigma_cvae", "t3vae", "ct3vae", "cgvae", "flow_cvae", "rst_vae"}
 _DATA: dict = {}
 
 
