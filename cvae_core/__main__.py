@@ -234,10 +234,10 @@ def cmd_train(a) -> int:
     from tqdm import tqdm
 
     from .attributes import condition_fields
+    from .certificate import LiveCertificate, config_of
     from .checkpoint import check_run_destination, save_run
     from .data import load_dataset
     from .errors import ConfigError
-    from .certificate import LiveCertificate, config_of
     from .metrics import TickMeans, check_numbers
     from .registry import build_model, make_config
     from .train import TrainConfig, TrainControl, check_model_data, fit

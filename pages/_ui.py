@@ -25,10 +25,10 @@ from plotly.subplots import make_subplots
 from torchvision.utils import make_grid
 
 from cvae_core.attributes import condition_fields, example_conditions
+from cvae_core.certificate import LiveCertificate, config_of
 from cvae_core.checkpoint import load_run, read_run_info
 from cvae_core.data import Dataset, load_dataset
 from cvae_core.errors import LabError
-from cvae_core.certificate import LiveCertificate, config_of
 from cvae_core.jobs import TrainingJob
 from cvae_core.models.base import ModelConfig
 from cvae_core.registry import MODELS, build_model, make_config

@@ -145,9 +145,10 @@ def live_view() -> None:
         if "GT" in last:
             st.plotly_chart(_ui.certificate_figure(recs), key="certificate")
             st.caption(f"GT = {last['GT']:.3f} nats. Above zero, the encoder mean provably depends on the input "
-                       "(a constant mean can never beat the teacher's average Tbar). Computed each tick from the "
-                       "encoder means of 500 test images against a fixed PCA-GMM teacher; more on the **Collapse "
-                       "certificate** page.")
+                       "(a constant mean can never beat the teacher's average Tbar). Below zero proves nothing: "
+                       "models trained without the witness loss (all but rst_vae) usually stay there even with an "
+                       "informative code. Computed each tick from the encoder means of 500 test images against a "
+                       "fixed PCA-GMM teacher; more on the **Collapse certificate** page.")
         else:
             st.caption(f"Certificate: {live.status}.")
     p = snap["previews"]

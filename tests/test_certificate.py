@@ -273,3 +273,29 @@ def test_evaluation_and_inspection_agree(binary_small, tmp_path, monkeypatch):
     assert "GT" not in out and out["certificate_skipped"].startswith("latent_dim 4 < K - 1 = 9")
     with pytest.raises(ConfigError, match="latent_dim >= K - 1"):
         C.inspect(small, data)
+
+
+@pytest.mark.gpu
+def test_rst_vae_on_cuda_keeps_the_teacher_on_the_device(binary_small, tmp_path, monkeypatch):
+    """The CUDA path: the teacher's buffers move with the model, T(x) of a batch is computed on the GPU and equals the
+    CPU's, and the live certificate of the last tick equals the CPU evaluation of the same weights."""
+    import copy
+
+    from cvae_core.metrics import TickMeans, encoder_means
+    from cvae_core.registry import build_model
+    from cvae_core.train import TrainConfig, fit
+
+    monkeypatch.setenv("CVAE_DATA_DIR", str(tmp_path))
+    x = binary_small.x_test[:200]
+    live = C.LiveCertificate(binary_small, x, background=False)
+    model = build_model("rst_vae", seed=0, arch="mlp", hidden=64, latent_dim=12)
+    hist = fit(model, binary_small, TrainConfig(steps=20, batch_size=64, seed=0, log_every=10, device="cuda"),
+               callbacks=[TickMeans(x, None, binary_small.y_test[:200], [live])])
+    assert hist.status == "finished" and model.means.device.type == "cuda"
+    cpu = copy.deepcopy(model).cpu()
+    with torch.no_grad():
+        t_gpu = model.teacher(model.prepare_batch(x.cuda())).double().cpu()
+        t_cpu = cpu.teacher(cpu.prepare_batch(x)).double()
+    torch.testing.assert_close(t_gpu, t_cpu, rtol=1e-4, atol=1e-6)
+    ref = C.certificate_metrics(cpu, binary_small, x, encoder_means(cpu, x))
+    assert hist.records[-1]["GT"] == pytest.approx(ref["GT"], rel=1e-4, abs=1e-5)
