@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
 from cvae_core.certificate import config_of, inspect, teacher_is_cached
-from cvae_core.checkpoint import list_runs
 from cvae_core.errors import LabError
 from pages import _maps, _ui
 
@@ -18,14 +15,6 @@ DEFAULTS = ("mnistbin_vae_beta8", "mnistbin_rst_vae_beta8")
 N_IMAGES = 1000  # test images behind the numbers and the plane
 PALETTE = ("#4F46E5", "#F97316", "#16A34A", "#DC2626", "#A855F7", "#0EA5E9", "#CA8A04", "#DB2777", "#64748B",
            "#14B8A6", "#7C2D12", "#1E3A8A")
-
-
-def run_options(job) -> dict[str, Path | None]:
-    options: dict[str, Path | None] = {p.name: p for p in list_runs(_ui.checkpoints_root())}
-    options |= {f"saved: {p.name}": p for p in list_runs(_ui.runs_root())}
-    if job is not None:
-        options[_maps.LIVE] = None
-    return options
 
 
 def load(choice: str, options: dict, job, refresh: bool) -> tuple:

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from cvae_core.checkpoint import list_runs
 from cvae_core.data import Dataset
 from cvae_core.errors import CheckpointError, DataError
 from cvae_core.metrics import encoder_means
@@ -72,6 +73,16 @@ def job_token(job) -> str:
     if job not in _tokens:
         _tokens[job] = uuid.uuid4().hex[:12]
     return _tokens[job]
+
+
+def run_options(job) -> dict[str, Path | None]:
+    """The runs a page can pick: shipped runs by name, saved runs as "saved: <name>", and the run training on the
+    Train page (LIVE -> None) when this session has one."""
+    options: dict[str, Path | None] = {p.name: p for p in list_runs(_ui.checkpoints_root())}
+    options |= {f"saved: {p.name}": p for p in list_runs(_ui.runs_root())}
+    if job is not None:
+        options[LIVE] = None
+    return options
 
 
 def run_dataset(info: dict) -> Dataset:

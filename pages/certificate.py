@@ -27,7 +27,7 @@ st.markdown(f":material/model_training: Train your own and watch GT move: [RST-V
             "(or pick *live* while it trains).")
 
 job = st.session_state.get("job")
-options = C.run_options(job)
+options = _maps.run_options(job)
 if not options:
     st.info("No runs yet: no shipped runs in `checkpoints/` and nothing saved. Train one on the **Train** page (the "
             "certificate curve shows there live) and come back.")

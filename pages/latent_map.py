@@ -5,7 +5,7 @@ import time
 
 import streamlit as st
 
-from cvae_core.checkpoint import list_runs, model_name_of
+from cvae_core.checkpoint import model_name_of
 from cvae_core.errors import LabError
 from cvae_core.projection import class_shares
 from pages import _maps, _ui
@@ -19,10 +19,7 @@ st.caption("Where does the encoder put each test image? Every dot is the mean of
            "projected to 2-D and coloured by its class. Click, or drag a lasso or box, to see the images.")
 
 job = st.session_state.get("job")
-options = {p.name: p for p in list_runs(_ui.checkpoints_root())}
-options |= {f"saved: {p.name}": p for p in list_runs(_ui.runs_root())}
-if job is not None:
-    options[_maps.LIVE] = None
+options = _maps.run_options(job)
 if not options:
     st.info("No runs to map yet: no shipped runs in `checkpoints/` and nothing saved. Start a run on the **Train** "
             "page and come back: the run that is training appears here.")
