@@ -1,0 +1,151 @@
+"""The sequence CVAE with a strategy latent (SPEC section 6): a router p_phi(z|x), a decoder p_psi(y|x,z) and an
+inference network q_xi(z|x,y), each over its own copy of a causal LM backbone (``cvae_core.lm``), each frozen,
+LoRA-adapted (``peft``) or fully trained.
+
+- Router: the backbone on ``<bos> <x> x </x>``, hidden states mean-pooled, a head -> Cat(pi(x)) (discrete, K values) or
+  N(mu(x), diag sigma(x)^2) (continuous, m dimensions).
+- Inference network: the backbone on the whole ``<bos> <x> x </x> <y> y </y> <eos>``, pooled, a head -> Cat or N.
+- Decoder: the template ``<bos> <x> x </x> <z> [z] </z> <y> y </y> <eos>``; the slot [z] carries a learned embedding:
+  row k of a K x width table for a discrete z (a learned strategy token), a linear map of z to the model width for a
+  continuous z (a latent prefix). Only the answer tokens are scored.
+- Objective: E_q[log p(y|x,z)] - beta KL(q(z|x,y) || p(z|x)). Discrete: exact enumeration over the K values
+  (sum_k q_k log p(y|x,k)) and the analytic KL of two categoricals. Continuous: one reparameterised sample and the
+  analytic KL of two diagonal Gaussians.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.strategies import Vocab
+from ..errors import ConfigError
+from ..lm import answer_nll, batch
+
+MODES = ("frozen", "lora", "full")
+
+
+@dataclass
+class SeqCVAEConfig:
+    latent: str = "discrete"  # "discrete" (K values) or "continuous" (latent_dim Gaussian dimensions)
+    K: int = 4  # discrete latent values
+    latent_dim: int = 4  # continuous latent size
+    beta: float = 1.0  # weight of KL(q(z|x,y) || p(z|x))
+    router: str = "lora"  # backbone of the router: frozen, lora or full
+    decoder: str = "lora"  # backbone of the decoder
+    inference: str = "lora"  # backbone of the inference network
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+
+    def __post_init__(self) -> None:
+        if self.latent not in ("discrete", "continuous"):
+            raise ConfigError(f"latent must be discrete or continuous (got {self.latent!r})")
+        if self.K < 2 or self.latent_dim < 1:
+            raise ConfigError(f"need K >= 2 and latent_dim >= 1 (got K={self.K}, latent_dim={self.latent_dim})")
+        for part in ("router", "decoder", "inference"):
+            if getattr(self, part) not in MODES:
+                raise ConfigError(f"{part} must be one of {', '.join(MODES)} (got {getattr(self, part)!r})")
+        if not self.beta >= 0:
+            raise ConfigError(f"beta must be >= 0 (got {self.beta})")
+
+
+def _wrap(base, mode: str, cfg: SeqCVAEConfig):
+    """A private copy of the backbone, frozen, with LoRA adapters (peft; the copy's own weights frozen), or trained."""
+    lm = copy.deepcopy(base)
+    if mode == "full":
+        return lm
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    if mode == "frozen":
+        return lm
+    from peft import LoraConfig, get_peft_model
+
+    targets = ["c_attn", "c_proj", "c_fc"] if hasattr(lm, "transformer") else "all-linear"
+    return get_peft_model(lm, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets,
+                                         lora_dropout=0.0, fan_in_fan_out=hasattr(lm, "transformer")))
+
+
+class SeqCVAE(nn.Module):
+    def __init__(self, base, vocab: Vocab, config: SeqCVAEConfig | None = None):
+        super().__init__()
+        config = config or SeqCVAEConfig()
+        self.config, self.vocab = config, vocab
+        width = base.get_input_embeddings().embedding_dim
+        self.router_lm = _wrap(base, config.router, config)
+        self.decoder_lm = _wrap(base, config.decoder, config)
+        self.inference_lm = _wrap(base, config.inference, config)
+        out = config.K if config.latent == "discrete" else 2 * config.latent_dim
+        self.router_head = nn.Linear(width, out)
+        self.inference_head = nn.Linear(width, out)
+        nn.init.zeros_(self.router_head.weight)  # both start at the uniform / standard-normal distribution
+        nn.init.zeros_(self.router_head.bias)
+        nn.init.zeros_(self.inference_head.weight)
+        nn.init.zeros_(self.inference_head.bias)
+        if config.latent == "discrete":
+            self.z_embed = nn.Embedding(config.K, width)  # a learned strategy token per latent value
+            nn.init.normal_(self.z_embed.weight, std=0.02)
+        else:
+            self.z_proj = nn.Linear(config.latent_dim, width)  # the latent prefix
+
+    # ------------------------------------------------------------------ parts
+    def _pooled(self, lm, seqs: list[list[int]]) -> torch.Tensor:
+        device = self.router_head.weight.device
+        ids, attn, _ = (t.to(device) for t in batch(seqs, self.vocab))
+        h = lm(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[-1]  # (B, L, width)
+        w = attn.unsqueeze(-1).to(h.dtype)
+        return (h * w).sum(1) / w.sum(1)  # mean over the real tokens
+
+    def router(self, xs: list[str]):
+        """p(z | x): a Categorical (discrete) or an Independent Normal (continuous)."""
+        return self._dist(self.router_head(self._pooled(self.router_lm, [self._prompt(x) for x in xs])))
+
+    def inference(self, xs: list[str], ys: list[str]):
+        """q(z | x, y)."""
+        seqs = [self.vocab.encode(x, y) for x, y in zip(xs, ys, strict=True)]
+        return self._dist(self.inference_head(self._pooled(self.inference_lm, seqs)))
+
+    def _prompt(self, x: str) -> list[int]:
+        return self.vocab.encode(x)[:-1]  # <bos> <x> x </x> (without <y>)
+
+    def _dist(self, out: torch.Tensor):
+        D = torch.distributions
+        if self.config.latent == "discrete":
+            return D.Categorical(logits=out)
+        mu, log_var = out.chunk(2, dim=-1)
+        return D.Independent(D.Normal(mu, torch.exp(0.5 * log_var)), 1)
+
+    def decoder_nll(self, xs: list[str], ys: list[str], z: torch.Tensor) -> torch.Tensor:
+        """-log p(y | x, z) per item, (B,): z is (B,) latent indices (discrete) or (B, m) vectors (continuous)."""
+        slot = self.vocab.ids["<z>"]  # the slot's id is a placeholder: its embedding is replaced by z's
+        seqs = [self._with_slot(x, y, slot) for x, y in zip(xs, ys, strict=True)]
+        device = self.router_head.weight.device
+        ids, attn, ans = (t.to(device) for t in batch(seqs, self.vocab))
+        emb = self.decoder_lm.get_input_embeddings()(ids)  # (B, L, width)
+        zvec = self.z_embed(z) if self.config.latent == "discrete" else self.z_proj(z)  # (B, width)
+        pos = torch.tensor([s.index(slot, s.index(slot) + 1) for s in seqs], device=device)  # the slot after <z>
+        emb = emb.clone()
+        emb[torch.arange(len(seqs), device=device), pos] = zvec.to(emb.dtype)
+        return answer_nll(self.decoder_lm, ids, attn, ans, inputs_embeds=emb)
+
+    def _with_slot(self, x: str, y: str, slot: int) -> list[int]:
+        v = self.vocab
+        return [*v.encode(x)[:-1], v.ids["<z>"], slot, v.ids["</z>"], *v.encode(x, y)[len(v.encode(x)) - 1 :]]
+
+    # ------------------------------------------------------------------ objective
+    def loss(self, xs: list[str], ys: list[str], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per-item terms (B,): ``rec`` = -E_q log p(y|x,z), ``kl``, ``loss`` = rec + beta kl; ``q`` the posterior."""
+        q, p = self.inference(xs, ys), self.router(xs)
+        kl = torch.distributions.kl_divergence(q, p)
+        if self.config.latent == "discrete":
+            B, K = len(xs), self.config.K
+            z = torch.arange(K, device=q.logits.device).repeat(B)  # every value for every item: (B*K,)
+            nll = self.decoder_nll([x for x in xs for _ in range(K)], [y for y in ys for _ in range(K)], z)
+            rec = (q.probs * nll.view(B, K)).sum(1)  # exact: sum_k q_k(-log p(y|x,k))
+        else:
+            mu, std = q.base_dist.loc, q.base_dist.scale
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device) if generator else torch.randn_like(mu)
+            rec = self.decoder_nll(xs, ys, mu + std * eps)
+        return {"rec": rec, "kl": kl, "loss": rec + self.config.beta * kl, "q": q}
