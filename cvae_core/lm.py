@@ -114,11 +114,12 @@ def train_base_lm(model, split: StrategySplit, vocab: Vocab, *, steps: int = 200
 
 @torch.no_grad()
 def sample_answers(model, vocab: Vocab, xs: list[str], *, z: int | None = None, greedy: bool = False,
-                   seed: int = 0, max_new: int | None = None) -> list[str | None]:
+                   seed: int = 0, max_new: int | None = None, prompt=None) -> list[str | None]:
     """One answer per input, decoded token by token (greedy, or sampled at temperature 1 with a seeded generator);
-    None where the model writes no well-formed answer."""
+    None where the model writes no well-formed answer. `prompt(x)` gives other prompt ids (default: the template up
+    to <y>, with the strategy token of `z` when given)."""
     device = next(model.parameters()).device
-    prompts = [vocab.encode(x, z=z) for x in xs]
+    prompts = [prompt(x) if prompt else vocab.encode(x, z=z) for x in xs]
     gen = torch.Generator(device=device).manual_seed(seed)
     out: list[str | None] = []
     for p, x in zip(prompts, xs, strict=True):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -121,3 +122,26 @@ def test_bad_configs_are_one_line():
         SeqCVAEConfig(latent="mixed")
     with pytest.raises(ConfigError, match="router must be one of frozen, lora, full"):
         SeqCVAEConfig(router="half")
+
+
+def test_latents_are_matched_to_strategies_by_their_co_occurrence():
+    from cvae_core.seq_metrics import match_latents
+
+    truth = [0] * 50 + [1] * 30 + [2] * 20
+    pred = [2] * 45 + [0] * 5 + [0] * 30 + [1] * 20  # latent 2 = strategy 0, latent 0 = 1, latent 1 = 2
+    assert match_latents(np.array(pred), np.array(truth), 3, 3).tolist() == [1, 2, 0]
+    extra = match_latents(np.array(pred[:80] + [3] * 20), np.array(truth), 4, 3)  # K > K*: latent 3 -> strategy 2
+    assert extra.tolist()[3] == 2
+
+
+def test_inter_latent_jsd_is_zero_when_z_changes_nothing_and_positive_otherwise(base, vocab):
+    from cvae_core.seq_metrics import decoder_next_token
+
+    model = SeqCVAE(base, vocab, SeqCVAEConfig(K=2, decoder="frozen"))
+    lp0, mask, _ = decoder_next_token(model, XS, YS, 0)
+    lp1, _, _ = decoder_next_token(model, XS, YS, 1)
+    assert float(((lp0.exp() - lp1.exp()).abs().sum(-1) * mask).max()) > 1e-4  # different strategy tokens
+    with torch.no_grad():
+        model.z_embed.weight[1] = model.z_embed.weight[0]
+    lp1, _, _ = decoder_next_token(model, XS, YS, 1)
+    torch.testing.assert_close(lp0, lp1)

@@ -80,13 +80,12 @@ class SeqCVAE(nn.Module):
         out = config.K if config.latent == "discrete" else 2 * config.latent_dim
         self.router_head = nn.Linear(width, out)
         self.inference_head = nn.Linear(width, out)
-        nn.init.zeros_(self.router_head.weight)  # both start at the uniform / standard-normal distribution
-        nn.init.zeros_(self.router_head.bias)
-        nn.init.zeros_(self.inference_head.weight)
-        nn.init.zeros_(self.inference_head.bias)
+        nn.init.zeros_(self.router_head.weight)  # the prior starts uniform / standard normal; the posterior starts
+        nn.init.zeros_(self.router_head.bias)  # random (PyTorch's default), which breaks the symmetry between values
+        scale = float(base.get_input_embeddings().weight.std())
         if config.latent == "discrete":
             self.z_embed = nn.Embedding(config.K, width)  # a learned strategy token per latent value
-            nn.init.normal_(self.z_embed.weight, std=0.02)
+            nn.init.normal_(self.z_embed.weight, std=scale)  # as far apart as the backbone's own tokens
         else:
             self.z_proj = nn.Linear(config.latent_dim, width)  # the latent prefix
 
@@ -130,6 +129,11 @@ class SeqCVAE(nn.Module):
         emb[torch.arange(len(seqs), device=device), pos] = zvec.to(emb.dtype)
         return answer_nll(self.decoder_lm, ids, attn, ans, inputs_embeds=emb)
 
+    def slot_prompt(self, x: str) -> list[int]:
+        """The decoder's prompt <bos> <x> x </x> <z> [slot] </z> <y>, to decode an answer from."""
+        v = self.vocab
+        return [*v.encode(x)[:-1], v.ids["<z>"], v.ids["<z>"], v.ids["</z>"], v.ids["<y>"]]
+
     def _with_slot(self, x: str, y: str, slot: int) -> list[int]:
         v = self.vocab
         return [*v.encode(x)[:-1], v.ids["<z>"], slot, v.ids["</z>"], *v.encode(x, y)[len(v.encode(x)) - 1 :]]
@@ -149,3 +153,37 @@ class SeqCVAE(nn.Module):
             eps = torch.randn(mu.shape, generator=generator, device=mu.device) if generator else torch.randn_like(mu)
             rec = self.decoder_nll(xs, ys, mu + std * eps)
         return {"rec": rec, "kl": kl, "loss": rec + self.config.beta * kl, "q": q}
+
+
+def fit_seq(model: SeqCVAE, split, *, steps: int = 1000, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
+            log_every: int = 100, kl_warmup: float = 0.5, progress=None) -> list[dict]:
+    """Adam on the mean loss over random batches of (x, y) pairs; returns one record per log tick (mean rec, kl,
+    loss since the last tick). Only parameters that require gradients train (LoRA adapters, heads, z embeddings,
+    fully trained backbones). The KL weight rises linearly from 0 to beta over the first `kl_warmup` of the steps:
+    with the full weight from the start the posterior collapses onto the router before the decoder has learnt to
+    read z (measured: KL 1e-5 nats and NMI 0 after 300 steps on two strategies)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    noise = torch.Generator(device=model.router_head.weight.device).manual_seed(seed + 1)
+    model.train()
+    records, acc, n = [], {"rec": 0.0, "kl": 0.0, "loss": 0.0}, 0
+    for step in range(1, steps + 1):
+        idx = torch.randint(len(split.x), (batch_size,), generator=gen).tolist()
+        out = model.loss([split.x[i] for i in idx], [split.y[i] for i in idx], generator=noise)
+        warm = min(1.0, step / (kl_warmup * steps)) if kl_warmup > 0 else 1.0
+        loss = (out["rec"] + warm * model.config.beta * out["kl"]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        for k in acc:
+            acc[k] += float(out[k].detach().mean())
+        n += 1
+        if step % log_every == 0 or step == steps:
+            records.append({"step": step, **{k: v / n for k, v in acc.items()}})
+            acc, n = dict.fromkeys(acc, 0.0), 0
+            if progress:
+                progress(step / steps, f"step {step}: loss {records[-1]['loss']:.3f}")
+    model.eval()
+    return records
