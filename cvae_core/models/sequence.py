@@ -82,7 +82,7 @@ class SeqCVAE(nn.Module):
         self.inference_head = nn.Linear(width, out)
         nn.init.zeros_(self.router_head.weight)  # the prior starts uniform / standard normal; the posterior starts
         nn.init.zeros_(self.router_head.bias)  # random (PyTorch's default), which breaks the symmetry between values
-        scale = float(base.get_input_embeddings().weight.std())
+        scale = float(base.get_input_embeddings().weight.detach().std())
         if config.latent == "discrete":
             self.z_embed = nn.Embedding(config.K, width)  # a learned strategy token per latent value
             nn.init.normal_(self.z_embed.weight, std=scale)  # as far apart as the backbone's own tokens
