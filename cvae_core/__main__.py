@@ -288,8 +288,8 @@ def cmd_train(a) -> int:
     cond = data.y_for(model, "test")
     x_tick = data.x_test[:AU_IMAGES]
     # the teacher is read (or fitted, once per data set) before training, so every tick of the history has GT
-    live = LiveCertificate(data, x_tick, config_of(model), background=False) if _has_witness(model) else None
-    tick = TickMeans(x_tick, cond[:AU_IMAGES], data.y_test[:AU_IMAGES], [live] if live else [])
+    live = LiveCertificate(data, x_tick, config_of(model), background=False, latent_dim=model.config.latent_dim)
+    tick = TickMeans(x_tick, cond[:AU_IMAGES], data.y_test[:AU_IMAGES], [live])
     with _stop_on_ctrl_c(control):
         hist = fit(model, data, tcfg, callbacks=[tick, Bar()], control=control)
     metrics = _evaluate_all(model, data, a)
@@ -314,13 +314,6 @@ def cmd_train(a) -> int:
 
 
 AU_IMAGES = 1000  # test images whose encoder means each log tick reads (active units, the live certificate)
-
-
-def _has_witness(model) -> bool:
-    """Whether the certificate applies: a latent of at least K - 1 coordinates."""
-    from .certificate import config_of
-
-    return model.config.latent_dim >= config_of(model).K - 1
 
 
 # metrics whose relative change decides whether float16 weights are good enough (the sample metrics are on the

@@ -118,18 +118,20 @@ def fit_teacher(x_train: torch.Tensor, config: CertificateConfig = CertificateCo
     return teacher
 
 
-def _cache_file(root: Path, data_name: str, n_train: int, config: CertificateConfig) -> Path:
-    key = hashlib.sha1(json.dumps([data_name, n_train, asdict(config)], sort_keys=True).encode()).hexdigest()[:12]
-    return root / "certificate" / f"{data_name}-{key}.npz"
+def _cache_path(data, config: CertificateConfig, root: str | Path | None) -> Path:
+    """Where a data set's teacher is cached: under the data root, keyed by its name, size and the config."""
+    from .data import default_data_root
+
+    key = hashlib.sha1(json.dumps([data.name, len(data.x_train), asdict(config)], sort_keys=True).encode()
+                       ).hexdigest()[:12]
+    return Path(root or default_data_root()) / "certificate" / f"{data.name}-{key}.npz"
 
 
 def load_or_fit_teacher(data, config: CertificateConfig = CertificateConfig(), root: str | Path | None = None
                         ) -> Teacher:
     """The teacher of a data set, fitted once and cached on disk (atomically) under the data root, keyed by the
     data set's name, size and the certificate config."""
-    from .data import default_data_root
-
-    path = _cache_file(Path(root) if root else default_data_root(), data.name, len(data.x_train), config)
+    path = _cache_path(data, config, root)
     with _FIT_LOCKS_LOCK:
         lock = _FIT_LOCKS.setdefault(path, threading.Lock())
     with lock:  # two threads asking for the same teacher (a model's setup, a live certificate) fit it once
@@ -152,9 +154,7 @@ def _read_teacher(path: Path, config: CertificateConfig) -> Teacher | None:
 
 
 def teacher_is_cached(data, config: CertificateConfig = CertificateConfig(), root: str | Path | None = None) -> bool:
-    from .data import default_data_root
-
-    return _cache_file(Path(root) if root else default_data_root(), data.name, len(data.x_train), config).is_file()
+    return _cache_path(data, config, root).is_file()
 
 
 def _fit_and_cache(data, config: CertificateConfig, path: Path) -> Teacher:
@@ -251,10 +251,16 @@ class LiveCertificate:
     tick's images is computed once. ``status`` says in one line what the callback is doing (for a UI)."""
 
     def __init__(self, data, x: torch.Tensor, config: CertificateConfig = CertificateConfig(),
-                 root: str | Path | None = None, background: bool = True):
+                 root: str | Path | None = None, background: bool = True, latent_dim: int | None = None):
+        """`latent_dim`: the model's; a latent smaller than K - 1 makes the callback say so at once and skip the
+        teacher (no fit, no cache read). Without it, the first tick's means tell."""
         self.config, self.error, self.unavailable = config, None, None
         self._t: torch.Tensor | None = None
         self._ready = threading.Event()
+        if latent_dim is not None and latent_dim < config.K - 1:
+            self.unavailable, self._status = self._too_small(latent_dim), "not needed"
+            self._ready.set()
+            return
         cached = teacher_is_cached(data, config, root)
         self._status = "reading the teacher" if cached else (
             f"fitting the teacher (PCA {config.pca_dim}, {config.K}-component mixture) on the training images, once "
@@ -275,6 +281,9 @@ class LiveCertificate:
         else:
             prepare()
 
+    def _too_small(self, m: int) -> str:
+        return f"not available: the latent has {m} coordinates and the witness needs K - 1 = {self.config.K - 1}"
+
     @property
     def status(self) -> str:
         return self.unavailable or self._status
@@ -285,8 +294,7 @@ class LiveCertificate:
     def on_means(self, model, record: dict, means: torch.Tensor, labels) -> None:
         K = self.config.K
         if means.shape[1] < K - 1:
-            self.unavailable = (f"not available: the latent has {means.shape[1]} coordinates and the witness "
-                                f"needs K - 1 = {K - 1}")
+            self.unavailable = self._too_small(means.shape[1])
             return
         if self._t is None:
             return

@@ -15,7 +15,7 @@ import torch
 
 from .checkpoint import check_run_destination, model_name_of, save_run
 from .data import Dataset
-from .metrics import active_units, check_numbers, encoder_means, full_evaluation
+from .metrics import TickMeans, check_numbers, full_evaluation
 from .models.base import LatentModel
 from .registry import build_model
 from .train import History, TrainConfig, TrainControl, fit, resolve_device
@@ -57,7 +57,8 @@ class TrainingJob:
             self._y_preview = cond[:n_preview] if model.conditional else None
             self.preview_columns = 8
         self._x_fixed, self._y_fixed = data.x_test[:n_preview // 2], cond[:n_preview // 2]
-        self._x_au, self._c_au, self._y_au = data.x_test[:au_images], cond[:au_images], data.y_test[:au_images]
+        self._tick = TickMeans(data.x_test[:au_images], cond[:au_images], data.y_test[:au_images],
+                               [cb for cb in self.callbacks if hasattr(cb, "on_means")])
         self._thread = threading.Thread(target=self._run, name="cvae-train", daemon=True)
 
     # ------------------------------------------------------------------ control
@@ -94,22 +95,18 @@ class TrainingJob:
 
     @torch.no_grad()
     def on_log(self, model: LatentModel, record: dict, history: History) -> None:
+        self._tick.on_log(model, record, history)  # the encoder means once: au and every on_means callback
         model.eval()
         device = next(model.parameters()).device
-        means = encoder_means(model, self._x_au, self._c_au if model.conditional else None)  # once per tick
-        au = active_units(means)
         for cb in self.callbacks:
             if hasattr(cb, "on_log"):
                 cb.on_log(model, record, history)
-            if hasattr(cb, "on_means"):
-                cb.on_means(model, record, means, self._y_au)
         y_fixed = self._y_fixed.to(device)
         recon = model.reconstruct(model.prepare_batch(self._x_fixed.to(device)), y_fixed if model.conditional else None)
         samples = model.sample(len(self._z), self._y_preview, eps=self._z)
         state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         model.train()
         with self._lock:
-            record["au"] = float(au)
             self._n_logged = len(history.records)
             self._state, self._state_step = state, history.step
             self._previews = {"samples": samples.float().cpu(), "recon": recon.float().cpu(),

@@ -105,7 +105,7 @@ def train_sigma(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None =
 def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 500,
              is_samples: int = 0, seed: int = 0, au_threshold: float = 0.01, extras: dict | None = None,
              train_x: torch.Tensor | None = None, train_y: torch.Tensor | None = None,
-             train_sigma_value: float | None = None) -> dict:
+             train_sigma_value: float | None = None, means_out: list | None = None) -> dict:
     """Metrics on a held-out set of uint8 images. Reproducible: the noise is seeded and the global RNG kept.
 
     The family's own named terms are averaged (``item_terms``): `loss` is its objective, `rate` and `distortion`
@@ -158,6 +158,8 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
     n = len(x_u8)
     avg = {k: v / n for k, v in sums.items()}
     mu = torch.cat(means)  # (N, m)
+    if means_out is not None:  # the encoder means, for a caller that needs them too (no second encoder pass)
+        means_out.append(mu)
     out = {
         "loss": avg["loss"],
         "rate": avg[model.rate_key],
@@ -201,15 +203,15 @@ def full_evaluation(model: LatentModel, data, *, n_test: int | None = None, is_s
     extras = {k: v[:n_test] for k, v in data.extras_test.items()}
     if progress:
         progress(0.0, "evaluating likelihood terms on the test set")
+    means: list = []
     out = evaluate(model, x, y, is_samples=is_samples, seed=seed, extras=extras, train_x=data.x_train,
-                   train_y=data.y_for(model, "train"))
+                   train_y=data.y_for(model, "train"), means_out=means)
     if certificate:
         from .certificate import certificate_metrics
 
         if progress:
             progress(0.05, "the collapse certificate of the test encoder means")
-        means = encoder_means(model, x, y if model.conditional else None)
-        out.update(certificate_metrics(model, data, x, means))
+        out.update(certificate_metrics(model, data, x, means[0]))
     attribute_model = model.conditional and not model.class_conditional
     if attribute_model and sample_metrics and data.name == "morpho-mnist":
         from .attributes import attribute_metrics

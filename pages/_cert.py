@@ -1,6 +1,8 @@
-"""Streamlit helpers for the Collapse certificate page: the run list, cached certificate pictures, and figures."""
+"""Streamlit helpers for the Collapse certificate page: loading a picked run, cached certificate pictures, figures."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import plotly.graph_objects as go
@@ -29,11 +31,11 @@ def load(choice: str, options: dict, job, refresh: bool) -> tuple:
 
 def pictures(model, data, key: str) -> dict:
     """`inspect` of the model, cached per run and weights; says so while a data set's teacher is fitted first."""
-    if not teacher_is_cached(data, config_of(model)):
-        with st.spinner(f"Fitting the certificate's teacher on {data.name} (PCA + a Gaussian mixture, once per data "
-                        "set, about 30 s for 60k images) ..."):
-            return _pictures(key, model, data)
-    return _pictures(key, model, data)
+    waits = contextlib.nullcontext() if teacher_is_cached(data, config_of(model)) else st.spinner(
+        f"Fitting the certificate's teacher on {data.name} (PCA + a Gaussian mixture, once per data set, about 30 s "
+        "for 60k images) ...")
+    with waits:
+        return _pictures(key, model, data)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -364,7 +364,8 @@ def start_training(setup: dict, options: dict) -> TrainingJob:
     check_model_data(model, data)
     stop_job(st.session_state.get("job"))  # only once the new setup is known to be valid
     _stop_orphans()
-    live = LiveCertificate(data, data.x_test[:AU_IMAGES], config_of(model))  # GT each tick, teacher in background
+    # GT each tick, the teacher read or fitted in the background (nothing for a latent too small for the witness)
+    live = LiveCertificate(data, data.x_test[:AU_IMAGES], config_of(model), latent_dim=model.config.latent_dim)
     job = TrainingJob(model, data, train, au_images=AU_IMAGES, callbacks=[live]).start()
     with _board_lock:
         _job_board()[id(job)] = [job, time.monotonic()]

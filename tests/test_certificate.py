@@ -231,6 +231,9 @@ def test_live_certificate_in_the_background_and_with_a_small_latent(binary_small
     rec = {}
     live.on_means(None, rec, torch.zeros(50, 4), None)
     assert rec == {} and live.status == "not available: the latent has 4 coordinates and the witness needs K - 1 = 9"
+    small = C.LiveCertificate(binary_small.subset(500, 50), binary_small.x_test[:50], latent_dim=4)
+    assert small.wait(0) and small.status == live.status  # said at once, before any tick
+    assert len(list((tmp_path / "certificate").iterdir())) == 1  # no teacher fitted for the 500-image set
     again = C.LiveCertificate(binary_small, binary_small.x_test[:50])
     assert again.status == "reading the teacher"  # the cache the first one wrote
     assert again.wait(30) and again.status == "ready"
