@@ -48,18 +48,15 @@ def match_latents(pred: np.ndarray, truth: np.ndarray, K: int, K_true: int) -> n
 
 
 @torch.no_grad()
-def decoder_next_token(model, xs: list[str], ys: list[str], k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probabilities of the next token at every answer position with z = k, teacher-forced on y: (B, L-1, V),
-    and the mask of positions whose next token is an answer token (B, L-1)."""
+def decoder_next_token(model, xs: list[str], ys: list[str], k: int
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """With z = k, teacher-forced on y: the log-probabilities of the next token at every position (B, L-1, V), the
+    mask of positions whose next token is an answer token (B, L-1), and those next tokens (B, L-1)."""
     from .lm import batch
 
-    slot = model.vocab.ids["<z>"]
-    seqs = [model._with_slot(x, y, slot) for x, y in zip(xs, ys, strict=True)]
-    device = model.router_head.weight.device
-    ids, attn, ans = (t.to(device) for t in batch(seqs, model.vocab))
-    emb = model.decoder_lm.get_input_embeddings()(ids).clone()
-    pos = torch.tensor([s.index(slot, s.index(slot) + 1) for s in seqs], device=device)
-    emb[torch.arange(len(seqs), device=device), pos] = model.z_embed.weight[k].to(emb.dtype)
+    seqs = [model.slot_sequence(x, y) for x, y in zip(xs, ys, strict=True)]
+    ids, attn, ans = (t.to(model.router_head.weight.device) for t in batch(seqs, model.vocab))
+    emb = model.slot_embeds(ids, model.z_embed.weight[k].expand(len(seqs), -1))
     logits = model.decoder_lm(inputs_embeds=emb, attention_mask=attn).logits[:, :-1].float()
     return torch.log_softmax(logits, -1), ans[:, 1:], ids[:, 1:]
 
@@ -83,7 +80,7 @@ def sequence_metrics(model, base, task, split, n: int = 500, n_control: int = 10
     purity, valid = [], []
     for k in range(K):
         answers = sample_answers(model_decoder(model, k), model.vocab, xs[:n_control], greedy=True,
-                                 prompt=model.slot_prompt)
+                                 prompt=model.slot_sequence)
         made = [task.check(x, a) if a is not None else [] for x, a in zip(xs[:n_control], answers, strict=True)]
         first = [m[0] for m in made if m]
         valid.append(len(first) / n_control)
@@ -91,14 +88,8 @@ def sequence_metrics(model, base, task, split, n: int = 500, n_control: int = 10
     out["controllability"] = float(np.mean(purity))
     out["controllability_per_z"] = [float(p) for p in purity]
     out["valid_answers"] = float(np.mean(valid))
-    with torch.no_grad():
-        rec = float(np.mean(np.concatenate([model.loss(xs[i : i + 128], ys[i : i + 128])["rec"].cpu().numpy()
-                                            for i in range(0, len(xs), 128)])))
-    out["recon_nats"] = rec
-    out["base_nats"] = nats_per_answer(base, split.__class__(xs, truth, ys, split.mixture[:n]), model.vocab)
-    out["recon_ratio"] = rec / out["base_nats"]
-    jsd, correct, total = 0.0, 0.0, 0.0
-    for i in range(0, len(xs), 128):
+    jsd, correct, total, rec = 0.0, 0.0, 0.0, 0.0
+    for i in range(0, len(xs), 128):  # one teacher-forced decoder pass per latent value serves three metrics
         bx, by = xs[i : i + 128], ys[i : i + 128]
         lps, mask, nxt = zip(*(decoder_next_token(model, bx, by, k) for k in range(K)), strict=True)
         lp = torch.stack(lps)  # (K, B, L-1, V)
@@ -106,10 +97,15 @@ def sequence_metrics(model, base, task, split, n: int = 500, n_control: int = 10
         mix = torch.logsumexp(lp, 0) - np.log(K)  # log of the mean distribution
         js = (lp.exp() * (lp - mix)).sum(-1).mean(0)  # (B, L-1): mean KL of each to the mixture
         jsd += float((js * m).sum())
-        best = torch.from_numpy(q[i : i + 128].argmax(1)).to(lp.device)
-        pick = lp[best, torch.arange(len(bx), device=lp.device)]  # (B, L-1, V) at z = argmax q
+        qb = torch.from_numpy(q[i : i + 128]).to(lp.device)  # (B, K)
+        nll = -(lp.gather(-1, nxt[0].expand(K, -1, -1)[..., None])[..., 0] * m).sum(-1)  # (K, B): -log p(y|x,k)
+        rec += float((qb.T.to(nll.dtype) * nll).sum())  # sum_k q_k (-log p(y|x,k)), exact, as in the loss
+        pick = lp[qb.argmax(1), torch.arange(len(bx), device=lp.device)]  # (B, L-1, V) at z = argmax q
         correct += float(((pick.argmax(-1) == nxt[0]).float() * m).sum())
         total += float(m.sum())
+    out["recon_nats"] = rec / len(xs)
+    out["base_nats"] = nats_per_answer(base, split.__class__(xs, truth, ys, split.mixture[:n]), model.vocab)
+    out["recon_ratio"] = out["recon_nats"] / out["base_nats"]
     out["inter_latent_jsd"] = jsd / total
     out["token_accuracy"] = correct / total
     return out
@@ -125,11 +121,7 @@ class _Decoder(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask=None):
         m = self.model
-        slot = m.vocab.ids["<z>"]
-        emb = m.decoder_lm.get_input_embeddings()(input_ids).clone()
-        for b in range(len(input_ids)):
-            row = input_ids[b].tolist()
-            emb[b, row.index(slot, row.index(slot) + 1)] = m.z_embed.weight[self.k].to(emb.dtype)
+        emb = m.slot_embeds(input_ids, m.z_embed.weight[self.k].expand(len(input_ids), -1))
         return m.decoder_lm(inputs_embeds=emb, attention_mask=attention_mask)
 
 

@@ -118,25 +118,27 @@ class SeqCVAE(nn.Module):
 
     def decoder_nll(self, xs: list[str], ys: list[str], z: torch.Tensor) -> torch.Tensor:
         """-log p(y | x, z) per item, (B,): z is (B,) latent indices (discrete) or (B, m) vectors (continuous)."""
-        slot = self.vocab.ids["<z>"]  # the slot's id is a placeholder: its embedding is replaced by z's
-        seqs = [self._with_slot(x, y, slot) for x, y in zip(xs, ys, strict=True)]
         device = self.router_head.weight.device
+        seqs = [self.slot_sequence(x, y) for x, y in zip(xs, ys, strict=True)]
         ids, attn, ans = (t.to(device) for t in batch(seqs, self.vocab))
-        emb = self.decoder_lm.get_input_embeddings()(ids)  # (B, L, width)
         zvec = self.z_embed(z) if self.config.latent == "discrete" else self.z_proj(z)  # (B, width)
-        pos = torch.tensor([s.index(slot, s.index(slot) + 1) for s in seqs], device=device)  # the slot after <z>
-        emb = emb.clone()
-        emb[torch.arange(len(seqs), device=device), pos] = zvec.to(emb.dtype)
-        return answer_nll(self.decoder_lm, ids, attn, ans, inputs_embeds=emb)
+        return answer_nll(self.decoder_lm, ids, attn, ans, inputs_embeds=self.slot_embeds(ids, zvec))
 
-    def slot_prompt(self, x: str) -> list[int]:
-        """The decoder's prompt <bos> <x> x </x> <z> [slot] </z> <y>, to decode an answer from."""
-        v = self.vocab
-        return [*v.encode(x)[:-1], v.ids["<z>"], v.ids["<z>"], v.ids["</z>"], v.ids["<y>"]]
+    def slot_embeds(self, ids: torch.Tensor, zvec: torch.Tensor) -> torch.Tensor:
+        """The decoder's input embeddings of ids (B, L) with each row's latent slot set to zvec (B, width). The slot
+        is the second <z> of the row: its id is only a placeholder."""
+        is_z = ids == self.vocab.ids["<z>"]
+        slot = is_z & (is_z.long().cumsum(1) == 2)  # (B, L)
+        emb = self.decoder_lm.get_input_embeddings()(ids)  # (B, L, width)
+        return torch.where(slot[..., None], zvec[:, None, :].to(emb.dtype), emb)
 
-    def _with_slot(self, x: str, y: str, slot: int) -> list[int]:
+    def slot_sequence(self, x: str, y: str | None = None) -> list[int]:
+        """The decoder's template <bos> <x> x </x> <z> [slot] </z> <y> y </y> <eos>; without y, the prompt that ends
+        at <y>, to decode an answer from."""
         v = self.vocab
-        return [*v.encode(x)[:-1], v.ids["<z>"], slot, v.ids["</z>"], *v.encode(x, y)[len(v.encode(x)) - 1 :]]
+        full = v.encode(x, y)
+        cut = len(x) + 3  # <bos> <x> x </x>
+        return [*full[:cut], v.ids["<z>"], v.ids["<z>"], v.ids["</z>"], *full[cut:]]
 
     # ------------------------------------------------------------------ objective
     def loss(self, xs: list[str], ys: list[str], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
