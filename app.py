@@ -17,6 +17,7 @@ page = st.navigation([
     st.Page("pages/class_balance.py", title="Class balance", icon=":material/balance:"),
     st.Page("pages/rare_combinations.py", title="Rare combinations", icon=":material/join_inner:"),
     st.Page("pages/certificate.py", title="Collapse certificate", icon=":material/verified:"),
+    st.Page("pages/strategies.py", title="Strategies", icon=":material/alt_route:"),
 ])
 
 with st.sidebar:

@@ -1,4 +1,5 @@
-"""Command line: ``python -m cvae_core {list,train,evaluate,sample,prepare-data}``. See README for the JSON keys.
+"""Command line: ``python -m cvae_core {list,train,train-base,evaluate,sample,prepare-data}``. See README for the
+JSON keys.
 
 Bad arguments exit with status 2 and one line ``error: ...`` on stderr, never a traceback.
 """
@@ -14,6 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import seq_cli
 from .errors import LabError
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 1
@@ -82,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model and save a run folder")
     s.add_argument("--model", required=True)
-    s.add_argument("--dataset", required=True)
+    s.add_argument("--dataset", default=None, help="required for the image models; seq_cvae trains on the strategies "
+                                                   "task")
     s.add_argument("--rho", type=_finite_float, default=10.0,
                    help="imbalance ratio of a long-tailed set (mnist-lt, svhn-lt, cifar100-lt; >= 1)")
     s.add_argument("--beta", type=_finite_float, default=None, help="KL weight (model default if omitted)")
@@ -94,10 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=_finite_float, default=None)
     g.add_argument("--steps", type=_positive_int, default=None)
-    s.add_argument("--batch-size", type=_positive_int, default=128)
-    s.add_argument("--lr", type=_finite_float, default=1e-3)
+    s.add_argument("--batch-size", type=_positive_int, default=None, help="default 128 (seq_cvae: 32)")
+    s.add_argument("--lr", type=_finite_float, default=None, help="default 1e-3 (seq_cvae: 3e-3)")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g = s.add_argument_group("seq_cvae (the sequence CVAE on the strategies task)")
+    g.add_argument("--latent", choices=["discrete", "continuous"], default=None, help="default discrete")
+    g.add_argument("--base-model", type=Path, default=None,
+                   help="a local causal-LM folder in the transformers format (default: the shipped base model)")
+    g.add_argument("--warm-start", type=_finite_float, default=0.3,
+                   help="share of the steps that make the latent informative first (hard EM / autoencoder)")
+    g.add_argument("--n-test", type=_at_least_two, default=500, help="test pairs the metrics use")
+    seq_cli.add_task_args(g)
     s.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="any other model config field, e.g. --option sigma=0.1 --option arch=mlp")
     s.add_argument("--data-root", type=Path, default=None,
@@ -112,6 +123,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "rate, MSE, classifier-FID, mode coverage) move by < 1%% when rounded (else float32)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("train-base", help="train the sequence CVAE's base language model on the strategies task")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--steps", type=_positive_int, default=3000)
+    s.add_argument("--width", type=_positive_int, default=128)
+    s.add_argument("--layers", type=_positive_int, default=3)
+    s.add_argument("--heads", type=_positive_int, default=4)
+    s.add_argument("--batch-size", type=_positive_int, default=64)
+    s.add_argument("--lr", type=_finite_float, default=3e-3)
+    s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32")
+    seq_cli.add_task_args(s)
 
     s = sub.add_parser("evaluate", help="test-set metrics of a run folder")
     s.add_argument("run", type=Path)
@@ -231,6 +255,8 @@ def _summary(metrics: dict) -> str:
 
 
 def cmd_train(a) -> int:
+    if a.model == "seq_cvae":
+        return seq_cli.cmd_train_seq(a, _json_line)
     from tqdm import tqdm
 
     from .attributes import condition_fields
@@ -242,8 +268,10 @@ def cmd_train(a) -> int:
     from .registry import build_model, make_config
     from .train import TrainConfig, TrainControl, check_model_data, fit
 
-    tcfg = TrainConfig(epochs=a.epochs if a.epochs is not None else 2.0, steps=a.steps, batch_size=a.batch_size,
-                       lr=a.lr, seed=a.seed, device=a.device)
+    if a.dataset is None:
+        raise ConfigError(f"--dataset is required for {a.model}")
+    tcfg = TrainConfig(epochs=a.epochs if a.epochs is not None else 2.0, steps=a.steps,
+                       batch_size=a.batch_size or 128, lr=a.lr or 1e-3, seed=a.seed, device=a.device)
     overrides = dict(a.option)
     if a.beta is not None:
         overrides["beta"] = a.beta
@@ -354,6 +382,10 @@ def _try_half(model, data, a, metrics: dict) -> tuple[str, float]:
 
 
 def cmd_evaluate(a) -> int:
+    from .seq_runs import is_seq_run
+
+    if is_seq_run(a.run):
+        return seq_cli.cmd_evaluate_seq(a, _json_line)
     from .checkpoint import load_run
     from .data import load_dataset
     from .train import resolve_device
@@ -463,7 +495,7 @@ def cmd_prepare(a) -> int:
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     cmd = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
-           "prepare-data": cmd_prepare}[a.cmd]
+           "prepare-data": cmd_prepare, "train-base": seq_cli.cmd_train_base}[a.cmd]
     try:
         return cmd(a)
     except LabError as e:

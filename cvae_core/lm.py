@@ -113,24 +113,31 @@ def train_base_lm(model, split: StrategySplit, vocab: Vocab, *, steps: int = 200
 
 
 @torch.no_grad()
-def sample_answers(model, vocab: Vocab, xs: list[str], *, z: int | None = None, greedy: bool = False,
-                   seed: int = 0, max_new: int | None = None, prompt=None) -> list[str | None]:
+def sample_answers(model, vocab: Vocab, xs: list[str], *, greedy: bool = False, seed: int = 0,
+                   max_new: int | None = None) -> list[str | None]:
     """One answer per input, decoded token by token (greedy, or sampled at temperature 1 with a seeded generator);
-    None where the model writes no well-formed answer. `prompt(x)` gives other prompt ids (default: the template up
-    to <y>, with the strategy token of `z` when given)."""
+    None where the model writes no well-formed answer. The prompt is the template up to <y>. Inputs of one length
+    decode together as a batch (their prompts need no padding)."""
     device = next(model.parameters()).device
-    prompts = [prompt(x) if prompt else vocab.encode(x, z=z) for x in xs]
     gen = torch.Generator(device=device).manual_seed(seed)
-    out: list[str | None] = []
-    for p, x in zip(prompts, xs, strict=True):
-        ids = torch.tensor([p], dtype=torch.int64, device=device)
-        for _ in range(max_new or len(x) + 2):
-            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1].float()
-            nxt = logits.argmax() if greedy else torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)[0]
-            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
-            if int(nxt) in (vocab.ids["</y>"], vocab.ids["<eos>"]):
+    stop = torch.tensor([vocab.ids["</y>"], vocab.ids["<eos>"]], device=device)
+    out: list[str | None] = [None] * len(xs)
+    by_len: dict[int, list[int]] = {}
+    for i, x in enumerate(xs):
+        by_len.setdefault(len(x), []).append(i)
+    for n, rows in sorted(by_len.items()):
+        ids = torch.tensor([vocab.encode(xs[i]) for i in rows], dtype=torch.int64, device=device)
+        done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+        for _ in range(max_new or n + 2):
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[:, -1].float()
+            nxt = logits.argmax(-1) if greedy else torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)[:, 0]
+            nxt = torch.where(done, vocab.pad, nxt)  # finished rows only pad
+            ids = torch.cat([ids, nxt[:, None]], dim=1)
+            done |= torch.isin(nxt, stop)
+            if bool(done.all()):
                 break
-        out.append(vocab.answer(ids[0].tolist()))
+        for i, row in zip(rows, ids.tolist(), strict=True):
+            out[i] = vocab.answer(row)
     return out
 
 

@@ -27,12 +27,13 @@ from .models.gaussian import (
     SigmaVAEConfig,
     VAEConfig,
 )
+from .models.sequence import SeqCVAE, SeqCVAEConfig
 from .models.student_t import CGVAE, CT3VAE, T3VAE, CGVAEConfig, CT3VAEConfig, T3VAEConfig
 
 
 class ModelSpec(NamedTuple):
-    config_cls: type[ModelConfig]
-    model_cls: type[LatentModel]
+    config_cls: type  # a ModelConfig (SeqCVAEConfig for the sequence family)
+    model_cls: type  # a LatentModel (SeqCVAE for the sequence family)
     description: str
     family: str
 
@@ -59,7 +60,16 @@ MODELS: dict[str, ModelSpec] = {
                          "fixed PCA-GMM teacher (the collapse certificate); Bernoulli decoder", "certificate"),
     "rst_prefit": ModelSpec(RSTPrefitConfig, RSTVAE, "RST-VAE whose encoder is first fitted to the witness alone "
                             "(prefit_fraction of the steps), then trained jointly", "certificate"),
+    "seq_cvae": ModelSpec(SeqCVAEConfig, SeqCVAE, "sequence CVAE over a small transformer LM: router p(z|x), decoder "
+                          "p(y|x,z), inference network q(z|x,y); a discrete or continuous strategy latent "
+                          "(the strategies task; see cvae_core.seq_runs)", "sequence"),
 }
+SEQUENCE_FAMILIES = ("sequence",)
+
+
+def image_model_names() -> list[str]:
+    """The models over images (every family but the sequence CVAE, which is built over a base language model)."""
+    return [n for n, s in MODELS.items() if s.family not in SEQUENCE_FAMILIES]
 
 
 def model_names() -> list[str]:
@@ -83,6 +93,9 @@ def make_config(name: str, **overrides: Any) -> ModelConfig:
 
 def build_model(name: str, config: ModelConfig | None = None, seed: int | None = None, **overrides: Any) -> LatentModel:
     """Instantiate a registered model; `seed` makes the initial weights reproducible."""
+    if name in MODELS and MODELS[name].family in SEQUENCE_FAMILIES:
+        raise ConfigError(f"{name} is built over a base language model: use cvae_core.seq_runs.train_seq, or "
+                          f"`python -m cvae_core train --model {name}`")
     config = config if config is not None else make_config(name, **overrides)
     if seed is not None:
         torch.manual_seed(seed)

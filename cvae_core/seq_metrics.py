@@ -1,4 +1,8 @@
-"""Metrics of the sequence CVAE on the strategies task (SPEC section 6), for a discrete latent.
+"""Metrics of the sequence CVAE on the strategies task (SPEC section 6).
+
+A discrete model's latent values are its K values. A continuous model's "values" are K* points: the centroids of
+k-means (K* clusters, seeded) on the posterior means of the evaluated pairs; a pair's value is its cluster, and the
+router's p(z|x) is turned into cluster probabilities by the share of 64 samples nearest to each centroid.
 
 - ``nmi``: normalised mutual information between argmax q(z|x,y) and the true strategy.
 - ``controllability``: decode greedily with z fixed to each value; the exact checker names the strategy of each
@@ -23,15 +27,46 @@ from .lm import nats_per_answer, sample_answers
 
 @torch.no_grad()
 def posterior(model, xs: list[str], ys: list[str], batch_size: int = 128) -> np.ndarray:
-    """q(z | x, y) probabilities, (N, K)."""
-    return np.concatenate([model.inference(xs[i : i + batch_size], ys[i : i + batch_size]).probs.cpu().numpy()
-                           for i in range(0, len(xs), batch_size)])
+    """q(z | x, y): probabilities (N, K) for a discrete z, posterior means (N, m) for a continuous z."""
+    out = []
+    for i in range(0, len(xs), batch_size):
+        q = model.inference(xs[i : i + batch_size], ys[i : i + batch_size])
+        out.append((q.probs if model.config.latent == "discrete" else q.mean).cpu().numpy())
+    return np.concatenate(out)
 
 
 @torch.no_grad()
-def router_probs(model, xs: list[str], batch_size: int = 128) -> np.ndarray:
-    return np.concatenate([model.router(xs[i : i + batch_size]).probs.cpu().numpy()
-                           for i in range(0, len(xs), batch_size)])
+def router_probs(model, xs: list[str], centroids: np.ndarray | None = None, batch_size: int = 128,
+                 samples: int = 64, seed: int = 0) -> np.ndarray:
+    """p(z | x) over the latent values (N, K): the router's probabilities (discrete), or the share of its samples
+    nearest to each centroid (continuous)."""
+    out = []
+    gen = torch.Generator().manual_seed(seed)
+    for i in range(0, len(xs), batch_size):
+        p = model.router(xs[i : i + batch_size])
+        if model.config.latent == "discrete":
+            out.append(p.probs.cpu().numpy())
+            continue
+        mu, std = p.base_dist.loc.cpu(), p.base_dist.scale.cpu()
+        z = mu + std * torch.randn((samples, *mu.shape), generator=gen)  # (S, B, m)
+        near = torch.cdist(z, torch.from_numpy(centroids).float()).argmin(-1)  # (S, B)
+        out.append(torch.nn.functional.one_hot(near, len(centroids)).float().mean(0).numpy())
+    return np.concatenate(out)
+
+
+def latent_points(model, means: np.ndarray | None = None, k: int | None = None, seed: int = 0):
+    """(slot vectors (V, width), centroids or None, labels of `means` or None): the decoder inputs of the latent values
+    (discrete: the K strategy embeddings; continuous: the projections of k k-means centroids of `means`)."""
+    if model.config.latent == "discrete":
+        return model.z_embed.weight.detach(), None, None
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(means)
+    cent = km.cluster_centers_.astype(np.float32)
+    dev = model.router_head.weight.device
+    with torch.no_grad():
+        vecs = model.z_proj(torch.from_numpy(cent).to(dev))
+    return vecs, cent, km.labels_
 
 
 def match_latents(pred: np.ndarray, truth: np.ndarray, K: int, K_true: int) -> np.ndarray:
@@ -48,39 +83,49 @@ def match_latents(pred: np.ndarray, truth: np.ndarray, K: int, K_true: int) -> n
 
 
 @torch.no_grad()
-def decoder_next_token(model, xs: list[str], ys: list[str], k: int
+def decoder_next_token(model, xs: list[str], ys: list[str], zvec: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """With z = k, teacher-forced on y: the log-probabilities of the next token at every position (B, L-1, V), the
-    mask of positions whose next token is an answer token (B, L-1), and those next tokens (B, L-1)."""
+    """With the slot vector zvec (width,) (or one per pair, (B, width)), teacher-forced on y: the log-probabilities
+    of the next token at every position (B, L-1, V), the mask of positions whose next token is an answer token
+    (B, L-1), and those next tokens."""
     from .lm import batch
 
-    seqs = [model.slot_sequence(x, y) for x, y in zip(xs, ys, strict=True)]
+    seqs = [model.vocab.encode(x, y) for x, y in zip(xs, ys, strict=True)]
     ids, attn, ans = (t.to(model.router_head.weight.device) for t in batch(seqs, model.vocab))
-    emb = model.slot_embeds(ids, model.z_embed.weight[k].expand(len(seqs), -1))
+    emb = model.slot_embeds(ids, zvec.expand(len(seqs), -1))
     logits = model.decoder_lm(inputs_embeds=emb, attention_mask=attn).logits[:, :-1].float()
     return torch.log_softmax(logits, -1), ans[:, 1:], ids[:, 1:]
 
 
-def sequence_metrics(model, base, task, split, n: int = 500, n_control: int = 100) -> dict:
+def controlled_answers(model, xs: list[str], zvec: torch.Tensor) -> list[str | None]:
+    """Greedy answers of the decoder with its slot set to zvec (width,)."""
+    return sample_answers(_Decoder(model, zvec), model.vocab, xs, greedy=True)
+
+
+def sequence_metrics(model, base, task, split, n: int = 500, n_control: int = 100, seed: int = 0) -> dict:
     """All the metrics above on the first n items of a split (controllability on the first n_control inputs)."""
     from sklearn.metrics import normalized_mutual_info_score
 
     xs, ys, truth = split.x[:n], split.y[:n], split.strategy[:n]
-    K, Ks = model.config.K, task.K
+    Ks = task.K
+    discrete = model.config.latent == "discrete"
     q = posterior(model, xs, ys)
-    pred = q.argmax(1)
-    perm = match_latents(pred, truth, K, Ks)
-    r = router_probs(model, xs)
+    vecs, cent, labels = latent_points(model, None if discrete else q, Ks, seed)
+    V = len(vecs)
+    pred = q.argmax(1) if discrete else labels
+    perm = match_latents(pred, truth, V, Ks)
+    r = router_probs(model, xs, cent, seed=seed)
     r_matched = np.zeros((len(xs), Ks))
-    for k in range(K):
+    for k in range(V):
         r_matched[:, perm[k]] += r[:, k]
     out = {"nmi": float(normalized_mutual_info_score(truth, pred)),
            "router_tv": float(0.5 * np.abs(r_matched - split.mixture[:n]).sum(1).mean()),
            "latent_to_strategy": [task.strategies[int(s)] for s in perm]}
+    if cent is not None:
+        out["centroids"] = cent.tolist()
     purity, valid = [], []
-    for k in range(K):
-        answers = sample_answers(model_decoder(model, k), model.vocab, xs[:n_control], greedy=True,
-                                 prompt=model.slot_sequence)
+    for k in range(V):
+        answers = controlled_answers(model, xs[:n_control], vecs[k])
         made = [task.check(x, a) if a is not None else [] for x, a in zip(xs[:n_control], answers, strict=True)]
         first = [m[0] for m in made if m]
         valid.append(len(first) / n_control)
@@ -89,20 +134,29 @@ def sequence_metrics(model, base, task, split, n: int = 500, n_control: int = 10
     out["controllability_per_z"] = [float(p) for p in purity]
     out["valid_answers"] = float(np.mean(valid))
     jsd, correct, total, rec = 0.0, 0.0, 0.0, 0.0
+    gen = torch.Generator().manual_seed(seed)
     for i in range(0, len(xs), 128):  # one teacher-forced decoder pass per latent value serves three metrics
         bx, by = xs[i : i + 128], ys[i : i + 128]
-        lps, mask, nxt = zip(*(decoder_next_token(model, bx, by, k) for k in range(K)), strict=True)
-        lp = torch.stack(lps)  # (K, B, L-1, V)
+        lps, mask, nxt = zip(*(decoder_next_token(model, bx, by, vecs[k]) for k in range(V)), strict=True)
+        lp = torch.stack(lps)  # (V, B, L-1, V)
         m = mask[0].float()
-        mix = torch.logsumexp(lp, 0) - np.log(K)  # log of the mean distribution
+        mix = torch.logsumexp(lp, 0) - np.log(V)  # log of the mean distribution
         js = (lp.exp() * (lp - mix)).sum(-1).mean(0)  # (B, L-1): mean KL of each to the mixture
         jsd += float((js * m).sum())
-        qb = torch.from_numpy(q[i : i + 128]).to(lp.device)  # (B, K)
-        nll = -(lp.gather(-1, nxt[0].expand(K, -1, -1)[..., None])[..., 0] * m).sum(-1)  # (K, B): -log p(y|x,k)
-        rec += float((qb.T.to(nll.dtype) * nll).sum())  # sum_k q_k (-log p(y|x,k)), exact, as in the loss
-        pick = lp[qb.argmax(1), torch.arange(len(bx), device=lp.device)]  # (B, L-1, V) at z = argmax q
-        correct += float(((pick.argmax(-1) == nxt[0]).float() * m).sum())
         total += float(m.sum())
+        if discrete:
+            qb = torch.from_numpy(q[i : i + 128]).to(lp.device)  # (B, K)
+            nll = -(lp.gather(-1, nxt[0].expand(V, -1, -1)[..., None])[..., 0] * m).sum(-1)  # (K, B)
+            rec += float((qb.T.to(nll.dtype) * nll).sum())  # sum_k q_k (-log p(y|x,k)), exact, as in the loss
+            pick = lp[qb.argmax(1), torch.arange(len(bx), device=lp.device)]  # (B, L-1, V) at z = argmax q
+        else:
+            with torch.no_grad():
+                qd = model.inference(bx, by)
+                mu, std = qd.base_dist.loc, qd.base_dist.scale
+                z = mu + std * torch.randn(mu.shape, generator=gen).to(mu.device)  # one sample of q per pair
+                rec += float(model.decoder_nll(bx, by, z).sum())
+                pick = decoder_next_token(model, bx, by, model.z_proj(mu))[0]  # at z = the posterior mean
+        correct += float(((pick.argmax(-1) == nxt[0]).float() * m).sum())
     out["recon_nats"] = rec / len(xs)
     out["base_nats"] = nats_per_answer(base, split.__class__(xs, truth, ys, split.mixture[:n]), model.vocab)
     out["recon_ratio"] = out["recon_nats"] / out["base_nats"]
@@ -112,18 +166,13 @@ def sequence_metrics(model, base, task, split, n: int = 500, n_control: int = 10
 
 
 class _Decoder(torch.nn.Module):
-    """The decoder with z fixed to one discrete value, as a causal LM for ``lm.sample_answers`` (the prompt is the
-    template up to <y> with the slot after <z>)."""
+    """The decoder with its latent slot fixed to one vector, as a causal LM for ``lm.sample_answers``."""
 
-    def __init__(self, model, k: int):
+    def __init__(self, model, zvec: torch.Tensor):
         super().__init__()
-        self.model, self.k = model, k
+        self.model, self.zvec = model, zvec
 
     def forward(self, input_ids, attention_mask=None):
         m = self.model
-        emb = m.slot_embeds(input_ids, m.z_embed.weight[self.k].expand(len(input_ids), -1))
+        emb = m.slot_embeds(input_ids, self.zvec.expand(len(input_ids), -1))
         return m.decoder_lm(inputs_embeds=emb, attention_mask=attention_mask)
-
-
-def model_decoder(model, k: int) -> _Decoder:
-    return _Decoder(model, k)

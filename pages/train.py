@@ -4,7 +4,7 @@ import streamlit as st
 
 from cvae_core.data import DATASETS
 from cvae_core.errors import LabError
-from cvae_core.registry import MODELS
+from cvae_core.registry import MODELS, image_model_names
 from pages import _ui
 
 _ui.leave_legacy_pages_mode()
@@ -24,7 +24,7 @@ with setup_col, st.container(border=True):
     if dataset.endswith("-lt"):  # a long-tailed set: mnist-lt, svhn-lt, cifar100-lt
         rho = st.slider("Imbalance ρ (largest / smallest class)", 1.0, 100.0, 10.0, step=1.0, format="%.0f",
                         key="rho", **URL)
-    names = list(MODELS)
+    names = image_model_names()  # seq_cvae trains on the Strategies page
     model = st.selectbox("Model", names, index=names.index("bs_vae") if "bs_vae" in names else 0, key="model", **URL)
     st.caption(MODELS[model].description)
     beta = st.select_slider("β (weight of the rate R)", _ui.BETAS, value=1.0, key="beta", format_func="{:g}".format,

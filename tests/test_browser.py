@@ -411,3 +411,32 @@ def test_certificate_page_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text("test image #11")).to_be_visible()
         assert page.locator('[data-testid="stException"]').count() == 0
     assert time.monotonic() - t0 < 120, "the Collapse certificate browser test took too long"
+
+
+def test_strategies_page_in_a_real_browser(server, tmp_path):
+    """The shipped discrete and continuous sequence CVAEs side by side: router bars, one answer per latent value,
+    the posterior of a typed answer; a new x typed in goes to the URL; letters get one clear line."""
+    shipped = Path(os.environ.get("CVAE_CHECKPOINTS_DIR") or REPO / "checkpoints") / "strategies" / "discrete"
+    if not shipped.is_dir():
+        pytest.skip(f"BROWSER TEST SKIPPED: the shipped run {shipped} does not exist yet "
+                    "(bash scripts/train_shipped_strategies.sh makes it)")
+    t0 = time.monotonic()
+    with chromium_page() as page:
+        page.goto(f"{server}/strategies", wait_until="domcontentloaded")
+        expect(page.get_by_role("heading", name="Strategies", exact=True)).to_be_visible(timeout=30_000)
+        wait_for_plots(page, 4, timeout=60_000)  # router and posterior bars of both runs
+        expect(page.get_by_text("One greedy answer per latent value").first).to_be_visible()
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.mouse.move(5, 890)
+        screenshot(page, tmp_path, "strategies_page.png")
+
+        box = page.get_by_role("textbox", name=re.compile("Input x"))
+        box.fill("93150")
+        box.press("Enter")
+        page.wait_for_url(re.compile("x=93150"), timeout=30_000)
+        wait_for_plots(page, 4)
+        box.fill("93a50")
+        box.press("Enter")
+        expect(page.get_by_text("x may hold only the digits 0-9; remove 'a'.").first).to_be_visible(timeout=30_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+    assert time.monotonic() - t0 < 120, "the Strategies browser test took too long"

@@ -16,9 +16,9 @@ from zuko.distributions import NormalizingFlow
 from cvae_core.checkpoint import load_run, save_run
 from cvae_core.errors import ConfigError
 from cvae_core.models.base import LatentModel
-from cvae_core.registry import MODELS, build_model, make_config, model_names
+from cvae_core.registry import MODELS, build_model, image_model_names, make_config, model_names
 
-NAMES = list(MODELS)
+NAMES = image_model_names()  # the image models; seq_cvae has its own tests (test_sequence.py)
 ARCHS = ["conv", "mlp"]
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
 # every registered model with its defaults, plus the non-default likelihood of the plain VAE
@@ -37,12 +37,16 @@ def _batch(shape, b=3, seed=0, k=10):
 
 
 def test_registry_entries_are_consistent():
-    assert model_names() == NAMES and len(NAMES) >= 3
+    assert model_names() == list(MODELS) and len(NAMES) >= 3 and set(NAMES) < set(MODELS)
     for name, spec in MODELS.items():
+        assert spec.description and spec.family
+        if name not in NAMES:
+            with pytest.raises(ConfigError, match="built over a base language model"):
+                build_model(name)
+            continue
         cfg = spec.config_cls()  # every field defaulted
         assert dataclasses.is_dataclass(cfg)
         assert isinstance(build_model(name, arch="mlp", hidden=8, latent_dim=2, **fit_small(name)), spec.model_cls)
-        assert spec.description and spec.family
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))

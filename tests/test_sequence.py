@@ -13,7 +13,7 @@ import torch
 from cvae_core.data.strategies import StrategyTask, Vocab, make_split
 from cvae_core.errors import CheckpointError, ConfigError
 from cvae_core.lm import BaseLMConfig, answer_nll, batch, build_base_lm, load_base_lm, train_base_lm
-from cvae_core.models.sequence import SeqCVAE, SeqCVAEConfig
+from cvae_core.models.sequence import SeqCVAE, SeqCVAEConfig, fit_seq
 
 TINY = BaseLMConfig(n_embd=16, n_layer=1, n_head=2, n_positions=40)
 XS, YS = ["3142", "907", "55120"], ["1234", "709", "02155"]
@@ -101,8 +101,11 @@ def test_a_local_transformers_folder_can_be_the_backbone(tmp_path, base, vocab):
     torch.testing.assert_close(loaded(input_ids=ids).logits, base(input_ids=ids).logits)
     with pytest.raises(CheckpointError, match="not a transformers model folder"):
         load_base_lm(tmp_path, vocab)
-    with pytest.raises(CheckpointError, match="the task needs 25"):
-        load_base_lm(tmp_path / "lm", Vocab(n_latent=6))
+    small = build_base_lm(Vocab(), TINY, seed=0)
+    small.resize_token_embeddings(12)
+    small.save_pretrained(tmp_path / "small")
+    with pytest.raises(CheckpointError, match="has 12 token embeddings; the task needs 20"):
+        load_base_lm(tmp_path / "small", vocab)
 
 
 def test_base_model_learns_the_answers(vocab):
@@ -138,12 +141,12 @@ def test_inter_latent_jsd_is_zero_when_z_changes_nothing_and_positive_otherwise(
     from cvae_core.seq_metrics import decoder_next_token
 
     model = SeqCVAE(base, vocab, SeqCVAEConfig(K=2, decoder="frozen"))
-    lp0, mask, _ = decoder_next_token(model, XS, YS, 0)
-    lp1, _, _ = decoder_next_token(model, XS, YS, 1)
+    lp0, mask, _ = decoder_next_token(model, XS, YS, model.z_embed.weight[0])
+    lp1, _, _ = decoder_next_token(model, XS, YS, model.z_embed.weight[1])
     assert float(((lp0.exp() - lp1.exp()).abs().sum(-1) * mask).max()) > 1e-4  # different strategy tokens
     with torch.no_grad():
         model.z_embed.weight[1] = model.z_embed.weight[0]
-    lp1, _, _ = decoder_next_token(model, XS, YS, 1)
+    lp1, _, _ = decoder_next_token(model, XS, YS, model.z_embed.weight[1])
     torch.testing.assert_close(lp0, lp1)
 
 
@@ -162,3 +165,49 @@ def test_metrics_reconstruction_is_the_loss_exact_enumeration(base, vocab):
     assert out["recon_nats"] == pytest.approx(rec, rel=1e-5)
     assert out["recon_ratio"] == pytest.approx(out["recon_nats"] / out["base_nats"], rel=1e-12)
     assert 0 <= out["nmi"] <= 1 and 0 <= out["token_accuracy"] <= 1 and out["inter_latent_jsd"] >= 0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_short_seeded_run_recovers_two_strategies():
+    """Two strategies (sort ascending / descending, equally likely): a 2-layer base model, then the CVAE with the
+    hard-EM warm start and the ELBO at beta 0.5. The latent must be the strategy (NMI), each latent value must decode
+    to one strategy (controllability, by the exact checker), and the decoder must beat the base model by far.
+    Measured: NMI 0.96, controllability 0.99 (0.99 per value), recon ratio 0.08, router TV 0.11; about 70 s."""
+    from cvae_core.seq_metrics import sequence_metrics
+
+    task = StrategyTask(strategies=("sort_asc", "sort_desc"), min_len=3, max_len=5, mixture="uniform")
+    train, test = make_split(task, n_train=8000, n_test=200, seed=0)
+    base = build_base_lm(Vocab(), BaseLMConfig(n_embd=64, n_layer=2, n_head=4, n_positions=32), seed=0)
+    train_base_lm(base, train, Vocab(), steps=1000, batch_size=64, lr=3e-3, log_every=1000)
+    torch.manual_seed(0)
+    model = SeqCVAE(base, Vocab(), SeqCVAEConfig(K=2))
+    fit_seq(model, train, steps=400, batch_size=32, lr=3e-3, seed=0, log_every=400, warm_start=0.3)
+    out = sequence_metrics(model, base, task, test, n=200, n_control=100)
+    assert out["nmi"] > 0.85, out
+    assert out["controllability"] > 0.9 and min(out["controllability_per_z"]) > 0.85, out
+    assert out["recon_ratio"] < 0.3 and sorted(out["latent_to_strategy"]) == ["sort_asc", "sort_desc"], out
+    assert out["router_tv"] < 0.25, out  # the true mixture is (0.5, 0.5) for every x
+
+
+@pytest.mark.parametrize("latent", ["discrete", "continuous"])
+def test_the_warm_start_is_hard_em_over_the_anchor_values(base, vocab, latent):
+    """Each pair goes to the value whose decoder explains it best (a loop over the values, one at a time); the loss is
+    that value's -log p(y|x,a) - log q(a|x,y) - log p(a|x); continuous anchors are +-2 e_i."""
+    torch.manual_seed(3)
+    model = SeqCVAE(base, vocab, SeqCVAEConfig(latent=latent, K=3, latent_dim=2))
+    for head in (model.router_head, model.inference_head):
+        torch.nn.init.normal_(head.weight, std=0.5)
+    out = model.warm_start_loss(XS, YS)
+    A = model.anchors()
+    if latent == "continuous":
+        torch.testing.assert_close(A, torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.0]]))
+    q, p = model.inference(XS, YS), model.router(XS)
+    for i, (x, y) in enumerate(zip(XS, YS, strict=True)):
+        nll = [float(model.decoder_nll([x], [y], A[k : k + 1])[0]) for k in range(3)]
+        k = int(np.argmin(nll))
+        assert int(out["pick"][i]) == k
+        a = A[k]
+        ref = nll[k] - float(q.log_prob(a.expand_as(A[:1]) if latent == "continuous" else a)[i]) \
+            - float(p.log_prob(a.expand_as(A[:1]) if latent == "continuous" else a)[i])
+        assert float(out["loss"][i]) == pytest.approx(ref, rel=1e-5)
+        assert float(out["rec"][i]) == pytest.approx(nll[k], rel=1e-5)

@@ -82,15 +82,17 @@ def test_split_holds_out_the_test_inputs_and_is_seeded():
 
 
 def test_template_round_trip_and_answers():
-    v = Vocab(n_latent=3)
-    assert len(v) == 9 + 10 + 3
-    ids = v.encode("4071", "0147", z=2)
-    assert v.decode(ids) == ["<bos>", "<x>", "4", "0", "7", "1", "</x>", "<z>", "<z2>", "</z>", "<y>", "0", "1", "4",
+    v = Vocab()
+    assert len(v) == 10 + 10
+    ids = v.encode("4071", "0147")
+    assert v.decode(ids) == ["<bos>", "<x>", "4", "0", "7", "1", "</x>", "<z>", "<z?>", "</z>", "<y>", "0", "1", "4",
                              "7", "</y>", "<eos>"]
+    assert ids[v.x_length("4071")] == v.ids["<z>"] and ids.count(v.slot) == 1  # the router reads what comes before
     assert v.answer(ids) == "0147"
-    assert v.decode(v.encode("12")) == ["<bos>", "<x>", "1", "2", "</x>", "<y>"]  # a prompt for the base model
+    assert v.decode(v.encode("12")) == ["<bos>", "<x>", "1", "2", "</x>", "<z>", "<z?>", "</z>", "<y>"]  # a prompt
     assert v.answer(v.encode("12")) is None
-    assert v.answer(v.encode("12")[:-1] + [v.ids["<y>"], v.ids["</y>"]]) is None  # an empty answer
+    assert v.answer(v.encode("12") + [v.ids["</y>"]]) is None  # an empty answer
+    assert v.answer(v.encode("12") + [v.ids["3"], v.ids["<x>"], v.ids["</y>"]]) is None  # not all digits
 
 
 @pytest.mark.parametrize("bad", ["", "12a4", "１２", " 12", "-3"])
@@ -110,5 +112,4 @@ def test_bad_configs_are_one_line():
         StrategyTask(min_len=5, max_len=3)
     with pytest.raises(ConfigError, match="mixture"):
         StrategyTask(mixture="zipf")
-    with pytest.raises(ConfigError, match="latent value 3"):
-        Vocab(n_latent=3).encode("12", z=3)
+

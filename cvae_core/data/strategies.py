@@ -8,8 +8,8 @@ on x. An exact checker says which strategies map x to y. Token ids are int64 and
 - ``StrategyTask.sample(n, rng)`` draws (x, strategy, y); with ``distinct=True`` (the default) only inputs on which
   the K* strategies all give different answers, so the strategy is identifiable from (x, y).
 - ``make_split``: training and test sets whose inputs never overlap (the test inputs are held out).
-- ``Vocab``: the token ids of the template ``<bos> <x> {x} </x> <z> {z} </z> <y> {y} </y> <eos>`` (without the z
-  part for the base model), with ``<z0> ... <zK-1>`` strategy tokens for a discrete latent.
+- ``Vocab``: the token ids of the template ``<bos> <x> {x} </x> <z> {z} </z> <y> {y} </y> <eos>``; the slot {z} holds
+  the ``<z?>`` token ("no strategy given") for the base model and the latent's embedding in the CVAE's decoder.
 """
 
 from __future__ import annotations
@@ -135,14 +135,16 @@ def make_split(task: StrategyTask, n_train: int = 20_000, n_test: int = 2_000, s
 
 @dataclass
 class Vocab:
-    """Token ids: the specials, the ten digits, then one strategy token per latent value."""
+    """Token ids: the specials, then the ten digits. Every sequence has the template
+    ``<bos> <x> x </x> <z> <z?> </z> <y> y </y> <eos>``: ``<z?>`` is the latent slot. The base model is trained with
+    the slot empty (the ``<z?>`` token itself: "no strategy given"); the CVAE's decoder puts the embedding of its
+    latent there, so it starts from a model that already knows the template."""
 
-    n_latent: int = 0
-    specials: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<x>", "</x>", "<z>", "</z>", "<y>", "</y>")
+    specials: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<x>", "</x>", "<z>", "</z>", "<y>", "</y>", "<z?>")
     tokens: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tokens = [*self.specials, *"0123456789", *(f"<z{k}>" for k in range(self.n_latent))]
+        self.tokens = [*self.specials, *"0123456789"]
         self.ids = {t: i for i, t in enumerate(self.tokens)}
 
     def __len__(self) -> int:
@@ -152,21 +154,25 @@ class Vocab:
     def pad(self) -> int:
         return self.ids["<pad>"]
 
-    def encode(self, x: str, y: str | None = None, z: int | None = None) -> list[int]:
-        """The template <bos> <x> x </x> [<z> <zk> </z>] <y> y </y> <eos>; with y = None it stops after <y> (a
-        prompt to decode from)."""
+    @property
+    def slot(self) -> int:
+        return self.ids["<z?>"]
+
+    def encode(self, x: str, y: str | None = None) -> list[int]:
+        """The template ``<bos> <x> x </x> <z> <z?> </z> <y> y </y> <eos>``; with y = None it stops after <y> (a prompt
+        to decode from)."""
         check_digits(x)
-        toks = ["<bos>", "<x>", *x, "</x>"]
-        if z is not None:
-            if not 0 <= z < self.n_latent:
-                raise ConfigError(f"latent value {z} is outside 0..{self.n_latent - 1}")
-            toks += ["<z>", f"<z{z}>", "</z>"]
-        toks.append("<y>")
+        toks = ["<bos>", "<x>", *x, "</x>", "<z>", "<z?>", "</z>", "<y>"]
         if y is not None:
             if y:
                 check_digits(y)
             toks += [*y, "</y>", "<eos>"]
         return [self.ids[t] for t in toks]
+
+    @staticmethod
+    def x_length(x: str) -> int:
+        """Tokens of the input part ``<bos> <x> x </x>`` (what the router reads)."""
+        return len(x) + 3
 
     def decode(self, ids) -> list[str]:
         return [self.tokens[int(i)] for i in ids]

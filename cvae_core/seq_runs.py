@@ -1,0 +1,206 @@
+"""Run folders of the sequence CVAE and of its base model: train, save (atomically), load, evaluate.
+
+- A base model folder is a ``transformers`` folder (``save_pretrained``: config.json + model.safetensors) plus
+  ``base_info.json`` (the task it was trained on, its loss curve, its test loss and the command).
+- A sequence run folder holds ``config.json`` (``{"model": "seq_cvae", "config", "task", "data", "train",
+  "base_config", "base_source"}``), ``weights.safetensors`` (the base weights once, under ``base.``, then every
+  tensor of the CVAE that is not a frozen copy of them: LoRA adapters, heads, latent embeddings, fully trained
+  backbones), ``history.json`` and ``metrics.json``. It needs nothing else to load: the base travels with it.
+- The shipped ones live in ``checkpoints/strategies/`` (``base``, ``discrete``, ``continuous``), out of the image
+  pages' way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .checkpoint import swap_into_place
+from .data.strategies import StrategyTask, Vocab, make_split
+from .errors import CheckpointError, ConfigError, LabError
+from .lm import BaseLMConfig, build_base_lm, load_base_lm, nats_per_answer, train_base_lm
+from .models.sequence import SeqCVAE, SeqCVAEConfig, fit_seq
+
+MODEL = "seq_cvae"
+WEIGHTS = "weights.safetensors"
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "strategies"
+DEFAULT_BASE = SHIPPED / "base"
+DATA = {"n_train": 20_000, "n_test": 2_000, "seed": 0}  # the split every shipped model uses
+
+
+def task_from(d: dict | None) -> StrategyTask:
+    d = dict(d or {})
+    if "strategies" in d:
+        d["strategies"] = tuple(d["strategies"])
+    try:
+        return StrategyTask(**d)
+    except TypeError as e:
+        raise ConfigError(f"bad task options: {e}") from None
+
+
+def splits(task: StrategyTask, data: dict | None = None):
+    d = {**DATA, **(data or {})}
+    return make_split(task, n_train=int(d["n_train"]), n_test=int(d["n_test"]), seed=int(d["seed"]))
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True))
+
+
+def _atomic_dir(dest: Path, write) -> Path:
+    """Write a folder with `write(tmp)` next to `dest`, then swap it into place (never a half-written `dest`)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and any(dest.iterdir()) and not (dest / "config.json").is_file():
+        raise CheckpointError(f"{dest} exists and is not a run folder; refusing to replace its contents")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        write(tmp)
+        swap_into_place(tmp, dest)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------------- base model
+def train_base(task: StrategyTask, config: BaseLMConfig | None = None, *, steps: int = 3000, batch_size: int = 64,
+               lr: float = 3e-3, seed: int = 0, device: str = "cpu", progress=None):
+    """(model, info): a base LM trained on the task's training split, with its test loss and the entropy floor."""
+    vocab, config = Vocab(), config or BaseLMConfig()
+    train, test = splits(task)
+    lm = build_base_lm(vocab, config, seed=seed)
+    curve = train_base_lm(lm, train, vocab, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                          log_every=max(1, steps // 20), progress=progress)
+    lm.cpu()
+    mix = test.mixture
+    floor = float(-(mix * torch.log(torch.from_numpy(mix).clamp_min(1e-12)).numpy()).sum(1).mean())
+    info = {"task": dataclasses.asdict(task), "data": DATA, "config": dataclasses.asdict(config),
+            "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed}, "curve": curve,
+            "test_nats": nats_per_answer(lm, test, vocab), "floor_nats": floor}
+    return lm, info
+
+
+def save_base(lm, info: dict, dest: str | Path, weights_dtype: str = "float32") -> Path:
+    def write(tmp: Path) -> None:
+        model = lm
+        if weights_dtype == "float16":
+            import copy
+
+            model = copy.deepcopy(lm).half()
+        model.save_pretrained(tmp)
+        _write_json(tmp / "base_info.json", {**info, "weights_dtype": weights_dtype})
+
+    return _atomic_dir(Path(dest), write)
+
+
+def load_base(path: str | Path | None = None):
+    """(model in float32 eval mode, base_info dict or {}) from a transformers folder; the shipped base by default."""
+    path = Path(path) if path is not None else DEFAULT_BASE
+    lm = load_base_lm(path, Vocab()).float().eval()
+    p = path / "base_info.json"
+    info = json.loads(p.read_text()) if p.is_file() else {}
+    return lm, info
+
+
+# ---------------------------------------------------------------------------------------------------- CVAE runs
+def _frozen_keys(model: SeqCVAE) -> set[str]:
+    """State-dict names of the backbone copies' weights that never train (equal to the base's)."""
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k for k in model.state_dict() if k.split(".")[0].endswith("_lm") and k not in trainable}
+
+
+def save_seq_run(run_dir: str | Path, model: SeqCVAE, base, *, task: StrategyTask, train: dict, history: list,
+                 metrics: dict, base_source: str, weights_dtype: str = "float32") -> Path:
+    from safetensors.torch import save_file
+
+    frozen = _frozen_keys(model)
+    tensors = {f"base.{k}": v for k, v in base.state_dict().items()}
+    tensors |= {k: v for k, v in model.state_dict().items() if k not in frozen}
+    if weights_dtype == "float16":
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}  # tied tensors saved apart
+    cfg = {"model": MODEL, "config": dataclasses.asdict(model.config), "task": dataclasses.asdict(task),
+           "data": DATA, "train": train, "base_config": base.config.to_dict(), "base_source": base_source,
+           "weights_dtype": weights_dtype}
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS))
+        _write_json(tmp / "config.json", cfg)
+        _write_json(tmp / "history.json", history)
+        _write_json(tmp / "metrics.json", metrics)
+
+    return _atomic_dir(Path(run_dir), write)
+
+
+def is_seq_run(run_dir: str | Path) -> bool:
+    p = Path(run_dir) / "config.json"
+    try:
+        return p.is_file() and json.loads(p.read_text()).get("model") == MODEL
+    except (json.JSONDecodeError, OSError, AttributeError):
+        return False
+
+
+def load_seq_run(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """(SeqCVAE in eval mode, base LM, info) from a run folder; one-line CheckpointError for a broken folder."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    run_dir = Path(run_dir)
+    if not is_seq_run(run_dir):
+        raise CheckpointError(f"{run_dir} is not a sequence CVAE run folder (no config.json naming {MODEL})")
+    info = json.loads((run_dir / "config.json").read_text())
+    for extra in ("history", "metrics"):
+        p = run_dir / f"{extra}.json"
+        info[extra] = json.loads(p.read_text()) if p.is_file() else {}
+    try:
+        config = SeqCVAEConfig(**info["config"])
+        task = task_from(info.get("task"))
+        bcfg = dict(info["base_config"])
+        base_cfg = AutoConfig.for_model(bcfg.pop("model_type"), **bcfg)
+    except (LabError, TypeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{run_dir}/config.json: {e}") from None
+    try:
+        state = load_file(str(run_dir / WEIGHTS), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{run_dir}/{WEIGHTS} is missing or corrupt ({e})") from None
+    with torch.random.fork_rng(devices=[]):
+        base = AutoModelForCausalLM.from_config(base_cfg)
+    prefix = "base."
+    base_state = {k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)}
+    try:
+        base.load_state_dict(base_state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{run_dir}: the base weights do not match base_config "
+                              f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
+    base.eval()
+    with torch.random.fork_rng(devices=[]):
+        model = SeqCVAE(base, Vocab(), config)
+    own = {k: v.float() if v.is_floating_point() else v for k, v in state.items() if not k.startswith(prefix)}
+    mine = model.state_dict()
+    bad = sorted(k for k in own if k not in mine or own[k].shape != mine[k].shape)
+    bad += sorted(set(mine) - set(own) - _frozen_keys(model))
+    if bad:
+        raise CheckpointError(f"{run_dir}: config.json does not match the weights (e.g. {bad[0]})")
+    model.load_state_dict(own, strict=False)  # the rest are the frozen copies of the base, already in place
+    info["task_obj"] = task
+    return model.to(device).eval(), base.to(device), info
+
+
+def train_seq(task: StrategyTask, config: SeqCVAEConfig, base, *, steps: int, batch_size: int = 32, lr: float = 3e-3,
+              seed: int = 0, warm_start: float = 0.3, kl_warmup: float = 0.5, device: str = "cpu", log_every: int = 50,
+              progress=None):
+    """(model, history): a SeqCVAE over a copy of `base`, trained with ``fit_seq`` on the task's training split."""
+    train, _ = splits(task)
+    torch.manual_seed(seed)
+    model = SeqCVAE(base, Vocab(), config).to(device)
+    history = fit_seq(model, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log_every=log_every,
+                      kl_warmup=kl_warmup, warm_start=warm_start, progress=progress)
+    return model, history
