@@ -172,7 +172,7 @@ def load_seq_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{run_dir}/{WEIGHTS} is missing or corrupt ({e})") from None
     with torch.random.fork_rng(devices=[]):
-        base = AutoModelForCausalLM.from_config(base_cfg)
+        base = AutoModelForCausalLM.from_config(base_cfg).float()  # computes in float32 whatever dtype it was saved in
     prefix = "base."
     base_state = {k[len(prefix):]: v.float() for k, v in state.items() if k.startswith(prefix)}
     try:

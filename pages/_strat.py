@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from cvae_core.data.strategies import check_digits
+from cvae_core.data.strategies import STRATEGIES, check_digits
 from cvae_core.errors import ConfigError, DataError, LabError
 from cvae_core.models.sequence import SeqCVAEConfig
 from cvae_core.seq_metrics import controlled_answers, router_probs, sequence_metrics
@@ -22,6 +22,7 @@ from pages import _ui
 
 SHIPPED = ("discrete", "continuous")
 COLORS = ["#4F46E5", "#F97316", "#0EA5E9", "#16A34A", "#A855F7", "#DC2626", "#64748B", "#14B8A6"]
+STRATEGY_COLORS = dict(zip(STRATEGIES, COLORS, strict=False))  # a strategy has one colour in every run
 
 
 def shipped_root() -> Path:
@@ -117,8 +118,10 @@ def recognised(model, info: dict, x: str, y: str) -> tuple[list[str], np.ndarray
     return names, np.bincount(near.numpy(), minlength=len(cent)) / 64
 
 
-def bars(names: list[str], values, title: str, truth: dict | None = None, height: int = 260) -> go.Figure:
-    fig = go.Figure(go.Bar(x=names, y=list(values), marker_color=COLORS[: len(names)], name=title,
+def bars(names: list[str], values, title: str, height: int = 260) -> go.Figure:
+    learned = [n.split("(")[-1].rstrip(")") if "(" in n else None for n in names]
+    colors = [STRATEGY_COLORS.get(s, "#94A3B8") for s in learned]  # the colour of the strategy the latent learned
+    fig = go.Figure(go.Bar(x=names, y=list(values), marker_color=colors, name=title,
                            text=[f"{v:.2f}" for v in values], textposition="outside"))
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), yaxis_range=[0, 1.15],
                       showlegend=False)

@@ -91,8 +91,9 @@ if names:
 st.divider()
 st.subheader("Train a sequence CVAE here")
 st.caption("Over the shipped base model, on the same task. It trains in the background (about 0.4 s a step on a "
-           "laptop CPU); the first 30% of the steps make the latent informative (hard EM for a discrete z, an "
-           "autoencoder for a continuous one), then the ELBO with β. At the end it is measured on 200 test pairs "
+           "laptop CPU). The first 30% of the steps make the latent informative by hard EM (each pair goes to the "
+           "latent value, or for a continuous z one of K fixed points, whose decoder explains it best), then the "
+           "ELBO with β. At the end it is measured on 200 test pairs "
            "and saved; pick it above as *saved: NAME*.")
 t1, t2, t3, t4 = st.columns(4)
 latent = t1.radio("Latent", ["discrete", "continuous"], key="t_latent", horizontal=True)
