@@ -123,7 +123,7 @@ if b2.button("Stop", icon=":material/stop:", disabled=not running):
     job.stop()
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=1.0 if running else None)  # polls only while a job runs
 def show_job() -> None:
     j = st.session_state.get("seq_job")
     if j is None:
@@ -136,9 +136,9 @@ def show_job() -> None:
     elif j.status == "done" and j.metrics:
         st.success(f"Saved as **saved: {j.name}**: NMI {j.metrics['nmi']:.2f}, controllability "
                    f"{j.metrics['controllability']:.2f}, recon ratio {j.metrics['recon_ratio']:.2f}.")
-        if not getattr(j, "announced", False):  # once: a full rerun puts the new run into the pickers above
-            j.announced = True
-            st.rerun()
+    if j.status != "running" and not getattr(j, "announced", False):
+        j.announced = True  # once: a full rerun lists the new run above and stops the polling
+        st.rerun()
 
 
 show_job()
