@@ -271,7 +271,8 @@ def cmd_train(a) -> int:
     if a.dataset is None:
         raise ConfigError(f"--dataset is required for {a.model}")
     tcfg = TrainConfig(epochs=a.epochs if a.epochs is not None else 2.0, steps=a.steps,
-                       batch_size=a.batch_size or 128, lr=a.lr or 1e-3, seed=a.seed, device=a.device)
+                       batch_size=a.batch_size if a.batch_size is not None else 128,
+                       lr=a.lr if a.lr is not None else 1e-3, seed=a.seed, device=a.device)
     overrides = dict(a.option)
     if a.beta is not None:
         overrides["beta"] = a.beta
@@ -382,9 +383,9 @@ def _try_half(model, data, a, metrics: dict) -> tuple[str, float]:
 
 
 def cmd_evaluate(a) -> int:
-    from .seq_runs import is_seq_run
+    from .checkpoint import is_sequence_run
 
-    if is_seq_run(a.run):
+    if is_sequence_run(a.run):
         return seq_cli.cmd_evaluate_seq(a, _json_line)
     from .checkpoint import load_run
     from .data import load_dataset

@@ -197,9 +197,19 @@ def round_to_half(model: LatentModel) -> None:
 
 
 def list_runs(root: str | Path) -> list[Path]:
-    """Run folders (containing config.json) directly under root, sorted by name."""
+    """Image-model run folders (containing config.json) directly under root, sorted by name. Sequence CVAE runs
+    (``seq_cvae``, read by ``seq_runs``) are left out: the image pages cannot show them."""
     root = Path(root)
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file())
+                  if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()
+                  and not is_sequence_run(p))
+
+
+def is_sequence_run(run_dir: str | Path) -> bool:
+    """Whether a folder's config.json names the sequence CVAE (``seq_cvae``)."""
+    try:
+        return json.loads((Path(run_dir) / "config.json").read_text()).get("model") == "seq_cvae"
+    except (OSError, ValueError, AttributeError):
+        return False  # a broken folder is listed, and its page says what is wrong with it

@@ -49,7 +49,9 @@ def load_base_lm(path: str | Path, vocab: Vocab):
     """A causal LM from a local folder in the ``transformers`` format (``save_pretrained``); never downloads.
     Its vocabulary must hold the task's tokens (same ids): a one-line CheckpointError otherwise."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar on stderr: errors stay one line
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} is not a transformers model folder (no config.json)")

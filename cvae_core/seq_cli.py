@@ -77,6 +77,12 @@ def cmd_train_seq(a, json_line) -> int:
         raise ConfigError(f"seq_cvae trains on the strategies task, not {a.dataset!r} (leave --dataset out)")
     if a.epochs is not None:
         raise ConfigError("seq_cvae counts --steps, not --epochs")
+    bs = a.batch_size if a.batch_size is not None else SEQ_DEFAULTS["batch_size"]
+    lr = a.lr if a.lr is not None else SEQ_DEFAULTS["lr"]
+    if not lr > 0:
+        raise ConfigError(f"--lr must be > 0 (got {lr})")
+    if not 0 <= a.warm_start < 1:
+        raise ConfigError(f"--warm-start is a share of the steps in [0, 1) (got {a.warm_start})")
     overrides = dict(a.option)
     if a.beta is not None:
         overrides["beta"] = a.beta
@@ -88,7 +94,6 @@ def cmd_train_seq(a, json_line) -> int:
     base, base_info = load_base(a.base_model)
     task = _task(a, base_info)
     steps = a.steps or SEQ_DEFAULTS["steps"]
-    bs, lr = a.batch_size or SEQ_DEFAULTS["batch_size"], a.lr or SEQ_DEFAULTS["lr"]
     device = str(resolve_device(a.device))
     print(f"training seq_cvae ({config.latent} latent) on {task.K} strategies for {steps} steps", file=sys.stderr)
     model, history = train_seq(task, config, base.to(device), steps=steps, batch_size=bs, lr=lr, seed=a.seed,

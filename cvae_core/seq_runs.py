@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import swap_into_place
+from .checkpoint import is_sequence_run, swap_into_place
 from .data.strategies import StrategyTask, Vocab, make_split
 from .errors import CheckpointError, ConfigError, LabError
 from .lm import BaseLMConfig, build_base_lm, load_base_lm, nats_per_answer, train_base_lm
@@ -139,14 +139,6 @@ def save_seq_run(run_dir: str | Path, model: SeqCVAE, base, *, task: StrategyTas
     return _atomic_dir(Path(run_dir), write)
 
 
-def is_seq_run(run_dir: str | Path) -> bool:
-    p = Path(run_dir) / "config.json"
-    try:
-        return p.is_file() and json.loads(p.read_text()).get("model") == MODEL
-    except (json.JSONDecodeError, OSError, AttributeError):
-        return False
-
-
 def load_seq_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     """(SeqCVAE in eval mode, base LM, info) from a run folder; one-line CheckpointError for a broken folder."""
     from safetensors import SafetensorError
@@ -154,7 +146,7 @@ def load_seq_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     run_dir = Path(run_dir)
-    if not is_seq_run(run_dir):
+    if not is_sequence_run(run_dir):
         raise CheckpointError(f"{run_dir} is not a sequence CVAE run folder (no config.json naming {MODEL})")
     info = json.loads((run_dir / "config.json").read_text())
     for extra in ("history", "metrics"):

@@ -113,7 +113,8 @@ def recognised(model, info: dict, x: str, y: str) -> tuple[list[str], np.ndarray
     q = model.inference([x], [y])
     if cent is None:
         return names, q.probs[0].numpy()
-    z = q.sample((64,))[:, 0]  # (64, m)
+    g = torch.Generator().manual_seed(0)  # the same bars on every rerun
+    z = q.base_dist.loc[0] + q.base_dist.scale[0] * torch.randn(64, q.base_dist.loc.shape[-1], generator=g)
     near = torch.cdist(z, torch.from_numpy(cent)).argmin(-1)
     return names, np.bincount(near.numpy(), minlength=len(cent)) / 64
 
@@ -170,6 +171,9 @@ class SeqJob:
                 self.status = "stopped"
                 return
             self.history = history
+            if self._stop.is_set():
+                self.status = "stopped"
+                return
             self.text = f"trained in {time.time() - t0:.0f} s; measuring on 200 test pairs ..."
             _, test = splits(task)
             self.metrics = sequence_metrics(model, base, task, test, n=200, n_control=60)
@@ -177,6 +181,7 @@ class SeqJob:
                      "kl_warmup": 0.5, "from": "Strategies page"}
             self.path = save_seq_run(saved_root() / self.name, model, base, task=task, train=train, history=history,
                                      metrics=self.metrics, base_source="shipped")
+            # (Stop during the measurement does not cancel the save: the run is complete by then)
             self.status, self.text = "done", f"saved as saved: {self.name}"
         except LabError as e:
             self.status, self.error = "error", str(e)

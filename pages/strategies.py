@@ -47,8 +47,8 @@ if names:
                                   key=f"run{side}", **URL, help="shipped runs, or the runs you trained here")
             try:
                 model, base, info = S.load(str(options[choice]), S.mtime(options[choice]))
-            except LabError as e:
-                st.error(str(e))
+            except (LabError, OSError) as e:
+                st.error(str(e) if isinstance(e, LabError) else f"{options[choice]} has no weights file ({e.strerror})")
                 continue
             task = info["task_obj"]
             st.caption(S.config_line(model))
@@ -101,13 +101,16 @@ size = t2.number_input("K values" if latent == "discrete" else "Dimensions m", 1
                        4 if latent == "discrete" else 2, key="t_size")
 beta = t3.select_slider("β (KL weight)", [0.1, 0.25, 0.5, 1.0, 2.0], value=0.5, key="t_beta")
 steps = t4.number_input("Steps", 10, 5000, 300, step=50, key="t_steps")
+# no key: the suggested name follows the settings (a keyed text input would keep its first value)
 name = st.text_input("Save as", f"{latent}-K{size}-beta{beta:g}-{steps}" if latent == "discrete"
-                     else f"{latent}-m{size}-beta{beta:g}-{steps}", key="t_name")
+                     else f"{latent}-m{size}-beta{beta:g}-{steps}")
 running = job is not None and job.status == "running"
 b1, b2 = st.columns(2)
 if b1.button("Train", icon=":material/play_arrow:", disabled=running, type="primary"):
     if not re.fullmatch(_ui.RUN_NAME, name):
         st.error("A run name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.")
+    elif (S.saved_root() / name).exists():
+        st.error(f"A run named {name} is already saved in {S.saved_root()}; pick another name.")
     elif not (S.shipped_root() / "base" / "config.json").is_file():
         st.error("The shipped base model `checkpoints/strategies/base` is missing; run "
                  "`bash scripts/train_shipped_strategies.sh` first.")

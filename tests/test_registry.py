@@ -16,7 +16,7 @@ from zuko.distributions import NormalizingFlow
 from cvae_core.checkpoint import load_run, save_run
 from cvae_core.errors import ConfigError
 from cvae_core.models.base import LatentModel
-from cvae_core.registry import MODELS, build_model, image_model_names, make_config, model_names
+from cvae_core.registry import MODELS, build_model, image_model_names, make_config
 
 NAMES = image_model_names()  # the image models; seq_cvae has its own tests (test_sequence.py)
 ARCHS = ["conv", "mlp"]
@@ -37,7 +37,7 @@ def _batch(shape, b=3, seed=0, k=10):
 
 
 def test_registry_entries_are_consistent():
-    assert model_names() == list(MODELS) and len(NAMES) >= 3 and set(NAMES) < set(MODELS)
+    assert len(NAMES) >= 3 and set(MODELS) - set(NAMES) == {"seq_cvae"}  # the one model that is not over images
     for name, spec in MODELS.items():
         assert spec.description and spec.family
         if name not in NAMES:

@@ -4,7 +4,6 @@ copies are not stored twice), broken folders give one line, and ``train-base`` /
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -109,6 +108,11 @@ def cli(tmp_path_factory):
         "bad-option": ["train", "--model", "seq_cvae", "--option", "router=half", "--base-model", tmp / "base",
                        "--out", tmp / "x"],
         "no-dataset": ["train", "--model", "vae", "--steps", "1", "--out", tmp / "x"],
+        "zero-lr": ["train", "--model", "seq_cvae", "--lr", "0", "--base-model", tmp / "base", "--out", tmp / "x"],
+        "bad-warm": ["train", "--model", "seq_cvae", "--warm-start", "1.5", "--base-model", tmp / "base",
+                     "--out", tmp / "x"],
+        "image-zero-lr": ["train", "--model", "vae", "--dataset", "mnist", "--lr", "0", "--steps", "1",
+                          "--out", tmp / "x"],
     }
     out = base | _run_all(first)
     out |= _run_all({"eval": ["evaluate", tmp / "d", "--n-test", "30", "--json"],
@@ -141,6 +145,9 @@ def test_train_base_then_both_latents_train_save_and_evaluate(cli):
     ("bad-base", "is not a transformers model folder"),
     ("bad-option", "router must be one of frozen, lora, full"),
     ("no-dataset", "--dataset is required for vae"),
+    ("zero-lr", "--lr must be > 0 (got 0.0)"),
+    ("bad-warm", "--warm-start is a share of the steps in [0, 1) (got 1.5)"),
+    ("image-zero-lr", "learning rate must be a finite number > 0 (got 0.0)"),
 ])
 def test_bad_sequence_arguments_are_one_line(cli, name, text):
     r = cli[0][name]
@@ -153,7 +160,11 @@ def test_bad_sequence_arguments_are_one_line(cli, name, text):
 def test_the_sequence_cvae_on_cuda_computes_what_it_does_on_the_cpu(latent):
     """The loss terms, a training step and greedy decoding on CUDA against the same model on the CPU."""
     _, model = _model(latent, decoder="lora")
-    gpu = copy.deepcopy(model).to("cuda")
+    base_gpu = build_base_lm(Vocab(), TINY, seed=0).to("cuda")  # built from a base already on the device, as the CLI
+    torch.manual_seed(0)
+    gpu = SeqCVAE(base_gpu, Vocab(), model.config)
+    gpu.load_state_dict(model.state_dict())
+    gpu = gpu.to("cuda").eval()
     with torch.no_grad():
         a = model.warm_start_loss(XS, YS)
         b = gpu.warm_start_loss(XS, YS)
@@ -166,3 +177,14 @@ def test_the_sequence_cvae_on_cuda_computes_what_it_does_on_the_cpu(latent):
     train, _ = make_split(StrategyTask(strategies=("reverse", "rotate"), min_len=3, max_len=4), 64, 8, seed=0)
     hist = fit_seq(gpu, train, steps=4, batch_size=8, log_every=2, warm_start=0.5)
     assert all(math.isfinite(r["loss"]) for r in hist) and gpu.router_head.weight.device.type == "cuda"
+
+
+def test_the_image_pages_never_list_sequence_runs(tmp_path):
+    from cvae_core.checkpoint import list_runs
+
+    base, model = _model("discrete")
+    save_seq_run(tmp_path / "seq", model, base, task=StrategyTask(), train={}, history=[], metrics={},
+                 base_source="test")
+    (tmp_path / "image").mkdir()
+    (tmp_path / "image" / "config.json").write_text(json.dumps({"model": "vae", "config": {}}))
+    assert list_runs(tmp_path) == [tmp_path / "image"]

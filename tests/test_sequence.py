@@ -211,3 +211,8 @@ def test_the_warm_start_is_hard_em_over_the_anchor_values(base, vocab, latent):
             - float(p.log_prob(a.expand_as(A[:1]) if latent == "continuous" else a)[i])
         assert float(out["loss"][i]) == pytest.approx(ref, rel=1e-5)
         assert float(out["rec"][i]) == pytest.approx(nll[k], rel=1e-5)
+
+
+def test_continuous_anchors_grow_outwards_when_there_are_more_than_2m(base, vocab):
+    model = SeqCVAE(base, vocab, SeqCVAEConfig(latent="continuous", K=5, latent_dim=1))
+    torch.testing.assert_close(model.anchors(), torch.tensor([[2.0], [-2.0], [4.0], [-4.0], [6.0]]))

@@ -8,7 +8,8 @@ LoRA-adapted (``peft``) or fully trained.
 - Decoder: the template ``<bos> <x> x </x> <z> [z] </z> <y> y </y> <eos>``; the slot [z] (where the base model was
   trained on the ``<z?>`` token, "no strategy given") carries a learned embedding: row k of a K x width table for a
   discrete z (a learned strategy token), a linear map of z to the model width for a continuous z (a latent prefix).
-  Both start at the embedding of ``<z?>`` plus a small random offset, so the decoder starts as the base model. Only the
+  Both start at the embedding of ``<z?>`` plus a random offset (``z_init`` token-embedding standard deviations), so
+  the decoder starts close to the base model. Only the
   answer tokens are scored.
 - Objective: E_q[log p(y|x,z)] - beta KL(q(z|x,y) || p(z|x)). Discrete: exact enumeration over the K values
   (sum_k q_k log p(y|x,k)) and the analytic KL of two categoricals. Continuous: one reparameterised sample and the
@@ -86,7 +87,7 @@ class SeqCVAE(nn.Module):
         nn.init.zeros_(self.router_head.weight)  # the prior starts uniform / standard normal; the posterior starts
         nn.init.zeros_(self.router_head.bias)  # random (PyTorch's default), which breaks the symmetry between values
         table = base.get_input_embeddings().weight.detach()
-        empty = table[vocab.slot].clone() if vocab.slot < len(table) else torch.zeros(width)
+        empty = table[vocab.slot].cpu() if vocab.slot < len(table) else torch.zeros(width)  # heads start on the CPU
         scale = config.z_init * float(table.std())
         if config.latent == "discrete":
             self.z_embed = nn.Embedding(config.K, width)  # a learned strategy token per latent value
@@ -157,14 +158,14 @@ class SeqCVAE(nn.Module):
 
     def anchors(self) -> torch.Tensor:
         """The latent values of the warm start: the K values of a discrete z, (K,); for a continuous z, K fixed points
-        at distance 2 from the origin, +-2 e_1, +-2 e_2, ... (the first K), (K, m)."""
+        +-2 e_1, +-2 e_2, ..., +-2 e_m, then +-4 e_1, ... (the first K), (K, m)."""
         device = self.router_head.weight.device
         if self.config.latent == "discrete":
             return torch.arange(self.config.K, device=device)
         K, m = self.config.K, self.config.latent_dim
         a = torch.zeros(K, m, device=device)
         k = torch.arange(K, device=device)
-        a[k, (k // 2) % m] = 2.0 * (1 - 2 * (k % 2)).float()
+        a[k, (k // 2) % m] = 2.0 * (1 + k // (2 * m)).float() * (1 - 2 * (k % 2)).float()
         return a
 
     def warm_start_loss(self, xs: list[str], ys: list[str]) -> dict[str, torch.Tensor]:
