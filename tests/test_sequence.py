@@ -12,7 +12,7 @@ import torch
 
 from cvae_core.data.strategies import StrategyTask, Vocab, make_split
 from cvae_core.errors import CheckpointError, ConfigError
-from cvae_core.lm import BaseLMConfig, answer_nll, batch, build_base_lm, load_base_lm, train_base_lm
+from cvae_core.lm import BaseLMConfig, answer_nll, batch, build_base_lm, load_base_lm, nats_per_answer, train_base_lm
 from cvae_core.models.sequence import SeqCVAE, SeqCVAEConfig, fit_seq
 
 TINY = BaseLMConfig(n_embd=16, n_layer=1, n_head=2, n_positions=40)
@@ -108,18 +108,6 @@ def test_a_local_transformers_folder_can_be_the_backbone(tmp_path, base, vocab):
         load_base_lm(tmp_path / "small", vocab)
 
 
-def test_base_model_learns_the_answers(vocab):
-    """A short seeded run on two equally likely strategies: the answer loss falls from several nats per answer to
-    within 0.5 nats of the floor log 2 (which strategy was used is a coin flip; given it, the answer is fixed).
-    Measured: 7.16, 1.70, 1.06, 0.79 nats at steps 100-400."""
-    task = StrategyTask(strategies=("reverse", "rotate"), min_len=3, max_len=4, mixture="uniform")
-    train, _ = make_split(task, n_train=2000, n_test=100, seed=0)
-    lm = build_base_lm(vocab, BaseLMConfig(n_embd=64, n_layer=2, n_head=4, n_positions=40), seed=0)
-    curve = train_base_lm(lm, train, vocab, steps=400, batch_size=64, lr=3e-3, log_every=100)
-    first, last = curve[0][1], curve[-1][1]
-    assert first > 5 and math.log(2) - 0.05 < last < math.log(2) + 0.5, curve
-
-
 def test_bad_configs_are_one_line():
     with pytest.raises(ConfigError, match="latent must be discrete or continuous"):
         SeqCVAEConfig(latent="mixed")
@@ -172,13 +160,19 @@ def test_a_short_seeded_run_recovers_two_strategies():
     """Two strategies (sort ascending / descending, equally likely): a 2-layer base model, then the CVAE with the
     hard-EM warm start and the ELBO at beta 0.5. The latent must be the strategy (NMI), each latent value must decode
     to one strategy (controllability, by the exact checker), and the decoder must beat the base model by far.
-    Measured: NMI 0.96, controllability 0.99 (0.99 per value), recon ratio 0.08, router TV 0.11; about 70 s."""
+    Measured: NMI 0.96, controllability 0.99 (0.99 per value), recon ratio 0.08, router TV 0.11; about 55 s. (This
+    is not robust to the base: with 600 base steps and 300 CVAE steps the latent was informative, recon ratio 0.25,
+    but split the pairs by another rule, NMI 0.09; with 800 and 250, NMI 0.93.)"""
     from cvae_core.seq_metrics import sequence_metrics
 
     task = StrategyTask(strategies=("sort_asc", "sort_desc"), min_len=3, max_len=5, mixture="uniform")
     train, test = make_split(task, n_train=8000, n_test=200, seed=0)
     base = build_base_lm(Vocab(), BaseLMConfig(n_embd=64, n_layer=2, n_head=4, n_positions=32), seed=0)
-    train_base_lm(base, train, Vocab(), steps=1000, batch_size=64, lr=3e-3, log_every=1000)
+    curve = train_base_lm(base, train, Vocab(), steps=1000, batch_size=64, lr=3e-3, log_every=100)
+    # the base model learns the answers: from several nats to near the floor log 2 on held-out inputs (which strategy
+    # was used is a coin flip; given it, the answer is fixed). Measured: 10.4 nats over the first 100 steps, 0.74
+    # on the test pairs
+    assert curve[0][1] > 5 and math.log(2) < nats_per_answer(base, test, Vocab()) < math.log(2) + 0.15, curve
     torch.manual_seed(0)
     model = SeqCVAE(base, Vocab(), SeqCVAEConfig(K=2))
     fit_seq(model, train, steps=400, batch_size=32, lr=3e-3, seed=0, log_every=400, warm_start=0.3)
