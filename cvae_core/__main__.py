@@ -247,16 +247,26 @@ def cmd_list(a) -> int:
     return 0
 
 
-def _summary(metrics: dict) -> str:
-    keys = ["loss", "neg_elbo", "neg_elbo_train_sigma", "rate", "distortion", "mse", "au", "is_nll", "IT", "LTS", "GT",
-            "mode_coverage", "class_freq_tv", "classifier_fid", "inception_fid", "n_test"]
+SUMMARY_KEYS = ("loss", "neg_elbo", "neg_elbo_train_sigma", "rate", "distortion", "mse", "au", "is_nll", "IT", "LTS",
+                "GT", "mode_coverage", "class_freq_tv", "classifier_fid", "inception_fid", "n_test")
+
+
+def _summary(metrics: dict, keys=SUMMARY_KEYS) -> str:
     return "  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
                      for k in keys if k in metrics)
 
 
+def _report(metrics: dict, as_json: bool, keys=SUMMARY_KEYS) -> None:
+    """The summary line on stdout, then (with --json) the metrics as one line of strict JSON."""
+    print(_summary(metrics, keys))
+    if as_json:
+        print(_json_line(metrics))
+
+
 def cmd_train(a) -> int:
     if a.model == "seq_cvae":
-        return seq_cli.cmd_train_seq(a, _json_line)
+        _report(seq_cli.cmd_train_seq(a), a.json, seq_cli.METRIC_KEYS)
+        return 0
     from tqdm import tqdm
 
     from .attributes import condition_fields
@@ -333,9 +343,7 @@ def cmd_train(a) -> int:
     save_run(a.out, model, train_config=tcfg, dataset=ds_info, metrics=metrics, history=hist.to_dict(),
              check=check_numbers(model, data), weights_dtype=dtype)
     print(f"{hist.message}; saved to {a.out}", file=sys.stderr)
-    print(_summary(metrics))
-    if a.json:
-        print(_json_line(metrics))
+    _report(metrics, a.json)
     if hist.status == "diverged":
         print(f"error: {hist.message}", file=sys.stderr)
         return EXIT_DIVERGED
@@ -386,7 +394,8 @@ def cmd_evaluate(a) -> int:
     from .checkpoint import is_sequence_run
 
     if is_sequence_run(a.run):
-        return seq_cli.cmd_evaluate_seq(a, _json_line)
+        _report(seq_cli.cmd_evaluate_seq(a), a.json, seq_cli.METRIC_KEYS)
+        return 0
     from .checkpoint import load_run
     from .data import load_dataset
     from .train import resolve_device
@@ -402,9 +411,7 @@ def cmd_evaluate(a) -> int:
                         download=a.download)
     metrics = _evaluate_all(model, data, a, n_test=a.n_test)
     metrics.update(model=info["model"], dataset=ds.get("name"))
-    print(_summary(metrics))
-    if a.json:
-        print(_json_line(metrics))
+    _report(metrics, a.json)
     return 0
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
@@ -83,14 +84,10 @@ def swap_into_place(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = None, dataset: dict | None = None,
-             metrics: dict | None = None, history: dict | None = None, check: dict | None = None,
-             weights_dtype: str = "float32") -> Path:
-    """Write the run folder atomically, replacing an existing *run* folder (never anything else: see
-    check_run_destination). Returns the folder. `check` (``metrics.check_numbers``) goes to check.json;
-    `weights_dtype="float16"` stores floating-point tensors in half precision (loading casts them back)."""
-    if weights_dtype not in ("float32", "float16"):
-        raise CheckpointError(f"weights_dtype must be float32 or float16 (got {weights_dtype!r})")
+def write_run_folder(run_dir: str | Path, write: Callable[[Path], None]) -> Path:
+    """Create a run folder atomically: `write(tmp)` fills a sibling temporary folder, which then replaces `run_dir`
+    (only an empty folder or an earlier run folder is ever replaced: see check_run_destination). A failure leaves
+    `run_dir` as it was; an OSError becomes one CheckpointError line."""
     run_dir = check_run_destination(run_dir)
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -99,20 +96,7 @@ def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = Non
     except OSError as e:
         raise CheckpointError(f"cannot create {run_dir}: {e.strerror or e}") from None
     try:
-        cfg = {"format_version": FORMAT_VERSION, "model": model_name_of(model),
-               "config": dataclasses.asdict(model.config),
-               "train": dataclasses.asdict(train_config) if dataclasses.is_dataclass(train_config) else train_config,
-               "dataset": dataset or {}}
-        _write_json(tmp / "config.json", cfg)
-        half = weights_dtype == "float16"
-        state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
-                 for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"weights_dtype": weights_dtype})
-        _write_json(tmp / "metrics.json", metrics or {})
-        if check is not None:
-            _write_json(tmp / "check.json", check)
-        if history is not None:
-            _write_json(tmp / "history.json", history)
+        write(tmp)
         swap_into_place(tmp, run_dir)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -121,6 +105,34 @@ def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = Non
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return run_dir
+
+
+def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = None, dataset: dict | None = None,
+             metrics: dict | None = None, history: dict | None = None, check: dict | None = None,
+             weights_dtype: str = "float32") -> Path:
+    """Write the run folder atomically, replacing an existing *run* folder (never anything else: see
+    check_run_destination). Returns the folder. `check` (``metrics.check_numbers``) goes to check.json;
+    `weights_dtype="float16"` stores floating-point tensors in half precision (loading casts them back)."""
+    if weights_dtype not in ("float32", "float16"):
+        raise CheckpointError(f"weights_dtype must be float32 or float16 (got {weights_dtype!r})")
+
+    def write(tmp: Path) -> None:
+        cfg = {"format_version": FORMAT_VERSION, "model": model_name_of(model),
+               "config": dataclasses.asdict(model.config),
+               "train": dataclasses.asdict(train_config) if dataclasses.is_dataclass(train_config) else train_config,
+               "dataset": dataset or {}}
+        write_json(tmp / "config.json", cfg)
+        half = weights_dtype == "float16"
+        state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+                 for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"weights_dtype": weights_dtype})
+        write_json(tmp / "metrics.json", metrics or {})
+        if check is not None:
+            write_json(tmp / "check.json", check)
+        if history is not None:
+            write_json(tmp / "history.json", history)
+
+    return write_run_folder(run_dir, write)
 
 
 def read_run_info(run_dir: str | Path) -> dict:
@@ -196,15 +208,15 @@ def round_to_half(model: LatentModel) -> None:
                 v.copy_(v.half().float())
 
 
-def list_runs(root: str | Path) -> list[Path]:
-    """Image-model run folders (containing config.json) directly under root, sorted by name. Sequence CVAE runs
-    (``seq_cvae``, read by ``seq_runs``) are left out: the image pages cannot show them."""
+def list_runs(root: str | Path, sequence: bool = False) -> list[Path]:
+    """Run folders (containing config.json) directly under root, sorted by name: the image-model runs, or with
+    `sequence` the sequence CVAE runs (``seq_cvae``, read by ``seq_runs``). Each kind's pages never see the other."""
     root = Path(root)
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir()
                   if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()
-                  and not is_sequence_run(p))
+                  and is_sequence_run(p) == sequence)
 
 
 def is_sequence_run(run_dir: str | Path) -> bool:

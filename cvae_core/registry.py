@@ -94,7 +94,7 @@ def make_config(name: str, **overrides: Any) -> ModelConfig:
 def build_model(name: str, config: ModelConfig | None = None, seed: int | None = None, **overrides: Any) -> LatentModel:
     """Instantiate a registered model; `seed` makes the initial weights reproducible."""
     if name in MODELS and MODELS[name].family in SEQUENCE_FAMILIES:
-        raise ConfigError(f"{name} is built over a base language model: use cvae_core.seq_runs.train_seq, or "
+        raise ConfigError(f"{name} is built over a base language model: use cvae_core.seq_runs.train_and_save, or "
                           f"`python -m cvae_core train --model {name}`")
     config = config if config is not None else make_config(name, **overrides)
     if seed is not None:

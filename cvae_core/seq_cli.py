@@ -45,16 +45,14 @@ def _bar(total: int, unit: str):
     return progress
 
 
-def summary(metrics: dict) -> str:
-    return "  ".join(f"{k}={metrics[k]:.4g}" for k in METRIC_KEYS if isinstance(metrics.get(k), float))
-
-
 def cmd_train_base(a) -> int:
+    from .checkpoint import check_run_destination
     from .lm import BaseLMConfig
     from .seq_runs import save_base, train_base
     from .train import resolve_device
 
     task = _task(a)
+    check_run_destination(a.out)  # before training, so a bad --out never costs a run
     cfg = BaseLMConfig(n_embd=a.width, n_layer=a.layers, n_head=a.heads, n_positions=2 * task.max_len + 12)
     print(f"training a base model ({a.layers} layers, width {a.width}) on {task.K} strategies for {a.steps} steps",
           file=sys.stderr)
@@ -66,11 +64,12 @@ def cmd_train_base(a) -> int:
     return 0
 
 
-def cmd_train_seq(a, json_line) -> int:
+def cmd_train_seq(a) -> dict:
+    """Train, measure and save a sequence CVAE (``train_and_save`` checks --out before training); returns its metrics
+    (``__main__`` prints them)."""
     from .models.sequence import SeqCVAEConfig
     from .registry import make_config
-    from .seq_metrics import sequence_metrics
-    from .seq_runs import load_base, save_seq_run, splits, train_seq
+    from .seq_runs import load_base, train_and_save
     from .train import resolve_device
 
     if a.dataset not in (None, "strategies"):
@@ -94,26 +93,17 @@ def cmd_train_seq(a, json_line) -> int:
     base, base_info = load_base(a.base_model)
     task = _task(a, base_info)
     steps = a.steps or SEQ_DEFAULTS["steps"]
-    device = str(resolve_device(a.device))
     print(f"training seq_cvae ({config.latent} latent) on {task.K} strategies for {steps} steps", file=sys.stderr)
-    model, history = train_seq(task, config, base.to(device), steps=steps, batch_size=bs, lr=lr, seed=a.seed,
-                               warm_start=a.warm_start, device=device, progress=_bar(steps, "step"))
-    _, test = splits(task)
-    metrics = sequence_metrics(model, base, task, test, n=a.n_test)
-    metrics.update(model="seq_cvae", latent=config.latent, steps=steps)
-    train = {"steps": steps, "batch_size": bs, "lr": lr, "seed": a.seed, "warm_start": a.warm_start,
-             "kl_warmup": 0.5}
-    source = "shipped" if a.base_model is None else Path(a.base_model).name
-    save_seq_run(a.out, model, base, task=task, train=train, history=history, metrics=metrics, base_source=source,
-                 weights_dtype=a.weights_dtype)
+    _, metrics = train_and_save(a.out, task, config, base, steps=steps, batch_size=bs, lr=lr, seed=a.seed,
+                                warm_start=a.warm_start, device=str(resolve_device(a.device)), n_test=a.n_test,
+                                base_source="shipped" if a.base_model is None else Path(a.base_model).name,
+                                weights_dtype=a.weights_dtype, progress=_bar(steps, "step"))
     print(f"saved to {a.out}", file=sys.stderr)
-    print(summary(metrics))
-    if a.json:
-        print(json_line(metrics))
-    return 0
+    return metrics
 
 
-def cmd_evaluate_seq(a, json_line) -> int:
+def cmd_evaluate_seq(a) -> dict:
+    """The metrics of a sequence run folder (``__main__`` prints them)."""
     from .seq_metrics import sequence_metrics
     from .seq_runs import load_seq_run, splits
     from .train import resolve_device
@@ -123,7 +113,4 @@ def cmd_evaluate_seq(a, json_line) -> int:
     _, test = splits(task, info.get("data"))
     metrics = sequence_metrics(model, base, task, test, n=a.n_test or 500)
     metrics.update(model="seq_cvae", latent=model.config.latent)
-    print(summary(metrics))
-    if a.json:
-        print(json_line(metrics))
-    return 0
+    return metrics

@@ -26,47 +26,61 @@ from .lm import nats_per_answer, sample_answers
 
 
 @torch.no_grad()
-def posterior(model, xs: list[str], ys: list[str], batch_size: int = 128) -> np.ndarray:
-    """q(z | x, y): probabilities (N, K) for a discrete z, posterior means (N, m) for a continuous z."""
-    out = []
+def posterior(model, xs: list[str], ys: list[str], batch_size: int = 128) -> tuple[np.ndarray, np.ndarray | None]:
+    """q(z | x, y): (probabilities (N, K), None) for a discrete z, (means (N, m), standard deviations (N, m)) for a
+    continuous z."""
+    first, second = [], []
     for i in range(0, len(xs), batch_size):
         q = model.inference(xs[i : i + batch_size], ys[i : i + batch_size])
-        out.append((q.probs if model.config.latent == "discrete" else q.mean).cpu().numpy())
-    return np.concatenate(out)
+        if model.config.latent == "discrete":
+            first.append(q.probs.cpu().numpy())
+        else:
+            first.append(q.base_dist.loc.cpu().numpy())
+            second.append(q.base_dist.scale.cpu().numpy())
+    return np.concatenate(first), np.concatenate(second) if second else None
+
+
+@torch.no_grad()
+def value_probs(dist, centroids: np.ndarray | None, generator: torch.Generator, samples: int = 64) -> np.ndarray:
+    """A batch of p(z) or q(z) over the latent values, (B, V): a Categorical's probabilities (discrete), or the share
+    of `samples` draws nearest to each centroid (continuous)."""
+    if centroids is None:
+        return dist.probs.cpu().numpy()
+    mu, std = dist.base_dist.loc.cpu(), dist.base_dist.scale.cpu()
+    z = mu + std * torch.randn((samples, *mu.shape), generator=generator)  # (S, B, m)
+    near = torch.cdist(z, torch.from_numpy(centroids).float()).argmin(-1)  # (S, B)
+    return torch.nn.functional.one_hot(near, len(centroids)).float().mean(0).numpy()
 
 
 @torch.no_grad()
 def router_probs(model, xs: list[str], centroids: np.ndarray | None = None, batch_size: int = 128,
                  samples: int = 64, seed: int = 0) -> np.ndarray:
-    """p(z | x) over the latent values (N, K): the router's probabilities (discrete), or the share of its samples
-    nearest to each centroid (continuous)."""
-    out = []
+    """p(z | x) over the latent values (N, V), by ``value_probs`` (seeded)."""
     gen = torch.Generator().manual_seed(seed)
-    for i in range(0, len(xs), batch_size):
-        p = model.router(xs[i : i + batch_size])
-        if model.config.latent == "discrete":
-            out.append(p.probs.cpu().numpy())
-            continue
-        mu, std = p.base_dist.loc.cpu(), p.base_dist.scale.cpu()
-        z = mu + std * torch.randn((samples, *mu.shape), generator=gen)  # (S, B, m)
-        near = torch.cdist(z, torch.from_numpy(centroids).float()).argmin(-1)  # (S, B)
-        out.append(torch.nn.functional.one_hot(near, len(centroids)).float().mean(0).numpy())
-    return np.concatenate(out)
+    return np.concatenate([value_probs(model.router(xs[i : i + batch_size]), centroids, gen, samples)
+                           for i in range(0, len(xs), batch_size)])
+
+
+@torch.no_grad()
+def slot_values(model, centroids: np.ndarray | None = None) -> torch.Tensor:
+    """The decoder's slot vectors of the latent values, (V, width): the K strategy embeddings (discrete), or the
+    projections of the centroids (continuous)."""
+    dev = model.router_head.weight.device
+    if centroids is None:
+        return model.slot_vectors(torch.arange(model.config.K, device=dev))
+    return model.slot_vectors(torch.from_numpy(np.asarray(centroids, dtype=np.float32)).to(dev))
 
 
 def latent_points(model, means: np.ndarray | None = None, k: int | None = None, seed: int = 0):
-    """(slot vectors (V, width), centroids or None, labels of `means` or None): the decoder inputs of the latent values
-    (discrete: the K strategy embeddings; continuous: the projections of k k-means centroids of `means`)."""
+    """(slot vectors (V, width), centroids or None, labels of `means` or None) of the latent values: the K values of
+    a discrete z, or k k-means centroids of the posterior `means` of a continuous z."""
     if model.config.latent == "discrete":
-        return model.z_embed.weight.detach(), None, None
+        return slot_values(model), None, None
     from sklearn.cluster import KMeans
 
     km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(means)
     cent = km.cluster_centers_.astype(np.float32)
-    dev = model.router_head.weight.device
-    with torch.no_grad():
-        vecs = model.z_proj(torch.from_numpy(cent).to(dev))
-    return vecs, cent, km.labels_
+    return slot_values(model, cent), cent, km.labels_
 
 
 def match_latents(pred: np.ndarray, truth: np.ndarray, K: int, K_true: int) -> np.ndarray:
@@ -109,7 +123,7 @@ def sequence_metrics(model, base, task, split, n: int = 500, n_control: int = 10
     xs, ys, truth = split.x[:n], split.y[:n], split.strategy[:n]
     Ks = task.K
     discrete = model.config.latent == "discrete"
-    q = posterior(model, xs, ys)
+    q, q_std = posterior(model, xs, ys)
     vecs, cent, labels = latent_points(model, None if discrete else q, Ks, seed)
     V = len(vecs)
     pred = q.argmax(1) if discrete else labels
@@ -151,11 +165,10 @@ def sequence_metrics(model, base, task, split, n: int = 500, n_control: int = 10
             pick = lp[qb.argmax(1), torch.arange(len(bx), device=lp.device)]  # (B, L-1, V) at z = argmax q
         else:
             with torch.no_grad():
-                qd = model.inference(bx, by)
-                mu, std = qd.base_dist.loc, qd.base_dist.scale
+                mu, std = (torch.from_numpy(a[i : i + 128]).to(lp.device) for a in (q, q_std))
                 z = mu + std * torch.randn(mu.shape, generator=gen).to(mu.device)  # one sample of q per pair
                 rec += float(model.decoder_nll(bx, by, z).sum())
-                pick = decoder_next_token(model, bx, by, model.z_proj(mu))[0]  # at z = the posterior mean
+                pick = decoder_next_token(model, bx, by, model.slot_vectors(mu))[0]  # at z = the posterior mean
         correct += float(((pick.argmax(-1) == nxt[0]).float() * m).sum())
     out["recon_nats"] = rec / len(xs)
     out["base_nats"] = nats_per_answer(base, split.__class__(xs, truth, ys, split.mixture[:n]), model.vocab)

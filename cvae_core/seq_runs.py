@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tempfile
+import threading
 from pathlib import Path
 
 import torch
 
-from .checkpoint import is_sequence_run, swap_into_place
+from .checkpoint import is_sequence_run, read_run_info, write_json, write_run_folder
 from .data.strategies import StrategyTask, Vocab, make_split
 from .errors import CheckpointError, ConfigError, LabError
 from .lm import BaseLMConfig, build_base_lm, load_base_lm, nats_per_answer, train_base_lm
@@ -45,28 +45,6 @@ def task_from(d: dict | None) -> StrategyTask:
 def splits(task: StrategyTask, data: dict | None = None):
     d = {**DATA, **(data or {})}
     return make_split(task, n_train=int(d["n_train"]), n_test=int(d["n_test"]), seed=int(d["seed"]))
-
-
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True))
-
-
-def _atomic_dir(dest: Path, write) -> Path:
-    """Write a folder with `write(tmp)` next to `dest`, then swap it into place (never a half-written `dest`)."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists() and any(dest.iterdir()) and not (dest / "config.json").is_file():
-        raise CheckpointError(f"{dest} exists and is not a run folder; refusing to replace its contents")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        write(tmp)
-        swap_into_place(tmp, dest)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest
 
 
 # ---------------------------------------------------------------------------------------------------- base model
@@ -95,9 +73,9 @@ def save_base(lm, info: dict, dest: str | Path, weights_dtype: str = "float32") 
 
             model = copy.deepcopy(lm).half()
         model.save_pretrained(tmp)
-        _write_json(tmp / "base_info.json", {**info, "weights_dtype": weights_dtype})
+        write_json(tmp / "base_info.json", {**info, "weights_dtype": weights_dtype})
 
-    return _atomic_dir(Path(dest), write)
+    return write_run_folder(dest, write)
 
 
 def load_base(path: str | Path | None = None):
@@ -132,11 +110,11 @@ def save_seq_run(run_dir: str | Path, model: SeqCVAE, base, *, task: StrategyTas
 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS))
-        _write_json(tmp / "config.json", cfg)
-        _write_json(tmp / "history.json", history)
-        _write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / "config.json", cfg)
+        write_json(tmp / "history.json", history)
+        write_json(tmp / "metrics.json", metrics)
 
-    return _atomic_dir(Path(run_dir), write)
+    return write_run_folder(run_dir, write)
 
 
 def load_seq_run(run_dir: str | Path, device: str | torch.device = "cpu"):
@@ -148,10 +126,7 @@ def load_seq_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     run_dir = Path(run_dir)
     if not is_sequence_run(run_dir):
         raise CheckpointError(f"{run_dir} is not a sequence CVAE run folder (no config.json naming {MODEL})")
-    info = json.loads((run_dir / "config.json").read_text())
-    for extra in ("history", "metrics"):
-        p = run_dir / f"{extra}.json"
-        info[extra] = json.loads(p.read_text()) if p.is_file() else {}
+    info = read_run_info(run_dir)  # config.json with metrics.json and history.json
     try:
         config = SeqCVAEConfig(**info["config"])
         task = task_from(info.get("task"))
@@ -186,13 +161,74 @@ def load_seq_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     return model.to(device).eval(), base.to(device), info
 
 
-def train_seq(task: StrategyTask, config: SeqCVAEConfig, base, *, steps: int, batch_size: int = 32, lr: float = 3e-3,
-              seed: int = 0, warm_start: float = 0.3, kl_warmup: float = 0.5, device: str = "cpu", log_every: int = 50,
-              progress=None):
-    """(model, history): a SeqCVAE over a copy of `base`, trained with ``fit_seq`` on the task's training split."""
-    train, _ = splits(task)
+def train_and_save(out: str | Path, task: StrategyTask, config: SeqCVAEConfig, base, *, steps: int,
+                   batch_size: int = 32, lr: float = 3e-3, seed: int = 0, warm_start: float = 0.3,
+                   kl_warmup: float = 0.5, device: str = "cpu", log_every: int = 50, n_test: int = 500,
+                   n_control: int = 100, base_source: str = "shipped", weights_dtype: str = "float32", progress=None,
+                   stopped=lambda: False, extra: dict | None = None) -> tuple[Path | None, dict | None]:
+    """Train a SeqCVAE over a copy of `base` with ``fit_seq`` on the task's training split, measure it on the first
+    `n_test` test pairs and save the run folder `out` (checked before any training). When `stopped()` is true after
+    the training, nothing is measured or saved: (None, None). Otherwise (folder, metrics)."""
+    from .checkpoint import check_run_destination
+    from .seq_metrics import sequence_metrics
+
+    check_run_destination(out)
+    train, test = splits(task)
     torch.manual_seed(seed)
-    model = SeqCVAE(base, Vocab(), config).to(device)
+    model = SeqCVAE(base.to(device), Vocab(), config).to(device)
     history = fit_seq(model, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log_every=log_every,
                       kl_warmup=kl_warmup, warm_start=warm_start, progress=progress)
-    return model, history
+    if stopped():
+        return None, None
+    metrics = sequence_metrics(model, base, task, test, n=n_test, n_control=n_control)
+    metrics.update(model=MODEL, latent=config.latent, steps=steps)
+    record = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "warm_start": warm_start,
+              "kl_warmup": kl_warmup, **(extra or {})}
+    path = save_seq_run(out, model, base, task=task, train=record, history=history, metrics=metrics,
+                        base_source=base_source, weights_dtype=weights_dtype)
+    return path, metrics
+
+
+class SeqTrainingJob:
+    """``train_and_save`` in a background thread, over the base model in the folder `base_dir` and on its task (for
+    the app). Read `progress`, `text`, `status` (running, done, stopped, error), `error` and `metrics`; `stop()` ends
+    it after the current step, without saving (a Stop during the final measurement no longer cancels the save)."""
+
+    def __init__(self, out: str | Path, config: SeqCVAEConfig, steps: int, base_dir: str | Path, *, seed: int = 0,
+                 n_test: int = 200, n_control: int = 60):
+        self.out, self.config, self.steps, self.base_dir = Path(out), config, steps, base_dir
+        self.seed, self.n_test, self.n_control = seed, n_test, n_control
+        self.progress, self.text = 0.0, "starting"
+        self.status, self.error, self.metrics = "running", None, None
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"seq-train-{self.out.name}")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _progress(self, frac: float, text: str) -> None:
+        self.progress, self.text = frac, text
+        if self._stop.is_set():
+            raise _Stopped
+        if frac >= 1:
+            self.text = f"{text}; measuring on {self.n_test} test pairs ..."
+
+    def _run(self) -> None:
+        try:
+            base, base_info = load_base(self.base_dir)
+            path, self.metrics = train_and_save(
+                self.out, task_from(base_info.get("task")), self.config, base, steps=self.steps, seed=self.seed,
+                log_every=10, n_test=self.n_test, n_control=self.n_control, progress=self._progress,
+                stopped=self._stop.is_set, extra={"from": "Strategies page"})
+            self.status, self.text = ("stopped", self.text) if path is None else ("done", f"saved to {path}")
+        except _Stopped:
+            self.status = "stopped"
+        except LabError as e:
+            self.status, self.error = "error", str(e)
+        except Exception as e:  # noqa: BLE001 - a thread must report, not die silently
+            self.status, self.error = "error", f"{type(e).__name__}: {e}"
+
+
+class _Stopped(Exception):
+    pass

@@ -1,11 +1,9 @@
 """Helpers of the Strategies page: the sequence CVAE runs (shipped, saved, trained here), what the router expects
-for an input, what the decoder writes under each latent value, what the inference network recognises in an answer,
-and a training job that runs in a background thread."""
+for an input, what the decoder writes under each latent value and what the inference network recognises in an
+answer. Training on the page is ``cvae_core.seq_runs.SeqTrainingJob``."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +11,12 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from cvae_core.checkpoint import list_runs
 from cvae_core.data.strategies import STRATEGIES, check_digits
-from cvae_core.errors import ConfigError, DataError, LabError
+from cvae_core.errors import ConfigError, DataError
 from cvae_core.models.sequence import SeqCVAEConfig
-from cvae_core.seq_metrics import controlled_answers, router_probs, sequence_metrics
-from cvae_core.seq_runs import load_base, load_seq_run, save_seq_run, splits, train_seq
+from cvae_core.seq_metrics import controlled_answers, router_probs, slot_values, value_probs
+from cvae_core.seq_runs import WEIGHTS, load_seq_run
 from pages import _ui
 
 SHIPPED = ("discrete", "continuous")
@@ -34,13 +33,10 @@ def saved_root() -> Path:
 
 
 def run_options() -> dict[str, Path]:
-    """label -> run folder: the shipped runs by name, saved ones as "saved: NAME"."""
-    out = {n: shipped_root() / n for n in SHIPPED if (shipped_root() / n / "config.json").is_file()}
-    root = saved_root()
-    if root.is_dir():
-        out |= {f"saved: {p.name}": p for p in sorted(root.iterdir())
-                if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()}
-    return out
+    """label -> run folder: the shipped runs by name (in SHIPPED's order), saved ones as "saved: NAME"."""
+    shipped = {p.name: p for p in list_runs(shipped_root(), sequence=True)}
+    out = {n: shipped[n] for n in SHIPPED if n in shipped}
+    return out | {f"saved: {p.name}": p for p in list_runs(saved_root(), sequence=True)}
 
 
 @st.cache_resource(show_spinner="Loading the run ...", max_entries=8)
@@ -50,7 +46,7 @@ def load(path: str, mtime: float):
 
 
 def mtime(path: Path) -> float:
-    return (Path(path) / "weights.safetensors").stat().st_mtime
+    return (Path(path) / WEIGHTS).stat().st_mtime
 
 
 def max_input_length(model) -> int:
@@ -75,26 +71,23 @@ def check_input(text: str, model, what: str = "x") -> str:
     return text
 
 
-def latent_values(model, info: dict) -> tuple[torch.Tensor, np.ndarray | None, list[str]]:
-    """(slot vectors (V, width), centroids or None, labels "z = k (strategy)") of a run's latent values: the K
-    strategy embeddings (discrete) or the decoder inputs at the k-means centroids saved with its metrics
-    (continuous)."""
-    learned = (info.get("metrics") or {}).get("latent_to_strategy") or []
-    if model.config.latent == "discrete":
-        vecs, cent = model.z_embed.weight.detach(), None
-    else:
-        cent = np.asarray(info["metrics"]["centroids"], dtype=np.float32)
-        with torch.no_grad():
-            vecs = model.z_proj(torch.from_numpy(cent))
-    names = [f"z = {k}" + (f" ({learned[k]})" if k < len(learned) else "") for k in range(len(vecs))]
-    return vecs, cent, names
+def latent_values(model, info: dict) -> tuple[torch.Tensor, np.ndarray | None, list[str], list[str | None]]:
+    """(slot vectors (V, width), centroids or None, labels "z = k (strategy)", the strategy each value learned) of a
+    run's latent values: the K values (discrete) or the k-means centroids saved with its metrics (continuous)."""
+    metrics = info.get("metrics") or {}
+    cent = None if model.config.latent == "discrete" else np.asarray(metrics["centroids"], dtype=np.float32)
+    vecs = slot_values(model, cent)
+    learned = list(metrics.get("latent_to_strategy") or [])
+    learned += [None] * (len(vecs) - len(learned))
+    names = [f"z = {k}" + (f" ({s})" if s else "") for k, s in enumerate(learned)]
+    return vecs, cent, names, learned
 
 
 @torch.no_grad()
 def expectations(model, info: dict, task, x: str) -> dict:
     """What a run does with x: the router's p(z|x) over the latent values, and one greedy answer per value with the
     strategies that make it (the exact checker)."""
-    vecs, cent, names = latent_values(model, info)
+    vecs, cent, names, learned = latent_values(model, info)
     probs = router_probs(model, [x], cent)[0]
     rows = []
     for k, v in enumerate(vecs):
@@ -103,24 +96,18 @@ def expectations(model, info: dict, task, x: str) -> dict:
         rows.append({"latent": names[k], "p(z|x)": float(probs[k]), "answer": ans if ans is not None else "(none)",
                      "made by": ", ".join(task.strategies[s] for s in made) or "no strategy"})
     truth = {task.strategies[s]: float(w) for s, w in enumerate(task.weights(x))}
-    return {"names": names, "probs": probs, "rows": rows, "truth": truth}
+    return {"names": names, "learned": learned, "probs": probs, "rows": rows, "truth": truth}
 
 
 @torch.no_grad()
-def recognised(model, info: dict, x: str, y: str) -> tuple[list[str], np.ndarray]:
-    """q(z|x,y) over the latent values (continuous: the share of 64 posterior samples nearest to each centroid)."""
-    vecs, cent, names = latent_values(model, info)
-    q = model.inference([x], [y])
-    if cent is None:
-        return names, q.probs[0].numpy()
-    g = torch.Generator().manual_seed(0)  # the same bars on every rerun
-    z = q.base_dist.loc[0] + q.base_dist.scale[0] * torch.randn(64, q.base_dist.loc.shape[-1], generator=g)
-    near = torch.cdist(z, torch.from_numpy(cent)).argmin(-1)
-    return names, np.bincount(near.numpy(), minlength=len(cent)) / 64
+def recognised(model, info: dict, x: str, y: str) -> tuple[list[str], list[str | None], np.ndarray]:
+    """(labels, learned strategies, q(z|x,y) over the latent values); continuous: the share of 64 seeded posterior
+    samples nearest to each centroid, the same bars on every rerun."""
+    _, cent, names, learned = latent_values(model, info)
+    return names, learned, value_probs(model.inference([x], [y]), cent, torch.Generator().manual_seed(0))[0]
 
 
-def bars(names: list[str], values, title: str, height: int = 260) -> go.Figure:
-    learned = [n.split("(")[-1].rstrip(")") if "(" in n else None for n in names]
+def bars(names: list[str], values, title: str, learned: list[str | None], height: int = 260) -> go.Figure:
     colors = [STRATEGY_COLORS.get(s, "#94A3B8") for s in learned]  # the colour of the strategy the latent learned
     fig = go.Figure(go.Bar(x=names, y=list(values), marker_color=colors, name=title,
                            text=[f"{v:.2f}" for v in values], textposition="outside"))
@@ -133,64 +120,6 @@ def metrics_table(info: dict) -> list[dict]:
     m = info.get("metrics") or {}
     return [{"latent": f"z = {k}", "strategy it learned": s, "purity of its answers": m["controllability_per_z"][k]}
             for k, s in enumerate(m.get("latent_to_strategy") or [])]
-
-
-# ------------------------------------------------------------------ training on this page
-class SeqJob:
-    """A sequence CVAE trained in a background thread over the shipped base model; metrics at the end, then saved
-    under runs/strategies/NAME. The page polls `progress`, `text`, `history`; `stop()` ends it after the current
-    step, without saving."""
-
-    def __init__(self, config: SeqCVAEConfig, steps: int, name: str, seed: int = 0):
-        self.config, self.steps, self.name, self.seed = config, steps, name, seed
-        self.progress, self.text, self.history = 0.0, "starting", []
-        self.status, self.error, self.path, self.metrics = "running", None, None, None
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True, name=f"seq-train-{name}")
-        self.thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _progress(self, frac: float, text: str) -> None:
-        self.progress, self.text = frac, text
-        if self._stop.is_set():
-            raise _Stopped
-
-    def _run(self) -> None:
-        try:
-            base, base_info = load_base(shipped_root() / "base")
-            from cvae_core.seq_runs import task_from
-
-            task = task_from(base_info.get("task"))
-            t0 = time.time()
-            try:
-                model, history = train_seq(task, self.config, base, steps=self.steps, seed=self.seed, log_every=10,
-                                           progress=self._progress)
-            except _Stopped:
-                self.status = "stopped"
-                return
-            self.history = history
-            if self._stop.is_set():
-                self.status = "stopped"
-                return
-            self.text = f"trained in {time.time() - t0:.0f} s; measuring on 200 test pairs ..."
-            _, test = splits(task)
-            self.metrics = sequence_metrics(model, base, task, test, n=200, n_control=60)
-            train = {"steps": self.steps, "batch_size": 32, "lr": 3e-3, "seed": self.seed, "warm_start": 0.3,
-                     "kl_warmup": 0.5, "from": "Strategies page"}
-            self.path = save_seq_run(saved_root() / self.name, model, base, task=task, train=train, history=history,
-                                     metrics=self.metrics, base_source="shipped")
-            # (Stop during the measurement does not cancel the save: the run is complete by then)
-            self.status, self.text = "done", f"saved as saved: {self.name}"
-        except LabError as e:
-            self.status, self.error = "error", str(e)
-        except Exception as e:  # noqa: BLE001 - a thread must report, not die silently
-            self.status, self.error = "error", f"{type(e).__name__}: {e}"
-
-
-class _Stopped(Exception):
-    pass
 
 
 def job_config(latent: str, K: int, dim: int, beta: float) -> SeqCVAEConfig:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from cvae_core.errors import LabError
 from cvae_core.seq_cli import METRIC_KEYS
+from cvae_core.seq_runs import SeqTrainingJob
 from pages import _strat as S
 from pages import _ui
 
@@ -68,7 +69,7 @@ if names:
                 st.error(str(e))
                 continue
             e = S.expectations(model, info, task, x)
-            st.plotly_chart(S.bars(e["names"], e["probs"], "Router p(z | x)"), key=f"router{side}")
+            st.plotly_chart(S.bars(e["names"], e["probs"], "Router p(z | x)", e["learned"]), key=f"router{side}")
             st.markdown("**One greedy answer per latent value**, checked by the exact checker:")
             st.dataframe(pd.DataFrame(e["rows"]), hide_index=True, key=f"dec{side}",
                          column_config={"p(z|x)": st.column_config.NumberColumn(format="%.2f")})
@@ -78,10 +79,10 @@ if names:
             except LabError as err:
                 st.warning(str(err))
             else:
-                names_q, q = S.recognised(model, info, x, y)
+                names_q, learned, q = S.recognised(model, info, x, y)
                 made = task.check(x, y)
                 what = ", ".join(task.strategies[s] for s in made) or "no strategy"
-                st.plotly_chart(S.bars(names_q, q, f"Inference network q(z | x, y) · y is made by: {what}"),
+                st.plotly_chart(S.bars(names_q, q, f"Inference network q(z | x, y) · y is made by: {what}", learned),
                                 key=f"post{side}")
             with st.expander("Latents and the strategies they learned; all test metrics"):
                 st.dataframe(pd.DataFrame(S.metrics_table(info)), hide_index=True, key=f"map{side}")
@@ -120,7 +121,8 @@ if b1.button("Train", icon=":material/play_arrow:", disabled=running, type="prim
         except LabError as e:
             st.error(str(e))
         else:
-            st.session_state.seq_job = job = S.SeqJob(cfg, int(steps), name)
+            st.session_state.seq_job = job = SeqTrainingJob(S.saved_root() / name, cfg, int(steps),
+                                                            S.shipped_root() / "base")
             running = True
 if b2.button("Stop", icon=":material/stop:", disabled=not running):
     job.stop()
@@ -137,7 +139,7 @@ def show_job() -> None:
     elif j.status == "stopped":
         st.warning("Stopped; nothing was saved.")
     elif j.status == "done" and j.metrics:
-        st.success(f"Saved as **saved: {j.name}**: NMI {j.metrics['nmi']:.2f}, controllability "
+        st.success(f"Saved as **saved: {j.out.name}**: NMI {j.metrics['nmi']:.2f}, controllability "
                    f"{j.metrics['controllability']:.2f}, recon ratio {j.metrics['recon_ratio']:.2f}.")
     if j.status != "running" and not getattr(j, "announced", False):
         j.announced = True  # once: a full rerun lists the new run above and stops the polling

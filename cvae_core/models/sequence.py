@@ -124,13 +124,24 @@ class SeqCVAE(nn.Module):
         mu, log_var = out.chunk(2, dim=-1)
         return D.Independent(D.Normal(mu, torch.exp(0.5 * log_var)), 1)
 
+    def slot_vectors(self, z: torch.Tensor) -> torch.Tensor:
+        """What the decoder's latent slot holds for z: (B,) latent indices (discrete) or (B, m) vectors (continuous)
+        -> (B, width)."""
+        return self.z_embed(z) if self.config.latent == "discrete" else self.z_proj(z)
+
     def decoder_nll(self, xs: list[str], ys: list[str], z: torch.Tensor) -> torch.Tensor:
         """-log p(y | x, z) per item, (B,): z is (B,) latent indices (discrete) or (B, m) vectors (continuous)."""
         device = self.router_head.weight.device
         seqs = [self.vocab.encode(x, y) for x, y in zip(xs, ys, strict=True)]
         ids, attn, ans = (t.to(device) for t in batch(seqs, self.vocab))
-        zvec = self.z_embed(z) if self.config.latent == "discrete" else self.z_proj(z)  # (B, width)
-        return answer_nll(self.decoder_lm, ids, attn, ans, inputs_embeds=self.slot_embeds(ids, zvec))
+        return answer_nll(self.decoder_lm, ids, attn, ans, inputs_embeds=self.slot_embeds(ids, self.slot_vectors(z)))
+
+    def nll_per_value(self, xs: list[str], ys: list[str], values: torch.Tensor) -> torch.Tensor:
+        """-log p(y | x, z = v) for every item and every value v of `values` ((V,) indices or (V, m) vectors): (B, V),
+        in one decoder pass over B * V rows."""
+        B, V = len(xs), len(values)
+        z = values.repeat(B) if values.dim() == 1 else values.repeat(B, 1)
+        return self.decoder_nll([x for x in xs for _ in range(V)], [y for y in ys for _ in range(V)], z).view(B, V)
 
     def slot_embeds(self, ids: torch.Tensor, zvec: torch.Tensor) -> torch.Tensor:
         """The decoder's input embeddings of ids (B, L) with each row's latent slot (the <z?> token) set to zvec
@@ -146,10 +157,8 @@ class SeqCVAE(nn.Module):
         q, p = self.inference(xs, ys), self.router(xs)
         kl = torch.distributions.kl_divergence(q, p)
         if self.config.latent == "discrete":
-            B, K = len(xs), self.config.K
-            z = torch.arange(K, device=q.logits.device).repeat(B)  # every value for every item: (B*K,)
-            nll = self.decoder_nll([x for x in xs for _ in range(K)], [y for y in ys for _ in range(K)], z)
-            rec = (q.probs * nll.view(B, K)).sum(1)  # exact: sum_k q_k(-log p(y|x,k))
+            values = torch.arange(self.config.K, device=q.logits.device)
+            rec = (q.probs * self.nll_per_value(xs, ys, values)).sum(1)  # exact: sum_k q_k(-log p(y|x,k))
         else:
             mu, std = q.base_dist.loc, q.base_dist.scale
             eps = torch.randn(mu.shape, generator=generator, device=mu.device) if generator else torch.randn_like(mu)
@@ -174,9 +183,7 @@ class SeqCVAE(nn.Module):
         network and the router to put their mass on it (-log q(a_k|x,y) - log p(a_k|x)). Per-item ``rec`` (the
         assigned value's -log p), ``kl`` (KL(q||p), not optimised here), ``loss``; ``pick`` the values."""
         A = self.anchors()
-        B, K = len(xs), len(A)
-        nll = self.decoder_nll([x for x in xs for _ in range(K)], [y for y in ys for _ in range(K)],
-                               A.repeat(B) if A.dim() == 1 else A.repeat(B, 1)).view(B, K)
+        nll = self.nll_per_value(xs, ys, A)
         pick = nll.detach().argmin(1)
         q, p = self.inference(xs, ys), self.router(xs)
         target = A[pick]
