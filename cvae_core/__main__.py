@@ -177,8 +177,9 @@ def _sample_metric_args(s: argparse.ArgumentParser) -> None:
                    help="samples (and as many test images) for the Inception FID")
 
 
-def _evaluate_all(model, data, a, n_test=None):
-    """evaluate + sample metrics for `train` and `evaluate`, with a progress bar on stderr for the slow parts."""
+def _evaluate_all(model, data, a, n_test=None, teacher=None):
+    """evaluate + sample metrics for `train` and `evaluate`, with a progress bar on stderr for the slow parts;
+    `teacher`: the identity of the certificate's teacher a run recorded."""
     from tqdm import tqdm
 
     from .metrics import full_evaluation
@@ -190,12 +191,15 @@ def _evaluate_all(model, data, a, n_test=None):
         bar.set_postfix_str(text[:60])
 
     try:
-        return full_evaluation(model, data, n_test=n_test, is_samples=a.is_samples, sample_metrics=a.n_per_class > 0,
+        out = full_evaluation(model, data, n_test=n_test, is_samples=a.is_samples, sample_metrics=a.n_per_class > 0,
                                n_per_class=max(a.n_per_class, 1), n_samples=10 * max(a.n_per_class, 1),
                                fid="inception" if a.fid == "inception" else None, fid_samples=a.fid_samples,
-                               progress=progress)
+                               progress=progress, teacher=teacher)
     finally:
         bar.close()
+    if out.get("teacher_warning"):
+        print(f"warning: {out['teacher_warning']}", file=sys.stderr)
+    return out
 
 
 @contextlib.contextmanager
@@ -409,7 +413,7 @@ def cmd_evaluate(a) -> int:
         load_inception()  # a missing package fails now, before the data is loaded
     data = load_dataset(ds.get("name", "mnist"), root=root, rho=ds.get("rho", 10.0), seed=ds.get("seed", 0),
                         download=a.download)
-    metrics = _evaluate_all(model, data, a, n_test=a.n_test)
+    metrics = _evaluate_all(model, data, a, n_test=a.n_test, teacher=(info.get("metrics") or {}).get("teacher"))
     metrics.update(model=info["model"], dataset=ds.get("name"))
     _report(metrics, a.json)
     return 0
@@ -487,16 +491,18 @@ def cmd_sample(a) -> int:
 
 
 def cmd_prepare(a) -> int:
-    from .certificate import load_or_fit_teacher
+    from .certificate import load_or_fit_teacher, teacher_source
     from .data import load_dataset, prepare_offline
     from .data.morpho import cache_path, load_morpho
 
     prepare_offline(a.root)
     load_morpho(a.root, 0)  # renders the attribute set once from MNIST (about 15 s) when its cache is missing
     print(f"morpho-mnist ready in {cache_path(a.root, 0)}")
-    for name in ("mnist", "mnist-binary"):  # the certificate's teachers of the shipped runs' data (about 30 s each)
-        load_or_fit_teacher(load_dataset(name, root=a.root), root=a.root)
-    print("certificate teachers of mnist and mnist-binary ready")
+    for name in ("mnist", "mnist-binary"):  # shipped in checkpoints/teachers (read and verified); fitted if missing
+        data = load_dataset(name, root=a.root)
+        source = teacher_source(data, root=a.root)
+        teacher = load_or_fit_teacher(data, root=a.root)
+        print(f"certificate teacher of {name}: {teacher.identity} ({source})")
     return 0
 
 

@@ -30,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -52,17 +54,44 @@ class CertificateConfig:
 
 def simplex_vectors(k: int) -> torch.Tensor:
     """k unit vectors in R^(k-1) forming a regular simplex: their sum is 0 and <v_j, v_k> = -1/(k-1). (k, k-1)
-    float64, the same every time (no random rotation: the witness is fixed)."""
+    float64, bit for bit the same on every machine.
+
+    Closed form: v_k = sqrt(k/(k-1)) (e_k - 1/k) written in the Helmert basis of the sum-zero subspace,
+    h_j = (1, ..., 1, -j, 0, ..., 0) / sqrt(j (j+1)) (j ones), so V[i, j-1] = sqrt(k/(k-1)) h_j[i]. Only
+    correctly rounded scalar operations (IEEE division and square root), no matrix routine: an SVD of the centred
+    one-hot matrix, used before, is not unique (its k-1 singular values are all 1), and LAPACK builds on two CPUs
+    returned two rotations of the simplex, so one model had two different certificates."""
+    if k < 2:
+        raise ConfigError(f"a simplex needs k >= 2 vertices (got {k})")
+    scale = math.sqrt(k / (k - 1))
+    rows = []
+    for i in range(k):
+        row = []
+        for j in range(1, k):
+            h = 1.0 if i < j else (-float(j) if i == j else 0.0)
+            row.append(scale * h / math.sqrt(j * (j + 1)))
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def legacy_simplex_vectors(k: int) -> torch.Tensor:
+    """The witness of runs saved before the closed form (format 1 RST-VAE runs without a ``witness`` tensor): the
+    left singular vectors of the centred one-hot matrix, as this machine's LAPACK returns them. Reproduces such a
+    run's witness only on a machine like the one it was trained on; ``simplex_vectors`` is the witness now."""
     e = torch.eye(k, dtype=torch.float64) - 1.0 / k  # centred one-hot vectors, rank k - 1
     u, _, _ = torch.linalg.svd(e.T, full_matrices=False)
-    v = e @ u[:, : k - 1]  # (k, k-1) isometric coordinates
+    v = e @ u[:, : k - 1]
     return v / v.norm(dim=1, keepdim=True)
+
+
+TEACHER_TENSORS = ("pca_mean", "pca_components", "log_weights", "means", "prec_chol", "t_bar")
 
 
 @dataclass
 class Teacher:
     """The fitted PCA-GMM teacher, as plain tensors (float64): PCA mean (n,) and components (d, n); mixture log
-    weights (K,), means (K, d) and precision Cholesky factors (K, d, d); Tbar (K,) over the training images."""
+    weights (K,), means (K, d) and precision Cholesky factors (K, d, d); Tbar (K,) over the training images.
+    ``identity`` is a hash of the settings and the tensors: two teachers with one identity give the same T(x)."""
 
     config: CertificateConfig
     pca_mean: torch.Tensor
@@ -71,6 +100,17 @@ class Teacher:
     means: torch.Tensor
     prec_chol: torch.Tensor
     t_bar: torch.Tensor
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, k).detach().to("cpu", torch.float64).contiguous() for k in TEACHER_TENSORS}
+
+    @property
+    def identity(self) -> str:
+        h = hashlib.sha256(json.dumps(asdict(self.config), sort_keys=True).encode())
+        for k, v in self.tensors().items():
+            h.update(f"{k}{tuple(v.shape)}".encode())
+            h.update(v.numpy().astype("<f8").tobytes())
+        return h.hexdigest()[:16]
 
     def probs(self, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
         """T(x) for images x (N, C, H, W) (uint8, or floats in [0, 1]): (N, K) float64 on the CPU."""
@@ -111,50 +151,121 @@ def fit_teacher(x_train: torch.Tensor, config: CertificateConfig = CertificateCo
     h = pca.transform(x)
     gmm = GaussianMixture(config.K, covariance_type="full", random_state=config.seed, reg_covar=1e-4,
                           max_iter=200).fit(h)
-    t = torch.from_numpy
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731  the layout of a read-back file: same BLAS path
     teacher = Teacher(config, t(pca.mean_), t(pca.components_), t(np.log(gmm.weights_)), t(gmm.means_),
                       t(gmm.precisions_cholesky_), torch.zeros(config.K, dtype=torch.float64))
     teacher.t_bar = teacher.probs(x_train[idx]).mean(0)
     return teacher
 
 
+# ------------------------------------------------------------------ where a teacher comes from
+# A run's certificate must not depend on the machine it is shown on, so a teacher is never re-fitted for a run that
+# has one: RST-VAE carries its teacher as buffers (``own_teacher``), and the teachers of the data sets behind the
+# shipped runs are shipped in checkpoints/teachers/<data set>/teacher.safetensors. Only a data set with neither is
+# fitted here, once, and cached under the data root. Every certificate records the identity of its teacher.
+SHIPPED_TEACHERS = Path(__file__).resolve().parents[1] / "checkpoints" / "teachers"
+TEACHER_FILE = "teacher.safetensors"
+
+
+def save_teacher(path: str | Path, teacher: Teacher, dataset: str, n_train: int) -> Path:
+    """Write a teacher (float64 tensors, with its data set, training-set size, settings and identity as metadata)
+    to a safetensors file, atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"dataset": dataset, "n_train": str(int(n_train)), "config": json.dumps(asdict(teacher.config),
+            sort_keys=True), "identity": teacher.identity, "format": "1"}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        save_file(teacher.tensors(), str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def teacher_metadata(path: str | Path) -> dict | None:
+    """A teacher file's metadata (dataset, n_train, config, identity), or None if it is not a readable one."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return meta if {"dataset", "n_train", "config", "identity"} <= set(meta) else None
+
+
+def read_teacher(path: str | Path) -> Teacher:
+    """The teacher in a file written by ``save_teacher``; its tensors must hash to the identity it records."""
+    meta = teacher_metadata(path)
+    if meta is None:
+        raise CheckpointError(f"{path} is not a teacher file (safetensors with the teacher's metadata)")
+    try:
+        state = load_file(str(path), device="cpu")
+        teacher = Teacher(CertificateConfig(**json.loads(meta["config"])), **{k: state[k] for k in TEACHER_TENSORS})
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is a damaged teacher file ({type(e).__name__}: {e})") from None
+    if teacher.identity != meta["identity"]:
+        raise CheckpointError(f"{path}: its tensors hash to {teacher.identity}, not to the recorded "
+                              f"{meta['identity']} (the file was changed)")
+    return teacher
+
+
+def _matches(meta: dict | None, data, config: CertificateConfig) -> bool:
+    return (meta is not None and meta["dataset"] == data.name and meta["n_train"] == str(len(data.x_train))
+            and json.loads(meta["config"]) == asdict(config))
+
+
 def _cache_path(data, config: CertificateConfig, root: str | Path | None) -> Path:
-    """Where a data set's teacher is cached: under the data root, keyed by its name, size and the config."""
+    """Where a data set's locally fitted teacher is cached: under the data root, keyed by its name, size and the
+    config."""
     from .data import default_data_root
 
     key = hashlib.sha1(json.dumps([data.name, len(data.x_train), asdict(config)], sort_keys=True).encode()
                        ).hexdigest()[:12]
-    return Path(root or default_data_root()) / "certificate" / f"{data.name}-{key}.npz"
+    return Path(root or default_data_root()) / "certificate" / f"{data.name}-{key}.safetensors"
+
+
+def shipped_teacher_path(data, config: CertificateConfig = CertificateConfig()) -> Path | None:
+    """The shipped teacher file for this data set (same name and training-set size) and settings, if there is one."""
+    for path in sorted(SHIPPED_TEACHERS.glob(f"*/{TEACHER_FILE}")):
+        if _matches(teacher_metadata(path), data, config):
+            return path
+    return None
+
+
+def teacher_source(data, config: CertificateConfig = CertificateConfig(), root: str | Path | None = None) -> str:
+    """Where ``load_or_fit_teacher`` will take the teacher from: "shipped", "cached" or "fit" (a UI says so)."""
+    if shipped_teacher_path(data, config) is not None:
+        return "shipped"
+    return "cached" if _matches(teacher_metadata(_cache_path(data, config, root)), data, config) else "fit"
+
+
+def teacher_is_cached(data, config: CertificateConfig = CertificateConfig(), root: str | Path | None = None) -> bool:
+    """Whether the teacher is at hand without fitting (shipped or cached)."""
+    return teacher_source(data, config, root) != "fit"
 
 
 def load_or_fit_teacher(data, config: CertificateConfig = CertificateConfig(), root: str | Path | None = None
                         ) -> Teacher:
-    """The teacher of a data set, fitted once and cached on disk (atomically) under the data root, keyed by the
-    data set's name, size and the certificate config."""
+    """The teacher of a data set: the shipped one when checkpoints/teachers has it (every machine then uses the same
+    teacher), else the one fitted here once and cached (atomically) under the data root, keyed by the data set's
+    name, size and the certificate config."""
+    shipped = shipped_teacher_path(data, config)
+    if shipped is not None:
+        return read_teacher(shipped)
     path = _cache_path(data, config, root)
     with _FIT_LOCKS_LOCK:
         lock = _FIT_LOCKS.setdefault(path, threading.Lock())
     with lock:  # two threads asking for the same teacher (a model's setup, a live certificate) fit it once
-        return _read_teacher(path, config) or _fit_and_cache(data, config, path)
+        if _matches(teacher_metadata(path), data, config):
+            try:
+                return read_teacher(path)
+            except CheckpointError:
+                pass  # a damaged cache is fitted again
+        return _fit_and_cache(data, config, path)
 
 
 _FIT_LOCKS: dict[Path, threading.Lock] = {}
 _FIT_LOCKS_LOCK = threading.Lock()
-
-
-def _read_teacher(path: Path, config: CertificateConfig) -> Teacher | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path) as f:
-            arr = {k: torch.from_numpy(f[k]) for k in f.files}
-        return Teacher(config, **arr)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # a damaged cache is fitted again
-
-
-def teacher_is_cached(data, config: CertificateConfig = CertificateConfig(), root: str | Path | None = None) -> bool:
-    return _cache_path(data, config, root).is_file()
 
 
 def _fit_and_cache(data, config: CertificateConfig, path: Path) -> Teacher:
@@ -162,11 +273,41 @@ def _fit_and_cache(data, config: CertificateConfig, path: Path) -> Teacher:
     print(f"fitting the certificate's teacher (PCA {config.pca_dim}, {config.K}-component mixture) on {n:,} "
           f"{data.name} images, once per data set (about 30 s for 60k)", file=sys.stderr, flush=True)
     teacher = fit_teacher(data.x_train, config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}.npz")
-    np.savez(tmp, **{k: v.numpy() for k, v in asdict(teacher).items() if k != "config"})
-    os.replace(tmp, path)
+    save_teacher(path, teacher, data.name, len(data.x_train))
     return teacher
+
+
+def find_teacher(identity: str, root: str | Path | None = None) -> Teacher | None:
+    """The teacher with this identity among the shipped teachers and this machine's cache, or None."""
+    from .data import default_data_root
+
+    for path in (*sorted(SHIPPED_TEACHERS.glob(f"*/{TEACHER_FILE}")),
+                 *sorted((Path(root or default_data_root()) / "certificate").glob("*.safetensors"))):
+        meta = teacher_metadata(path)
+        if meta is not None and meta["identity"] == identity:
+            return read_teacher(path)
+    return None
+
+
+def teacher_of(model, data, recorded: str | None = None, root: str | Path | None = None) -> tuple[Teacher, str]:
+    """The teacher a model's certificate is computed with, and a warning ("" when none): a model that carries its
+    teacher (RST-VAE) uses it; else the teacher whose identity the run recorded (`recorded`, from its metrics.json),
+    found among the shipped teachers and the cache; else the data set's (``load_or_fit_teacher``). A recorded teacher
+    that is nowhere to be found gives the data set's with a warning that the numbers may differ from the recorded."""
+    own = getattr(model, "own_teacher", None)
+    if callable(own):
+        return own(), ""
+    cfg = config_of(model)
+    if recorded:
+        found = find_teacher(recorded, root)
+        if found is not None and found.config == cfg:
+            return found, ""
+    teacher = load_or_fit_teacher(data, cfg, root)
+    if recorded and teacher.identity != recorded:
+        return teacher, (f"this run was scored with teacher {recorded}, which is neither shipped nor cached here; "
+                         f"using {data.name}'s teacher {teacher.identity}, so its certificate may differ from the "
+                         "recorded one")
+    return teacher, ""
 
 
 # ------------------------------------------------------------------ the witness and the certificate
@@ -175,11 +316,24 @@ def check_latent(m: int, K: int) -> None:
         raise ConfigError(f"the certificate needs latent_dim >= K - 1 = {K - 1} witness coordinates (got {m})")
 
 
-def witness_log_probs(mu: torch.Tensor, K: int, gain: float) -> torch.Tensor:
-    """log S(x) = log softmax(gain V P mu(x)) for encoder means mu (N, m): (N, K), in mu's dtype."""
+def witness_log_probs(mu: torch.Tensor, K: int, gain: float, witness: torch.Tensor | None = None) -> torch.Tensor:
+    """log S(x) = log softmax(gain V P mu(x)) for encoder means mu (N, m): (N, K), in mu's dtype. `witness`: V
+    (K, K-1), by default ``simplex_vectors(K)`` (a run that carries its own passes it: ``witness_of``)."""
     check_latent(mu.shape[1], K)
-    V = simplex_vectors(K).to(mu)  # (K, K-1)
+    V = (simplex_vectors(K) if witness is None else witness).to(mu)  # (K, K-1)
     return torch.log_softmax(gain * mu[:, : K - 1] @ V.T, dim=1)
+
+
+def own_witness(model) -> torch.Tensor | None:
+    """A model's own witness directions (RST-VAE keeps them in a buffer), float64 on the CPU; None for the others."""
+    own = getattr(model, "witness", None)
+    return own.detach().to("cpu", torch.float64) if isinstance(own, torch.Tensor) else None
+
+
+def witness_of(model) -> torch.Tensor:
+    """The witness directions V a model is judged by: its own, else the simplex of its certificate's K."""
+    own = own_witness(model)
+    return own if own is not None else simplex_vectors(config_of(model).K)
 
 
 def kl_rows(t: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
@@ -187,7 +341,8 @@ def kl_rows(t: torch.Tensor, log_s: torch.Tensor) -> torch.Tensor:
     return (t * (torch.log(t) - log_s)).sum(1)
 
 
-def certificate(t: torch.Tensor, mu: torch.Tensor, t_bar: torch.Tensor, gain: float) -> dict[str, float]:
+def certificate(t: torch.Tensor, mu: torch.Tensor, t_bar: torch.Tensor, gain: float,
+                witness: torch.Tensor | None = None) -> dict[str, float]:
     """IT, LTS and GT = IT - LTS (nats) for teacher probabilities t (N, K) and encoder means mu (N, m).
 
     GT > 0 is a proof that mu is not constant on these N images when `t_bar` is the mean of `t` itself (what the
@@ -196,7 +351,7 @@ def certificate(t: torch.Tensor, mu: torch.Tensor, t_bar: torch.Tensor, gain: fl
     t = t.to(torch.float64)
     K = t.shape[1]
     it = kl_rows(t, torch.log(t_bar.to(t)).expand_as(t)).mean()
-    lts = kl_rows(t, witness_log_probs(mu.to(torch.float64), K, gain)).mean()
+    lts = kl_rows(t, witness_log_probs(mu.to(torch.float64), K, gain, witness)).mean()
     return {"IT": float(it), "LTS": float(lts), "GT": float(it - lts)}
 
 
@@ -206,11 +361,11 @@ def log_odds(t: torch.Tensor) -> torch.Tensor:
     return lt - lt.mean(1, keepdim=True)
 
 
-def analytic_code(t: torch.Tensor, m: int, gain: float) -> torch.Tensor:
+def analytic_code(t: torch.Tensor, m: int, gain: float, witness: torch.Tensor | None = None) -> torch.Tensor:
     """mu*(x) = P^T ((K-1)/(K gain)) sum_k l_k(x) v_k, (N, m): the encoder means whose witness reproduces T exactly."""
     K = t.shape[1]
     check_latent(m, K)
-    V = simplex_vectors(K).to(torch.float64)
+    V = (simplex_vectors(K) if witness is None else witness).to(torch.float64)
     out = torch.zeros(len(t), m, dtype=torch.float64)
     out[:, : K - 1] = (K - 1) / (K * gain) * log_odds(t.to(torch.float64)) @ V
     return out
@@ -228,19 +383,25 @@ def config_of(model) -> CertificateConfig:
     return own() if callable(own) else CertificateConfig()
 
 
-def certificate_metrics(model, data, x: torch.Tensor, means: torch.Tensor, root: str | Path | None = None) -> dict:
+def certificate_metrics(model, data, x: torch.Tensor, means: torch.Tensor, root: str | Path | None = None,
+                        recorded: str | None = None) -> dict:
     """The paper's table columns that read the encoder means of images `x` (N, C, H, W): IT, LTS, GT, the analytic
-    code's energy bound and E||mu(x)||^2. A latent smaller than K - 1 gets ``certificate_skipped`` (one line)."""
+    code's energy bound and E||mu(x)||^2, and ``teacher``, the identity of the teacher used (``teacher_of``: the
+    model's own, the one a run recorded in `recorded`, or the data set's). A latent smaller than K - 1 gets
+    ``certificate_skipped`` (one line); a recorded teacher not found here adds ``teacher_warning``."""
     cfg = config_of(model)
     m = means.shape[1]
     if m < cfg.K - 1:
         return {"certificate_skipped": f"latent_dim {m} < K - 1 = {cfg.K - 1}: the witness needs {cfg.K - 1} "
                                        "latent coordinates"}
-    teacher = load_or_fit_teacher(data, cfg, root)
+    teacher, warning = teacher_of(model, data, recorded, root)
     t = teacher.probs(x)
-    out = certificate(t, means, t.mean(0), cfg.gain)  # Tbar of these images: an exact certificate on them
+    out = certificate(t, means, t.mean(0), cfg.gain, witness_of(model))  # Tbar of these images: exact on them
     out["energy"] = energy_bound(t, cfg.gain)
     out["mu_sq"] = float(means.double().pow(2).sum(1).mean())
+    out["teacher"] = teacher.identity
+    if warning:
+        out["teacher_warning"] = warning
     return out
 
 
@@ -254,22 +415,22 @@ class LiveCertificate:
                  root: str | Path | None = None, background: bool = True, latent_dim: int | None = None):
         """`latent_dim`: the model's; a latent smaller than K - 1 makes the callback say so at once and skip the
         teacher (no fit, no cache read). Without it, the first tick's means tell."""
-        self.config, self.error, self.unavailable = config, None, None
+        self.config, self.error, self.unavailable, self.teacher_id = config, None, None, None
         self._t: torch.Tensor | None = None
         self._ready = threading.Event()
         if latent_dim is not None and latent_dim < config.K - 1:
             self.unavailable, self._status = self._too_small(latent_dim), "not needed"
             self._ready.set()
             return
-        cached = teacher_is_cached(data, config, root)
-        self._status = "reading the teacher" if cached else (
+        source = teacher_source(data, config, root)
+        self._status = f"reading the {source} teacher" if source != "fit" else (
             f"fitting the teacher (PCA {config.pca_dim}, {config.K}-component mixture) on the training images, once "
             f"per data set (about 30 s for 60k); the curve starts when it is ready")
 
         def prepare() -> None:
             try:
                 teacher = load_or_fit_teacher(data, config, root)
-                self._t = teacher.probs(x)
+                self._t, self.teacher_id = teacher.probs(x), teacher.identity
                 self._status = "ready"
             except Exception as e:  # shown, never raised into the training loop
                 self.error = self._status = f"the certificate's teacher failed: {type(e).__name__}: {e}"
@@ -299,27 +460,29 @@ class LiveCertificate:
         if self._t is None:
             return
         t = self._t[: len(means)]
-        record.update(certificate(t, means, t.mean(0), self.config.gain))  # Tbar of the tick's images: exact
+        record.update(certificate(t, means, t.mean(0), self.config.gain, own_witness(model)))  # tick's Tbar: exact
 
 
 # ------------------------------------------------------------------ pictures (the Collapse certificate page)
-def simplex_plane(K: int) -> torch.Tensor:
+def simplex_plane(K: int, witness: torch.Tensor | None = None) -> torch.Tensor:
     """A (2, K-1) linear map that sends witness direction v_k to the k-th vertex (cos 2 pi k/K, sin 2 pi k/K) of a
     regular K-gon: A = ((K-1)/K) C^T V, exact because V^T V = (K/(K-1)) I - (1/(K-1)) 1 1^T and sum_k C_k = 0.
-    Projects the witness coordinates P mu(x) of encoder means to a picture in which each direction is a vertex."""
+    Projects the witness coordinates P mu(x) of encoder means to a picture in which each direction is a vertex.
+    `witness`: V (K, K-1) when a model has its own (``witness_of``), else the simplex."""
     angles = 2 * math.pi * torch.arange(K, dtype=torch.float64) / K
     C = torch.stack([angles.cos(), angles.sin()], dim=1)  # (K, 2)
-    return (K - 1) / K * C.T @ simplex_vectors(K)
+    return (K - 1) / K * C.T @ (simplex_vectors(K) if witness is None else witness.to(torch.float64))
 
 
 @torch.no_grad()
-def inspect(model, data, n: int = 1000, root: str | Path | None = None) -> dict:
+def inspect(model, data, n: int = 1000, root: str | Path | None = None, recorded: str | None = None) -> dict:
     """What the page shows of one model: for the first n test images the teacher T (n, K), the witness S (n, K),
     the certificate numbers, active units, the encoder means on the simplex plane (n, 2), the teacher's argmax, and
     the plane point of the best constant code (the analytic code of Tbar, the mean of T over these images, whose
     witness is Tbar), and how often the witness's most likely component is the teacher's (``agreement``; a constant
-    witness gets at most ``top_share``, the largest share of one top component). Raises ConfigError (one line) for a
-    latent smaller than K - 1."""
+    witness gets at most ``top_share``, the largest share of one top component), with the teacher's identity
+    (``teacher_of``: the model's own, the recorded one, or the data set's) and ``teacher_warning`` ("" when none).
+    Raises ConfigError (one line) for a latent smaller than K - 1."""
     from .metrics import active_units, encoder_means
 
     cfg = config_of(model)
@@ -327,13 +490,15 @@ def inspect(model, data, n: int = 1000, root: str | Path | None = None) -> dict:
     x = data.x_test[:n]
     cond = data.y_for(model, "test")[:n] if model.conditional else None
     means = encoder_means(model, x, cond).double()
-    teacher = load_or_fit_teacher(data, cfg, root)
+    teacher, warning = teacher_of(model, data, recorded, root)
     t = teacher.probs(x)
-    log_s = witness_log_probs(means, cfg.K, cfg.gain)
-    A = simplex_plane(cfg.K)
+    V = witness_of(model)
+    log_s = witness_log_probs(means, cfg.K, cfg.gain, V)
+    A = simplex_plane(cfg.K, V)
     t_bar = t.mean(0)  # of these images, so that GT > 0 is exact on them
-    const = analytic_code(t_bar[None], cfg.K - 1, cfg.gain)  # (1, K-1)
-    return {**certificate(t, means, t_bar, cfg.gain), "au": active_units(means.float()),
+    const = analytic_code(t_bar[None], cfg.K - 1, cfg.gain, V)  # (1, K-1)
+    return {**certificate(t, means, t_bar, cfg.gain, V), "au": active_units(means.float()),
+            "teacher": teacher.identity, "teacher_warning": warning,
             "t": t.numpy(), "s": log_s.exp().numpy(), "t_bar": t_bar.numpy(),
             "plane": (means[:, : cfg.K - 1] @ A.T).numpy(), "const": (const @ A.T)[0].numpy(),
             "component": t.argmax(1).numpy(), "labels": data.y_test[:n].numpy(), "K": cfg.K, "gain": cfg.gain,

@@ -112,7 +112,8 @@ def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = Non
              weights_dtype: str = "float32") -> Path:
     """Write the run folder atomically, replacing an existing *run* folder (never anything else: see
     check_run_destination). Returns the folder. `check` (``metrics.check_numbers``) goes to check.json;
-    `weights_dtype="float16"` stores floating-point tensors in half precision (loading casts them back)."""
+    `weights_dtype="float16"` stores the floating-point parameters in half precision (loading casts them back);
+    buffers (a teacher, class frequencies, witness directions) keep their precision."""
     if weights_dtype not in ("float32", "float16"):
         raise CheckpointError(f"weights_dtype must be float32 or float16 (got {weights_dtype!r})")
 
@@ -122,8 +123,8 @@ def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = Non
                "train": dataclasses.asdict(train_config) if dataclasses.is_dataclass(train_config) else train_config,
                "dataset": dataset or {}}
         write_json(tmp / "config.json", cfg)
-        half = weights_dtype == "float16"
-        state = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        halved = half_precision_keys(model) if weights_dtype == "float16" else set()
+        state = {k: (v.half() if k in halved else v).detach().cpu().contiguous()
                  for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"weights_dtype": weights_dtype})
         write_json(tmp / "metrics.json", metrics or {})
@@ -180,6 +181,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[L
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{wpath} is corrupt or not a safetensors file ({e})") from None
     model = build_model(name, config)
+    state = model.upgrade_state(state)  # a tensor added since the run was saved
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -199,13 +201,20 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[L
     return model.to(device).eval(), info
 
 
+def half_precision_keys(model: torch.nn.Module) -> set[str]:
+    """The state-dict keys that a float16 save rounds: the floating-point parameters. Buffers are statistics the
+    numbers depend on exactly (RST-VAE's teacher and witness, a prior's class frequencies) and stay as they are."""
+    return {k for k, v in model.named_parameters() if v.is_floating_point()}
+
+
 def round_to_half(model: LatentModel) -> None:
-    """Round the model's floating-point weights to float16 and back, in place: the model then computes exactly
+    """Round the model's floating-point parameters to float16 and back, in place: the model then computes exactly
     what it will after a save with weights_dtype="float16" and a reload."""
+    keys = half_precision_keys(model)
     with torch.no_grad():
-        for v in model.state_dict().values():
-            if v.is_floating_point():
-                v.copy_(v.half().float())
+        for k, v in model.state_dict().items():
+            if k in keys:
+                v.copy_(v.half().to(v.dtype))
 
 
 def list_runs(root: str | Path, sequence: bool = False) -> list[Path]:

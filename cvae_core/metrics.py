@@ -188,7 +188,8 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
 
 def full_evaluation(model: LatentModel, data, *, n_test: int | None = None, is_samples: int = 0, seed: int = 0,
                     sample_metrics: bool = True, n_per_class: int = 1000, n_samples: int = 10_000,
-                    fid: str | None = None, fid_samples: int = 1000, certificate: bool = True, progress=None) -> dict:
+                    fid: str | None = None, fid_samples: int = 1000, certificate: bool = True, progress=None,
+                    teacher: str | None = None) -> dict:
     """Everything `evaluate --json` reports for a model and its data set (a ``Dataset``): ``evaluate`` on the
     first `n_test` test images, with the training images for ``neg_elbo_train_sigma``, plus the sample-quality
     metrics of ``sample_metrics.generative_metrics`` (per-class precision/recall/F1 and mode coverage for
@@ -196,8 +197,9 @@ def full_evaluation(model: LatentModel, data, *, n_test: int | None = None, is_s
     ``fid="inception"``); for models conditioned on morpho-mnist attributes, ``attributes.attribute_metrics``
     instead (attribute accuracy over every combination, digit accuracy, classifier-FID on the ink). With
     `certificate`, the collapse certificate of the test encoder means (``certificate.certificate_metrics``: IT, LTS,
-    GT, energy, mu_sq; the data set's teacher is fitted once and cached). `progress(fraction, text)` is called during
-    the slow parts."""
+    GT, energy, mu_sq and the teacher's identity: the model's own teacher, else the one identified by `teacher` (a
+    run's recorded ``teacher``), else the data set's shipped or cached one). `progress(fraction, text)` is called
+    during the slow parts."""
     device = next(model.parameters()).device
     x, y = data.x_test[:n_test], data.y_for(model, "test")[:n_test]
     extras = {k: v[:n_test] for k, v in data.extras_test.items()}
@@ -211,7 +213,7 @@ def full_evaluation(model: LatentModel, data, *, n_test: int | None = None, is_s
 
         if progress:
             progress(0.05, "the collapse certificate of the test encoder means")
-        out.update(certificate_metrics(model, data, x, means[0]))
+        out.update(certificate_metrics(model, data, x, means[0], recorded=teacher))
     attribute_model = model.conditional and not model.class_conditional
     if attribute_model and sample_metrics and data.name == "morpho-mnist":
         from .attributes import attribute_metrics

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from cvae_core.certificate import config_of, inspect, teacher_is_cached
+from cvae_core.certificate import config_of, inspect, teacher_source
 from cvae_core.errors import LabError
 from pages import _maps, _ui
 
@@ -20,27 +20,32 @@ PALETTE = ("#4F46E5", "#F97316", "#16A34A", "#DC2626", "#A855F7", "#0EA5E9", "#C
 
 
 def load(choice: str, options: dict, job, refresh: bool) -> tuple:
-    """(model, data, key, history records, label) of a picked run; the live run is pinned until Refresh."""
+    """(model, data, key, history records, label, recorded teacher identity) of a picked run; the live run is pinned
+    until Refresh."""
     if choice == _maps.LIVE:
         model, step = _maps.live_model(job, refresh)
-        return model, job.data, f"live-{_maps.job_token(job)}@{step}", job.snapshot()["records"], f"step {step:,}"
+        return (model, job.data, f"live-{_maps.job_token(job)}@{step}", job.snapshot()["records"], f"step {step:,}",
+                None)
     model, info, data = _maps.load_source(options[choice])
     path = options[choice]
-    return model, data, f"{path}@{_ui._mtime(path)}", (info.get("history") or {}).get("records", []), None
+    return (model, data, f"{path}@{_ui._mtime(path)}", (info.get("history") or {}).get("records", []), None,
+            (info.get("metrics") or {}).get("teacher"))
 
 
-def pictures(model, data, key: str) -> dict:
-    """`inspect` of the model, cached per run and weights; says so while a data set's teacher is fitted first."""
-    waits = contextlib.nullcontext() if teacher_is_cached(data, config_of(model)) else st.spinner(
+def pictures(model, data, key: str, recorded: str | None = None) -> dict:
+    """`inspect` of the model with its own teacher, the one its run recorded, or the data set's (shipped or cached),
+    cached per run and weights; says so while a new data set's teacher is fitted first."""
+    fits = not hasattr(model, "own_teacher") and teacher_source(data, config_of(model)) == "fit"
+    waits = contextlib.nullcontext() if not fits else st.spinner(
         f"Fitting the certificate's teacher on {data.name} (PCA + a Gaussian mixture, once per data set, about 30 s "
         "for 60k images) ...")
     with waits:
-        return _pictures(key, model, data)
+        return _pictures(key, recorded, model, data)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _pictures(key: str, _model, _data) -> dict:
-    return inspect(_model, _data, min(N_IMAGES, len(_data.x_test)))
+def _pictures(key: str, recorded: str | None, _model, _data) -> dict:
+    return inspect(_model, _data, min(N_IMAGES, len(_data.x_test)), recorded=recorded)
 
 
 def plane_figure(p: dict) -> go.Figure:

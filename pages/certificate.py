@@ -45,8 +45,8 @@ for side, (col, default) in enumerate(zip(columns, C.DEFAULTS, strict=True)):
             refresh = st.button("Refresh", key=f"refresh{side}", icon=":material/refresh:",
                                 help="Read the weights of the latest log tick.")
         try:
-            model, data, key, records, live_label = C.load(choice, options, job, refresh)
-            p = C.pictures(model, data, key)
+            model, data, key, records, live_label, recorded = C.load(choice, options, job, refresh)
+            p = C.pictures(model, data, key, recorded)
         except LabError as e:
             st.error(str(e))
             continue
@@ -64,6 +64,8 @@ for side, (col, default) in enumerate(zip(columns, C.DEFAULTS, strict=True)):
                   "over images (variance > 0.01)")
         verdict = "certified: μ(x) depends on x" if p["GT"] > 0 else "not certified: no better than a constant"
         (st.success if p["GT"] > 0 else st.warning)(f"On {len(p['t']):,} test images: **{verdict}**.")
+        if p["teacher_warning"]:
+            st.warning(p["teacher_warning"])
         if any("GT" in r for r in records):
             st.markdown("**GT over training** (on the first test images, at each log tick)")
             st.plotly_chart(_ui.certificate_figure(records, height=260), key=f"curve{side}")
@@ -73,7 +75,8 @@ for side, (col, default) in enumerate(zip(columns, C.DEFAULTS, strict=True)):
         st.markdown("**Encoder means on the simplex plane**")
         st.plotly_chart(C.plane_figure(p), key=f"plane{side}")
         st.caption(f"The witness's most likely component is the teacher's for **{p['agreement']:.0%}** of the images "
-                   f"(a constant witness: at most the largest share of one component, {p['top_share']:.0%}).")
+                   f"(a constant witness: at most the largest share of one component, {p['top_share']:.0%}). "
+                   f"Teacher `{p['teacher']}`.")
         sides.append((choice, p, data))
 
 if sides:

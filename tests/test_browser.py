@@ -396,8 +396,13 @@ def test_certificate_page_in_a_real_browser(server, tmp_path):
         page.goto(f"{server}/certificate", wait_until="domcontentloaded")
         expect(page.get_by_role("heading", name="Collapse certificate")).to_be_visible(timeout=30_000)
         wait_for_plots(page, 8, timeout=60_000)  # two GT curves, two simplex planes, four image bars
-        expect(page.get_by_text(re.compile("not certified: no better than a constant"))).to_be_visible()
-        expect(page.get_by_text(re.compile("certified: μ\\(x\\) depends on x"))).to_be_visible()
+        # each side's verdict inside its own column (the two outer columns are the ones holding the run pickers)
+        column = page.locator('[data-testid="stColumn"]')
+        left, right = (column.filter(has=page.get_by_text(f"{side} run", exact=True)) for side in ("Left", "Right"))
+        failing, certified = "not certified: no better than a constant", re.compile("certified: μ\\(x\\) depends on x")
+        expect(left.get_by_text(failing)).to_be_visible()  # the stressed VAE
+        expect(right.get_by_text(certified)).to_be_visible()  # RST-VAE
+        expect(right.get_by_text(failing)).to_have_count(0)
         assert page.locator('[data-testid="stException"]').count() == 0
         page.mouse.move(5, 890)  # no hover label over a chart
         screenshot(page, tmp_path, "certificate_page.png")

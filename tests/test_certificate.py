@@ -235,7 +235,7 @@ def test_live_certificate_in_the_background_and_with_a_small_latent(binary_small
     assert small.wait(0) and small.status == live.status  # said at once, before any tick
     assert len(list((tmp_path / "certificate").iterdir())) == 1  # no teacher fitted for the 500-image set
     again = C.LiveCertificate(binary_small, binary_small.x_test[:50])
-    assert again.status == "reading the teacher"  # the cache the first one wrote
+    assert again.status == "reading the cached teacher"  # the cache the first one wrote
     assert again.wait(30) and again.status == "ready"
     rec = {}
     again.on_means(None, rec, torch.zeros(50, 16), None)

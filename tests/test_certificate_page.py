@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from _apptest import open_page, open_page_without_saved_runs, plotly_values, texts
 
-from cvae_core.certificate import certificate_metrics, config_of, load_or_fit_teacher, witness_log_probs
+from cvae_core.certificate import certificate_metrics, config_of, load_or_fit_teacher, witness_log_probs, witness_of
 from cvae_core.checkpoint import load_run, save_run
 from cvae_core.data import load_dataset
 from cvae_core.metrics import encoder_means
@@ -74,7 +74,7 @@ def test_the_bars_are_the_teachers_and_the_witnesses_probabilities(first_view, b
     for name in SHIPPED:
         model, _ = load_run(REPO / "checkpoints" / name)
         mu = encoder_means(model, binary.x_test[:1000]).double()  # the page's batches: the same float32 sums
-        s = witness_log_probs(mu, 10, config_of(model).gain).exp()[3].numpy()
+        s = witness_log_probs(mu, 10, config_of(model).gain, witness_of(model)).exp()[3].numpy()
         np.testing.assert_allclose(bars[f"S(x): {name}"], s, rtol=1e-9, atol=1e-15)
 
 

@@ -171,6 +171,11 @@ class LatentModel(nn.Module, abc.ABC):
         initialisation, a teacher fitted to the data. Whatever it computes must live in buffers or parameters, so
         that a saved run reloads without the data. Default: nothing."""
 
+    def upgrade_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The weights of a run saved by an older version, brought to this version's state dict (``load_run`` calls it
+        before comparing keys): a family that adds a tensor fills it in here. Default: unchanged."""
+        return state
+
     def phases(self) -> list[Phase]:
         """Training phases, in order (fit gives each its share of the steps and a fresh optimiser): two-stage
         prior fitting, a pre-fit of the encoder, a frozen backbone. Default: one phase, all parameters, `loss`."""

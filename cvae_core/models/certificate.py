@@ -4,9 +4,10 @@ lives in ``cvae_core.certificate``.
 
 - ``rst_vae``: loss = rec + alpha_KL KL(q || N(0, I)) + lambda_TS LTS, with alpha_KL the config's ``beta`` and LTS
   the per-image KL(T(x) || S(mu(x))) between the fixed PCA-GMM teacher and the witness of the encoder mean. The
-  teacher is fitted to the training images in ``setup`` (cached on disk per data set) and kept as buffers, so a saved
-  run carries it; T(x) of a batch is computed on the training device. Bernoulli decoder by default (the paper's
-  binarised-MNIST table; use the ``mnist-binary`` data set).
+  teacher (``load_or_fit_teacher`` in ``setup``: the shipped one of the data set, else one fitted and cached here)
+  and the witness directions are float64 buffers, never rounded to float16, so a saved run carries exactly what its
+  certificate depends on and is certified the same on every machine; T(x) of a batch is computed on the training
+  device. Bernoulli decoder by default (the paper's binarised-MNIST table; use the ``mnist-binary`` data set).
 - ``rst_prefit``: the same, after a first phase that fits only the encoder to the witness (objective LTS).
 """
 
@@ -18,10 +19,14 @@ from dataclasses import dataclass
 import torch
 
 from ..certificate import (
+    TEACHER_TENSORS,
     CertificateConfig,
+    Teacher,
     check_latent,
     kl_rows,
+    legacy_simplex_vectors,
     load_or_fit_teacher,
+    simplex_vectors,
     teacher_probs,
     witness_log_probs,
 )
@@ -62,36 +67,53 @@ class RSTPrefitConfig(RSTVAEConfig):
 
 
 class RSTVAE(VAE):
-    """vae + lambda_TS * LTS, with the teacher as buffers."""
+    """vae + lambda_TS * LTS, with the teacher and the witness as float64 buffers."""
 
     def __init__(self, config: RSTVAEConfig):
         super().__init__(config)
         n, K = self.n_pixels, config.teacher_k
         d = min(config.pca_dim, n)
+        f64 = {"dtype": torch.float64}
         # an unfitted teacher (before setup): every component the same, so T is uniform; setup replaces all of it
-        self.register_buffer("pca_mean", torch.zeros(n))
-        self.register_buffer("pca_components", torch.eye(d, n))
-        self.register_buffer("log_weights", torch.full((K,), -math.log(K)))
-        self.register_buffer("means", torch.zeros(K, d))
-        self.register_buffer("prec_chol", torch.eye(d).expand(K, d, d).clone())
-        self.register_buffer("t_bar", torch.full((K,), 1.0 / K))
+        self.register_buffer("pca_mean", torch.zeros(n, **f64))
+        self.register_buffer("pca_components", torch.eye(d, n, **f64))
+        self.register_buffer("log_weights", torch.full((K,), -math.log(K), **f64))
+        self.register_buffer("means", torch.zeros(K, d, **f64))
+        self.register_buffer("prec_chol", torch.eye(d, **f64).expand(K, d, d).clone())
+        self.register_buffer("t_bar", torch.full((K,), 1.0 / K, **f64))
+        self.register_buffer("witness", simplex_vectors(K))  # (K, K-1): fixed, saved so that the run carries it
 
     def setup(self, data) -> None:
-        """Fit the teacher to the training images (or read it from its cache) and keep it in the buffers."""
+        """Take the data set's teacher (shipped, cached, or fitted once here) into the buffers."""
         teacher = load_or_fit_teacher(data, self.config.certificate())
-        for name in ("pca_mean", "pca_components", "log_weights", "means", "prec_chol", "t_bar"):
+        for name in TEACHER_TENSORS:
             buf = getattr(self, name)
             buf.copy_(getattr(teacher, name).to(buf.dtype))
 
+    def own_teacher(self) -> Teacher:
+        """The teacher this model was trained against (its buffers), for its certificate."""
+        return Teacher(self.config.certificate(), **{k: getattr(self, k).detach().to("cpu", torch.float64)
+                                                     for k in TEACHER_TENSORS})
+
+    def upgrade_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A run saved before the witness was a buffer (format 1) has none: it was trained against the SVD basis of
+        the simplex, which only the LAPACK of a machine like its own reproduces (``legacy_simplex_vectors``)."""
+        if "witness" not in state and "pca_mean" in state:
+            state = {**state, "witness": legacy_simplex_vectors(self.config.teacher_k)}
+        return state
+
     def teacher(self, x: torch.Tensor) -> torch.Tensor:
-        """T(x) for a batch of model inputs x (B, C, H, W) in [0, 1]: (B, K)."""
-        return teacher_probs(x.flatten(1), self.pca_mean, self.pca_components, self.log_weights, self.means,
-                             self.prec_chol, self.config.teacher_eps)
+        """T(x) for a batch of model inputs x (B, C, H, W) in [0, 1]: (B, K), computed in float64 and returned in
+        x's dtype."""
+        return teacher_probs(x.flatten(1).to(self.pca_mean.dtype), self.pca_mean, self.pca_components,
+                             self.log_weights, self.means, self.prec_chol, self.config.teacher_eps).to(x.dtype)
 
     def extra_terms(self, x, q, rec, y):
         """``lts``: KL(T(x) || S(mu(x))) per image; ``penalty`` = lambda_TS * lts, which joins the loss."""
         cfg = self.config
-        lts = kl_rows(self.teacher(x), witness_log_probs(q.base_dist.loc, cfg.teacher_k, cfg.witness_gain))
+        mu = q.base_dist.loc
+        lts = kl_rows(self.teacher(x).to(mu.dtype),
+                      witness_log_probs(mu, cfg.teacher_k, cfg.witness_gain, self.witness))
         return {"lts": lts, "penalty": cfg.lambda_ts * lts}
 
     def phases(self) -> list[Phase]:
