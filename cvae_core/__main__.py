@@ -182,7 +182,7 @@ def _evaluate_all(model, data, a, n_test=None, teacher=None):
     `teacher`: the identity of the certificate's teacher a run recorded."""
     from tqdm import tqdm
 
-    from .metrics import full_evaluation
+    from .evaluation import full_evaluation
 
     bar = tqdm(total=100, file=sys.stderr, unit="%", desc="evaluating", dynamic_ncols=True, leave=False)
 
@@ -224,7 +224,7 @@ def _stop_on_ctrl_c(control):
 
 def _json_line(metrics: dict) -> str:
     """One line of strict JSON: non-finite numbers become null."""
-    from .checkpoint import json_safe
+    from .io import json_safe
 
     return json.dumps(json_safe(metrics), allow_nan=False)
 
@@ -274,13 +274,14 @@ def cmd_train(a) -> int:
     from tqdm import tqdm
 
     from .attributes import condition_fields
-    from .certificate import LiveCertificate, config_of
+    from .certificate import LiveCertificate
     from .checkpoint import check_run_destination, save_run
     from .data import load_dataset
     from .errors import ConfigError
     from .metrics import TickMeans, check_numbers
     from .registry import build_model, make_config
     from .train import TrainConfig, TrainControl, check_model_data, fit
+    from .witness import config_of
 
     if a.dataset is None:
         raise ConfigError(f"--dataset is required for {a.model}")
@@ -491,9 +492,9 @@ def cmd_sample(a) -> int:
 
 
 def cmd_prepare(a) -> int:
-    from .certificate import load_or_fit_teacher, teacher_source
     from .data import load_dataset, prepare_offline
     from .data.morpho import cache_path, load_morpho
+    from .witness import load_or_fit_teacher, teacher_source
 
     prepare_offline(a.root)
     load_morpho(a.root, 0)  # renders the attribute set once from MNIST (about 15 s) when its cache is missing

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import uuid
@@ -22,26 +21,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError, ConfigError
+from .io import swap_into_place, write_json
 from .models.base import LatentModel
 from .registry import MODELS, build_model, make_config
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
-
-
-def json_safe(obj: Any) -> Any:
-    """Replace NaN/inf floats by None (JSON has no such numbers) and tuples by lists, recursively."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def check_run_destination(run_dir: str | Path) -> Path:
@@ -70,18 +55,6 @@ def model_name_of(model: LatentModel) -> str:
         if type(model) is spec.model_cls and type(model.config) is spec.config_cls:
             return name
     raise CheckpointError(f"{type(model).__name__} is not in the registry")
-
-
-def swap_into_place(tmp: Path, dest: Path) -> None:
-    """Rename the finished folder `tmp` to `dest`; an existing `dest` is moved aside first and removed afterwards,
-    so at every moment `dest` is either the old complete folder or the new one."""
-    old = None
-    if dest.exists():
-        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_run_folder(run_dir: str | Path, write: Callable[[Path], None]) -> Path:
@@ -113,7 +86,20 @@ def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = Non
     """Write the run folder atomically, replacing an existing *run* folder (never anything else: see
     check_run_destination). Returns the folder. `check` (``metrics.check_numbers``) goes to check.json;
     `weights_dtype="float16"` stores the floating-point parameters in half precision (loading casts them back);
-    buffers (a teacher, class frequencies, witness directions) keep their precision."""
+    buffers (a teacher, class frequencies, witness directions) keep their precision.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from cvae_core import build_model, load_run, save_run
+        >>> model = build_model("cvae", seed=0, latent_dim=4)
+        >>> folder = save_run(tempfile.mkdtemp() + "/demo", model)
+        >>> again, info = load_run(folder)
+        >>> info["model"], info["config"]["latent_dim"]
+        ('cvae', 4)
+        >>> y = torch.arange(3)
+        >>> torch.equal(again.decode(torch.zeros(3, 4), y), model.eval().decode(torch.zeros(3, 4), y))
+        True
+    """
     if weights_dtype not in ("float32", "float16"):
         raise CheckpointError(f"weights_dtype must be float32 or float16 (got {weights_dtype!r})")
 
@@ -163,7 +149,21 @@ def read_run_info(run_dir: str | Path) -> dict:
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[LatentModel, dict]:
-    """(model in eval mode, info dict). Never unpickles: weights come from safetensors."""
+    """(model in eval mode, info dict: config.json with ``metrics``, ``history`` and ``check``). Never unpickles:
+    weights come from safetensors. A folder that is not a run, or weights that do not match the config, are one
+    CheckpointError line.
+
+    Example:
+        >>> import pathlib, cvae_core
+        >>> from cvae_core import load_run
+        >>> model, info = load_run(pathlib.Path(cvae_core.__file__).parents[1] / "checkpoints" / "mnist_bs_vae")
+        >>> info["model"], info["metrics"]["weights_dtype"], model.training
+        ('bs_vae', 'float16', False)
+        >>> load_run("no/such/run")
+        Traceback (most recent call last):
+        ...
+        cvae_core.errors.CheckpointError: no/such/run is not a run folder (it does not exist or is not a folder)
+    """
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     name = info["model"]

@@ -28,9 +28,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .checkpoint import swap_into_place
 from .data import to_float
 from .errors import CheckpointError
+from .io import swap_into_place
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDER = "classifier-mnist"

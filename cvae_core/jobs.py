@@ -15,7 +15,8 @@ import torch
 
 from .checkpoint import check_run_destination, model_name_of, save_run
 from .data import Dataset
-from .metrics import TickMeans, check_numbers, full_evaluation
+from .evaluation import full_evaluation
+from .metrics import TickMeans, check_numbers
 from .models.base import LatentModel
 from .registry import build_model
 from .train import History, TrainConfig, TrainControl, fit, resolve_device
@@ -156,7 +157,7 @@ class TrainingJob:
 
     def save(self, run_dir: str | Path, *, fid: str | None = None, progress=None) -> Path:
         """Save weights as of the last log tick (or the end), with the history so far, test metrics (likelihood
-        terms and the sample metrics of ``metrics.full_evaluation``; `fid="inception"` adds the slow Inception FID,
+        terms and the sample metrics of ``evaluation.full_evaluation``; `fid="inception"` adds the slow Inception FID,
         `progress(fraction, text)` follows it) and the check numbers a reload is verified against."""
         check_run_destination(run_dir)  # fail before the (slow) test-set evaluation
         # The evaluation draws seeded noise from torch's global random stream, which the training thread uses too:

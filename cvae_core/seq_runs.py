@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import is_sequence_run, read_run_info, write_json, write_run_folder
+from .checkpoint import is_sequence_run, read_run_info, write_run_folder
 from .data.strategies import StrategyTask, Vocab, make_split
 from .errors import CheckpointError, ConfigError, LabError
+from .io import write_json
 from .lm import BaseLMConfig, build_base_lm, load_base_lm, nats_per_answer, train_base_lm
 from .models.sequence import SeqCVAE, SeqCVAEConfig, fit_seq
 

@@ -8,8 +8,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from cvae_core.certificate import config_of, inspect, teacher_source
+from cvae_core.certificate import inspect
 from cvae_core.errors import LabError
+from cvae_core.witness import config_of, teacher_source
 from pages import _maps, _ui
 
 # the shipped pair the page opens on: a plain VAE pushed into collapse by alpha_KL = 8, and RST-VAE at the same setting

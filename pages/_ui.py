@@ -25,7 +25,7 @@ from plotly.subplots import make_subplots
 from torchvision.utils import make_grid
 
 from cvae_core.attributes import condition_fields, example_conditions
-from cvae_core.certificate import LiveCertificate, config_of
+from cvae_core.certificate import LiveCertificate
 from cvae_core.checkpoint import load_run, read_run_info
 from cvae_core.data import Dataset, load_dataset
 from cvae_core.errors import LabError
@@ -33,6 +33,7 @@ from cvae_core.jobs import TrainingJob
 from cvae_core.models.base import ModelConfig
 from cvae_core.registry import MODELS, build_model, make_config
 from cvae_core.train import TrainConfig, check_model_data
+from cvae_core.witness import config_of
 
 REPO = Path(__file__).resolve().parents[1]
 BETAS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]

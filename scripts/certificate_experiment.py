@@ -47,10 +47,12 @@ COLUMNS = (("IT", "IT", 3), ("LTS", "LTS", 3), ("GT", "GT", 3), ("distortion", "
 def run_one(variant: str, alpha: float, seed: int, settings: dict, data) -> dict:
     import torch
 
-    from cvae_core.certificate import LiveCertificate, config_of
-    from cvae_core.metrics import TickMeans, full_evaluation
+    from cvae_core.certificate import LiveCertificate
+    from cvae_core.evaluation import full_evaluation
+    from cvae_core.metrics import TickMeans
     from cvae_core.registry import build_model
     from cvae_core.train import TrainConfig, fit
+    from cvae_core.witness import config_of
 
     name = VARIANTS[variant]
     over = dict(arch=settings["arch"], hidden=settings["hidden"], latent_dim=settings["latent_dim"], beta=alpha,

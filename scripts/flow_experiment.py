@@ -51,7 +51,7 @@ def run_one(variant: str, seed: int, settings: dict, data) -> dict:
     import torch
 
     from cvae_core.attributes import condition_fields
-    from cvae_core.metrics import full_evaluation
+    from cvae_core.evaluation import full_evaluation
     from cvae_core.registry import build_model
     from cvae_core.train import TrainConfig, fit
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cvae_core.certificate import SHIPPED_TEACHERS, TEACHER_FILE, CertificateConfig, fit_teacher, save_teacher  # noqa: E402
 from cvae_core.data import load_dataset  # noqa: E402
+from cvae_core.witness import SHIPPED_TEACHERS, TEACHER_FILE, CertificateConfig, fit_teacher, save_teacher  # noqa: E402
 
 
 def main(names: list[str]) -> None:

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cvae_core import certificate as C
+from cvae_core import witness as W
 from cvae_core.errors import ConfigError
 
 
@@ -24,7 +25,7 @@ def _teacher_probs(n=200, K=10, eps=0.05, seed=0) -> torch.Tensor:
 
 @pytest.mark.parametrize("K", [2, 3, 10, 17])
 def test_simplex_geometry(K):
-    V = C.simplex_vectors(K)
+    V = W.simplex_vectors(K)
     assert V.shape == (K, K - 1)
     gram = V @ V.T
     ref = torch.full((K, K), -1.0 / (K - 1), dtype=torch.float64)
@@ -35,20 +36,20 @@ def test_simplex_geometry(K):
 
 def test_analytic_code_reproduces_the_teacher_at_the_stated_energy():
     t = _teacher_probs()
-    mu = C.analytic_code(t, m=16, gain=5.0)
+    mu = W.analytic_code(t, m=16, gain=5.0)
     assert torch.equal(mu[:, 9:], torch.zeros(200, 7, dtype=torch.float64))  # only the witness coordinates
-    s = C.witness_log_probs(mu, 10, 5.0).exp()
+    s = W.witness_log_probs(mu, 10, 5.0).exp()
     torch.testing.assert_close(s, t, rtol=1e-10, atol=1e-12)
-    assert C.certificate(t, mu, t.mean(0), 5.0)["LTS"] == pytest.approx(0.0, abs=1e-12)
+    assert W.certificate(t, mu, t.mean(0), 5.0)["LTS"] == pytest.approx(0.0, abs=1e-12)
     energy = 0.5 * mu.pow(2).sum(1).mean().item()  # measured on the code itself
-    assert C.energy_bound(t, 5.0) == pytest.approx(energy, rel=1e-12)
+    assert W.energy_bound(t, 5.0) == pytest.approx(energy, rel=1e-12)
 
 
 def test_information_is_entropy_of_the_mean_minus_mean_entropy():
     t = _teacher_probs(seed=1)
     t_bar = t.mean(0)
     h = lambda p: -(p * p.log()).sum(-1)  # noqa: E731
-    it = C.certificate(t, torch.zeros(len(t), 9, dtype=torch.float64), t_bar, 5.0)["IT"]
+    it = W.certificate(t, torch.zeros(len(t), 9, dtype=torch.float64), t_bar, 5.0)["IT"]
     assert it == pytest.approx(float(h(t_bar) - h(t).mean()), rel=1e-12)
 
 
@@ -58,15 +59,15 @@ def test_a_constant_mean_never_certifies(c, gain):
     """Any constant encoder mean gives LTS >= IT, i.e. GT <= 0 (Gibbs' inequality against Tbar)."""
     t = _teacher_probs(n=50, seed=2)
     mu = torch.tensor(c, dtype=torch.float64).expand(50, 9)
-    cert = C.certificate(t, mu, t.mean(0), gain)
+    cert = W.certificate(t, mu, t.mean(0), gain)
     assert cert["GT"] <= 1e-12
 
 
 def test_the_best_constant_maps_to_t_bar_and_ties():
     t = _teacher_probs(seed=3)
     t_bar = t.mean(0)
-    best = C.analytic_code(t_bar[None], m=9, gain=2.0).expand(len(t), 9)  # the constant whose witness says Tbar
-    cert = C.certificate(t, best, t_bar, 2.0)
+    best = W.analytic_code(t_bar[None], m=9, gain=2.0).expand(len(t), 9)  # the constant whose witness says Tbar
+    cert = W.certificate(t, best, t_bar, 2.0)
     assert cert["LTS"] == pytest.approx(cert["IT"], rel=1e-10) and abs(cert["GT"]) < 1e-10
 
 
@@ -75,9 +76,9 @@ def test_escape_gradient_at_a_collapsed_encoder_is_the_closed_form_and_non_zero(
     teacher is not uniform, so a witness loss pushes a collapsed encoder out."""
     t = _teacher_probs(n=8, seed=4)
     mu = torch.zeros(8, 12, dtype=torch.float64, requires_grad=True)
-    lts = C.kl_rows(t, C.witness_log_probs(mu, 10, 5.0)).mean()
+    lts = W.kl_rows(t, W.witness_log_probs(mu, 10, 5.0)).mean()
     (grad,) = torch.autograd.grad(lts, mu)
-    V = C.simplex_vectors(10)
+    V = W.simplex_vectors(10)
     ref = torch.zeros(8, 12, dtype=torch.float64)
     ref[:, :9] = 5.0 * (torch.full((8, 10), 0.1, dtype=torch.float64) - t) @ V / 8
     torch.testing.assert_close(grad, ref, rtol=1e-10, atol=1e-14)
@@ -86,9 +87,9 @@ def test_escape_gradient_at_a_collapsed_encoder_is_the_closed_form_and_non_zero(
 
 def test_latent_dim_below_k_minus_one_is_one_line():
     with pytest.raises(ConfigError, match=r"latent_dim >= K - 1 = 9 witness coordinates \(got 4\)"):
-        C.witness_log_probs(torch.zeros(3, 4), 10, 5.0)
+        W.witness_log_probs(torch.zeros(3, 4), 10, 5.0)
     with pytest.raises(ConfigError, match="K >= 2"):
-        C.CertificateConfig(K=1)
+        W.CertificateConfig(K=1)
 
 
 def test_fitted_teacher_on_mnist(mnist_small, tmp_path):
@@ -97,8 +98,8 @@ def test_fitted_teacher_on_mnist(mnist_small, tmp_path):
     from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
 
-    cfg = C.CertificateConfig(pca_dim=20, K=5)
-    teacher = C.load_or_fit_teacher(mnist_small, cfg, root=tmp_path)
+    cfg = W.CertificateConfig(pca_dim=20, K=5)
+    teacher = W.load_or_fit_teacher(mnist_small, cfg, root=tmp_path)
     t = teacher.probs(mnist_small.x_test)
     torch.testing.assert_close(t.sum(1), torch.ones(len(t), dtype=torch.float64))
     assert t.min() >= cfg.eps / cfg.K - 1e-15
@@ -108,10 +109,10 @@ def test_fitted_teacher_on_mnist(mnist_small, tmp_path):
     r = gmm.predict_proba(pca.transform(mnist_small.x_test.flatten(1).double().numpy() / 255))
     np.testing.assert_allclose(t.numpy(), 0.95 * r + 0.01, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(teacher.t_bar, teacher.probs(mnist_small.x_train).mean(0))
-    again = C.load_or_fit_teacher(mnist_small, cfg, root=tmp_path)  # from the cache file
+    again = W.load_or_fit_teacher(mnist_small, cfg, root=tmp_path)  # from the cache file
     torch.testing.assert_close(again.probs(mnist_small.x_test), t)
     assert len(list((tmp_path / "certificate").iterdir())) == 1
-    it = C.certificate(t, torch.zeros(len(t), 4, dtype=torch.float64), teacher.t_bar, cfg.gain)["IT"]
+    it = W.certificate(t, torch.zeros(len(t), 4, dtype=torch.float64), teacher.t_bar, cfg.gain)["IT"]
     assert 0.1 < it < math.log(5)  # the teacher carries information about the images
 
 
@@ -122,7 +123,7 @@ def _gt(model, data) -> dict:
     x = data.x_test
     with torch.no_grad():
         t = model.teacher(model.prepare_batch(x)).double()
-    return C.certificate(t, encoder_means(model, x).double(), t.mean(0), model.config.witness_gain)
+    return W.certificate(t, encoder_means(model, x).double(), t.mean(0), model.config.witness_gain)
 
 
 @pytest.fixture(scope="module")
@@ -182,13 +183,13 @@ def test_prefit_phase_trains_only_the_encoder_on_the_witness(binary_small, tmp_p
 def test_simplex_plane_sends_each_witness_direction_to_its_vertex(K):
     angles = 2 * math.pi * torch.arange(K, dtype=torch.float64) / K
     vertices = torch.stack([angles.cos(), angles.sin()], 1)
-    torch.testing.assert_close(C.simplex_vectors(K) @ C.simplex_plane(K).T, vertices, rtol=0, atol=1e-12)
+    torch.testing.assert_close(W.simplex_vectors(K) @ W.simplex_plane(K).T, vertices, rtol=0, atol=1e-12)
 
 
 def _numpy_certificate(t: np.ndarray, mu: np.ndarray, t_bar: np.ndarray, gain: float, K: int) -> dict:
     """IT, LTS, GT in plain numpy (a stable log-softmax and the KL sums written out). V comes from the module: its
     geometry is tested above, and a rotation of it would give different (equally valid) numbers."""
-    V = C.simplex_vectors(K).numpy()
+    V = W.simplex_vectors(K).numpy()
     a = gain * mu[:, : K - 1] @ V.T
     log_s = a - a.max(1, keepdims=True) - np.log(np.exp(a - a.max(1, keepdims=True)).sum(1, keepdims=True))
     lts = (t * (np.log(t) - log_s)).sum(1).mean()
@@ -212,7 +213,7 @@ def test_live_certificate_each_tick_matches_a_numpy_computation(binary_small, tm
                callbacks=[TickMeans(x, None, y, [live])])
     assert [r["step"] for r in hist.records] == [20, 40, 60]
     assert all({"IT", "LTS", "GT", "au"} <= set(r) for r in hist.records)
-    teacher = C.fit_teacher(binary_small.x_train)  # fitted again, not read from the callback's cache
+    teacher = W.fit_teacher(binary_small.x_train)  # fitted again, not read from the callback's cache
     means = encoder_means(model, x).double()
     t = teacher.probs(x).numpy()
     ref = _numpy_certificate(t, means.numpy(), t.mean(0), 5.0, 10)  # Tbar over the same images: exact
@@ -245,7 +246,8 @@ def test_live_certificate_in_the_background_and_with_a_small_latent(binary_small
 def test_evaluation_and_inspection_agree(binary_small, tmp_path, monkeypatch):
     """full_evaluation's certificate equals certificate_metrics and the page's inspect on the same images; the best
     constant code's witness is Tbar; a latent below K - 1 gets one line instead of numbers."""
-    from cvae_core.metrics import encoder_means, full_evaluation
+    from cvae_core.evaluation import full_evaluation
+    from cvae_core.metrics import encoder_means
     from cvae_core.registry import build_model
     from cvae_core.train import TrainConfig, fit
 
@@ -260,17 +262,17 @@ def test_evaluation_and_inspection_agree(binary_small, tmp_path, monkeypatch):
     for k in ("IT", "LTS", "GT"):
         assert ev[k] == pytest.approx(cm[k], rel=1e-12) and p[k] == pytest.approx(cm[k], rel=1e-6)
     assert ev["mu_sq"] == pytest.approx(float(means.double().pow(2).sum(1).mean()), rel=1e-9)
-    assert ev["energy"] == pytest.approx(C.energy_bound(torch.from_numpy(p["t"]), 5.0), rel=1e-9)
+    assert ev["energy"] == pytest.approx(W.energy_bound(torch.from_numpy(p["t"]), 5.0), rel=1e-9)
     np.testing.assert_allclose(p["s"].sum(1), 1, rtol=1e-12)
     top_t, top_s = p["t"].argmax(1), p["s"].argmax(1)
     assert p["agreement"] == np.mean(top_t == top_s)
     assert p["top_share"] == np.bincount(top_t, minlength=10).max() / 400
-    np.testing.assert_allclose(p["plane"], means[:, :9].double().numpy() @ C.simplex_plane(10).numpy().T,
+    np.testing.assert_allclose(p["plane"], means[:, :9].double().numpy() @ W.simplex_plane(10).numpy().T,
                                rtol=1e-6, atol=1e-9)
     t_bar = torch.from_numpy(p["t_bar"])
-    const = C.analytic_code(t_bar[None], 9, 5.0)
-    torch.testing.assert_close(C.witness_log_probs(const, 10, 5.0).exp()[0], t_bar, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(p["const"], (const @ C.simplex_plane(10).T)[0].numpy(), rtol=1e-12)
+    const = W.analytic_code(t_bar[None], 9, 5.0)
+    torch.testing.assert_close(W.witness_log_probs(const, 10, 5.0).exp()[0], t_bar, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(p["const"], (const @ W.simplex_plane(10).T)[0].numpy(), rtol=1e-12)
     small = build_model("vae", seed=0, arch="mlp", hidden=32, latent_dim=4)
     out = full_evaluation(small, data, sample_metrics=False)
     assert "GT" not in out and out["certificate_skipped"].startswith("latent_dim 4 < K - 1 = 9")

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from _apptest import open_page, open_page_without_saved_runs, plotly_values, texts
 
-from cvae_core.certificate import certificate_metrics, config_of, load_or_fit_teacher, witness_log_probs, witness_of
+from cvae_core.certificate import certificate_metrics
 from cvae_core.checkpoint import load_run, save_run
 from cvae_core.data import load_dataset
 from cvae_core.metrics import encoder_means
+from cvae_core.witness import config_of, load_or_fit_teacher, witness_log_probs, witness_of
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "pages" / "certificate.py")

@@ -219,9 +219,9 @@ def test_train_json(cli, mnist):
 def test_train_records_the_certificate_every_tick(cli):
     """rst_vae on mnist-binary: every log tick of the saved history has IT, LTS and GT, and the final --json has the
     test-set certificate, equal to an independent computation from the saved run's weights and teacher buffers."""
-    from cvae_core.certificate import certificate, energy_bound
     from cvae_core.data import load_dataset
     from cvae_core.metrics import encoder_means
+    from cvae_core.witness import certificate, energy_bound
 
     m = _last_json(cli["rtrain"])
     model, info = load_run(cli["_tmp"] / "rrun")

@@ -27,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cvae_core import certificate as C
+from cvae_core import witness as W
 from cvae_core.checkpoint import load_run, save_run
 from cvae_core.data import load_dataset
 from cvae_core.errors import CheckpointError
@@ -56,7 +57,7 @@ def _independent_simplex(k: int) -> np.ndarray:
 
 @pytest.mark.parametrize("k", [2, 3, 10, 17])
 def test_the_witness_is_a_closed_form_bit_for_bit(k):
-    V = C.simplex_vectors(k)
+    V = W.simplex_vectors(k)
     assert np.array_equal(V.numpy(), _independent_simplex(k))  # exact: only correctly rounded scalar operations
     gram = V @ V.T
     ref = torch.full((k, k), -1.0 / (k - 1), dtype=torch.float64).fill_diagonal_(1.0)
@@ -66,48 +67,48 @@ def test_the_witness_is_a_closed_form_bit_for_bit(k):
 def test_the_shipped_witness_is_pinned():
     """The certificates recorded by the shipped runs were computed with these exact bytes of V (K = 10); a change of
     the construction would move them silently, so it must show here (and the runs be re-made)."""
-    digest = hashlib.sha256(C.simplex_vectors(10).numpy().astype("<f8").tobytes()).hexdigest()[:16]
+    digest = hashlib.sha256(W.simplex_vectors(10).numpy().astype("<f8").tobytes()).hexdigest()[:16]
     assert digest == "0ab36cfed9a9471a", digest
 
 
 def test_teacher_files_round_trip_and_refuse_tampering(mnist, tmp_path):
     data = mnist.subset(800, 50)
-    cfg = C.CertificateConfig(pca_dim=8, K=4)
-    teacher = C.fit_teacher(data.x_train, cfg)
-    path = C.save_teacher(tmp_path / "t.safetensors", teacher, data.name, len(data.x_train))
-    again = C.read_teacher(path)
+    cfg = W.CertificateConfig(pca_dim=8, K=4)
+    teacher = W.fit_teacher(data.x_train, cfg)
+    path = W.save_teacher(tmp_path / "t.safetensors", teacher, data.name, len(data.x_train))
+    again = W.read_teacher(path)
     assert again.identity == teacher.identity and again.config == cfg
     assert torch.equal(again.probs(data.x_test), teacher.probs(data.x_test))
-    meta = C.teacher_metadata(path)
+    meta = W.teacher_metadata(path)
     assert meta["dataset"] == "mnist" and meta["n_train"] == "800" and meta["identity"] == teacher.identity
-    other = C.fit_teacher(data.x_train, C.CertificateConfig(pca_dim=8, K=4, seed=1))
+    other = W.fit_teacher(data.x_train, W.CertificateConfig(pca_dim=8, K=4, seed=1))
     assert other.identity != teacher.identity
     state = load_file(str(path))
     state["means"][0, 0] += 1e-9  # a change far below what a plot shows is still another teacher
     save_file(state, str(tmp_path / "bad.safetensors"), metadata=meta)
     with pytest.raises(CheckpointError, match="hash to"):
-        C.read_teacher(tmp_path / "bad.safetensors")
+        W.read_teacher(tmp_path / "bad.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a teacher")
     with pytest.raises(CheckpointError, match="not a teacher file"):
-        C.read_teacher(tmp_path / "junk.safetensors")
+        W.read_teacher(tmp_path / "junk.safetensors")
 
 
 def test_the_shipped_teachers_are_what_the_data_sets_use(mnist, binary):
     for data in (mnist, binary):
-        assert C.teacher_source(data) == "shipped"
-        path = C.shipped_teacher_path(data)
-        assert path == REPO / "checkpoints" / "teachers" / data.name / C.TEACHER_FILE
-        assert C.load_or_fit_teacher(data).identity == C.teacher_metadata(path)["identity"]
-    assert C.teacher_source(mnist.subset(500, 10)) != "shipped"  # another training set: not this teacher
+        assert W.teacher_source(data) == "shipped"
+        path = W.shipped_teacher_path(data)
+        assert path == REPO / "checkpoints" / "teachers" / data.name / W.TEACHER_FILE
+        assert W.load_or_fit_teacher(data).identity == W.teacher_metadata(path)["identity"]
+    assert W.teacher_source(mnist.subset(500, 10)) != "shipped"  # another training set: not this teacher
 
 
 def _wrong_cache(data, root: Path) -> str:
     """Put a different teacher (another mixture seed, fitted on few images) where the cache of `data`'s teacher
     would be, labelled as that data set's: a machine-local cache that disagrees with the shipped teacher."""
-    cfg = C.CertificateConfig()
-    wrong = C.fit_teacher(data.x_train[:3000], C.CertificateConfig(seed=7))
+    cfg = W.CertificateConfig()
+    wrong = W.fit_teacher(data.x_train[:3000], W.CertificateConfig(seed=7))
     wrong.config = cfg  # under the default settings' key and metadata, as a stale or foreign fit would be
-    C.save_teacher(C._cache_path(data, cfg, root), wrong, data.name, len(data.x_train))
+    W.save_teacher(W._cache_path(data, cfg, root), wrong, data.name, len(data.x_train))
     return wrong.identity
 
 
@@ -115,7 +116,7 @@ def _forbid_fitting(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("evaluating a shipped run fitted a teacher")
 
-    monkeypatch.setattr(C, "fit_teacher", refuse)
+    monkeypatch.setattr(W, "fit_teacher", refuse)
 
 
 @pytest.mark.parametrize("cache", ["empty", "different"])
@@ -171,14 +172,14 @@ def test_rst_vae_saves_teacher_and_witness_in_float64_even_in_float16_runs(binar
 
     model = build_model("rst_vae", seed=0, arch="mlp", hidden=32, latent_dim=10)
     model.setup(binary)
-    shipped = C.load_or_fit_teacher(binary)
+    shipped = W.load_or_fit_teacher(binary)
     assert model.own_teacher().identity == shipped.identity  # the buffers hold the shipped teacher exactly
     save_run(tmp_path / "r", model, weights_dtype="float16")
     state = load_file(str(tmp_path / "r" / "model.safetensors"))
     assert state["prec_chol"].dtype == torch.float64 and state["witness"].dtype == torch.float64
     assert state["encoder.body.1.weight"].dtype == torch.float16
     again, _ = load_run(tmp_path / "r")
-    assert again.own_teacher().identity == shipped.identity and torch.equal(again.witness, C.simplex_vectors(10))
+    assert again.own_teacher().identity == shipped.identity and torch.equal(again.witness, W.simplex_vectors(10))
 
 
 def test_a_run_saved_before_the_witness_buffer_loads_with_its_legacy_witness(binary, tmp_path):
@@ -193,8 +194,8 @@ def test_a_run_saved_before_the_witness_buffer_loads_with_its_legacy_witness(bin
     del state["witness"]
     save_file(state, str(path))
     old, _ = load_run(tmp_path / "old")
-    assert torch.equal(old.witness, C.legacy_simplex_vectors(10))
-    assert torch.equal(C.witness_of(old), C.legacy_simplex_vectors(10))
+    assert torch.equal(old.witness, W.legacy_simplex_vectors(10))
+    assert torch.equal(W.witness_of(old), W.legacy_simplex_vectors(10))
 
 
 # sha256 (first 16 hex) of the derived data sets. MNIST-LT and morpho-mnist hashed the same on an AMD EPYC (torch

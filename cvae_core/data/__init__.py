@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,80 +12,14 @@ import torch
 
 from ..errors import DataError
 from .celeba import load_celeba
+from .dataset import Dataset, to_float
 from .local import cifar100, cifar100_lt, svhn, svhn_lt
 from .longtail import long_tail_counts, long_tail_indices
 from .mnist import default_data_root, load_mnist_arrays, prepare_offline
 from .morpho import morpho_mnist
 
 __all__ = ["Dataset", "DATASETS", "load_dataset", "long_tail_counts", "long_tail_indices",
-           "prepare_offline", "default_data_root"]
-
-
-@dataclass
-class Dataset:
-    """Images are uint8 (N, C, H, W); labels int64 (N,). Convert a batch with ``to_float``.
-
-    ``extras_train`` / ``extras_test``: per-item values beside the images (attribute vectors, teacher
-    probabilities, token masks), name -> tensor whose first dimension is N; training slices them with the batch
-    index of x and hands them to the model's loss."""
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-    class_names: list[str]
-    info: dict = field(default_factory=dict)
-    extras_train: dict[str, torch.Tensor] = field(default_factory=dict)
-    extras_test: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for split, x, extras in (("train", self.x_train, self.extras_train), ("test", self.x_test, self.extras_test)):
-            for k, v in extras.items():
-                if len(v) != len(x):
-                    raise DataError(f"{self.name}: extra {k!r} has {len(v)} {split} items for {len(x)} images")
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
-
-    def y_for(self, model, split: str = "train") -> torch.Tensor:
-        """The y a model (or its config) is given: the class labels (N,) int64, or, for a model conditioned on
-        attributes (``condition == "attributes"``), the attribute vectors (N, d) float32 of ``extras["attributes"]``."""
-        cfg = getattr(model, "config", model)
-        labels, extras = (self.y_train, self.extras_train) if split == "train" else (self.y_test, self.extras_test)
-        if getattr(cfg, "condition", None) != "attributes":
-            return labels
-        if "attributes" not in extras:
-            raise DataError(f"condition=attributes needs a data set with attribute vectors; {self.name} has none")
-        return extras["attributes"]
-
-    def class_counts(self, split: str = "train") -> list[int]:
-        y = self.y_train if split == "train" else self.y_test
-        return torch.bincount(y, minlength=self.num_classes).tolist()
-
-    def to(self, device: str | torch.device) -> Dataset:
-        return Dataset(self.name, self.x_train.to(device), self.y_train.to(device), self.x_test.to(device),
-                       self.y_test.to(device), self.num_classes, self.class_names, dict(self.info),
-                       {k: v.to(device) for k, v in self.extras_train.items()},
-                       {k: v.to(device) for k, v in self.extras_test.items()})
-
-    def subset(self, n_train: int | None = None, n_test: int | None = None) -> Dataset:
-        """First n items of each split (for quick tests and demos)."""
-        return self.select(slice(None, n_train), slice(None, n_test))
-
-    def select(self, train_index, test_index=slice(None)) -> Dataset:
-        """The items at the given indices (slices, index tensors or arrays) of each split, extras included."""
-        return Dataset(self.name, self.x_train[train_index], self.y_train[train_index], self.x_test[test_index],
-                       self.y_test[test_index], self.num_classes, self.class_names, dict(self.info),
-                       {k: v[train_index] for k, v in self.extras_train.items()},
-                       {k: v[test_index] for k, v in self.extras_test.items()})
-
-
-def to_float(x_u8: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [0, 1]."""
-    return x_u8.float().div_(255.0)
+           "prepare_offline", "default_data_root", "to_float"]
 
 
 def _mnist(root, source, download, **_) -> Dataset:
@@ -138,7 +71,17 @@ DATASETS = {
 
 def load_dataset(name: str, *, root: str | Path | None = None, source: str = "auto", download: bool = False,
                  rho: float = 10.0, seed: int = 0, limit: int | None = None) -> Dataset:
-    """`limit`: celeba only, the first N images of each split (a smaller cache for quick tries)."""
+    """A data set by name (``DATASETS``) as uint8 tensors; `root` is a folder in torchvision's layout (default: the
+    offline copy that ``make data`` prepares). `limit`: celeba only, the first N images of each split.
+
+    Example:
+        >>> from cvae_core import load_dataset
+        >>> data = load_dataset("mnist")
+        >>> data.x_train.shape, data.x_train.dtype, data.class_counts("test")[:3]
+        (torch.Size([60000, 1, 28, 28]), torch.uint8, [980, 1135, 1032])
+        >>> load_dataset("mnist-lt", rho=100).class_counts()[-1]
+        54
+    """
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
     return DATASETS[name][0](root=root, source=source, download=download, rho=rho, seed=seed, limit=limit)

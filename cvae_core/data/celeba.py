@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .dataset import Dataset
 from .mnist import default_data_root
 
 FOLDER = "celeba"
@@ -195,8 +196,6 @@ def _read_cache(d: Path, limit: int | None) -> tuple[dict, dict[str, np.ndarray]
 
 def load_celeba(root=None, download: bool = False, limit: int | None = None, verbose: bool = True, **_):
     """Builder for DATASETS: CelebA 64x64, decoded on the first call and read from the cache afterwards."""
-    from . import Dataset
-
     d = celeba_dir(root)  # `download` is ignored: nothing is downloaded (the error message says so)
     got = _read_cache(d, limit)
     if got is None:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .dataset import Dataset
 from .longtail import long_tail_counts, long_tail_indices
 from .mnist import _NumpyOnlyUnpickler, default_data_root
 
@@ -107,8 +108,6 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _svhn(name: str, root, download: bool):
-    from . import Dataset
-
     d = _svhn_dir(name, _root(root), download)
     (xtr, ytr), (xte, yte) = (read_svhn_mat(d / SVHN_FILES[s]) for s in ("train", "test"))
     t = torch.from_numpy
@@ -191,8 +190,6 @@ def _cifar100_dir(name: str, root: Path, download: bool) -> tuple[Path, Path]:
 
 
 def _cifar100(name: str, root, download: bool):
-    from . import Dataset
-
     r, d = _cifar100_dir(name, _root(root), download)
     names = read_cifar100_names(d / "meta")
     K = len(names)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .dataset import Dataset
 from .mnist import default_data_root, load_mnist_arrays
 
 ATTRIBUTES = ("thick", "slant", "red", "large")
@@ -438,8 +439,6 @@ def _read_cache(path: Path, seed: int) -> dict[str, np.ndarray] | None:
 def load_morpho(root: str | Path | None = None, seed: int = 0, *, source: str = "auto", download: bool = False,
                 verbose: bool = True):
     """The morpho-mnist Dataset, rendered on the first call (build_morpho) and read from the cache afterwards."""
-    from . import Dataset
-
     path = cache_path(root, seed)
     arr = _read_cache(path, seed)
     if arr is None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..certificate import (
+from ..witness import (
     TEACHER_TENSORS,
     CertificateConfig,
     Teacher,
