@@ -1,7 +1,24 @@
-"""cvae_core: the model core of the interactive VAE lab. Never imports streamlit.
+"""cvae_core: the model core of the interactive VAE lab, usable from a notebook or ``python -m cvae_core``. It never
+imports streamlit. The names below are its public API; each has a runnable Example in its docstring (run by
+``make test``). More: ``jobs.TrainingJob`` (training in a thread), ``evaluation.full_evaluation`` (everything
+``evaluate --json`` reports), ``certificate`` / ``witness`` (the collapse certificate).
 
-Entry points: ``registry.MODELS`` / ``build_model``, ``data.load_dataset``, ``train.fit``, ``metrics.evaluate``,
-``checkpoint.save_run`` / ``load_run``, ``jobs.TrainingJob``; the CLI is ``python -m cvae_core``.
+Example:
+    >>> import cvae_core as cv
+    >>> data = cv.load_dataset("mnist").subset(512, 200)
+    >>> model = cv.build_model("bs_vae", seed=0, latent_dim=8)
+    >>> cv.fit(model, data, cv.TrainConfig(steps=5, batch_size=64, device="cpu")).status
+    'finished'
+    >>> metrics = cv.evaluate(model, data.x_test)
+    >>> metrics["n_test"], len(metrics["kl_per_dim"])
+    (200, 8)
 """
 
+from .checkpoint import load_run, save_run
+from .data import load_dataset
+from .metrics import evaluate
+from .registry import MODELS, build_model
+from .train import TrainConfig, fit
+
 __version__ = "0.1.0"
+__all__ = ["MODELS", "TrainConfig", "build_model", "evaluate", "fit", "load_dataset", "load_run", "save_run"]

@@ -28,6 +28,19 @@ from .errors import ConfigError
 
 @dataclass
 class TrainConfig:
+    """How ``fit`` trains: a budget in epochs or exact steps, the batch, Adam's learning rate, the seed, the device.
+    Bad values are one-line ConfigErrors.
+
+    Example:
+        >>> from cvae_core import TrainConfig
+        >>> TrainConfig(steps=100).total_steps(60_000), TrainConfig(epochs=1, batch_size=100).total_steps(60_000)
+        (100, 600)
+        >>> TrainConfig(steps=0)
+        Traceback (most recent call last):
+        ...
+        cvae_core.errors.ConfigError: steps must be >= 1 (got 0)
+    """
+
     epochs: float = 2.0  # passes over the training set (ignored when steps is set)
     steps: int | None = None  # exact number of optimiser steps; overrides epochs
     batch_size: int = 128
@@ -210,7 +223,15 @@ def check_model_data(model: torch.nn.Module, data: Dataset) -> None:
 
 def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=(),
         control: TrainControl | None = None, history: History | None = None) -> History:
-    """Train `model` on `data.x_train` (uint8) with Adam; returns the History. See the module docstring."""
+    """Train `model` on `data.x_train` (uint8) with Adam; returns the History. See the module docstring.
+
+    Example:
+        >>> from cvae_core import TrainConfig, build_model, fit, load_dataset
+        >>> data = load_dataset("mnist").subset(512, 64)
+        >>> hist = fit(build_model("bs_vae", seed=0), data, TrainConfig(steps=4, batch_size=64, device="cpu"))
+        >>> hist.status, hist.step
+        ('finished', 4)
+    """
     device = resolve_device(config.device)
     control = control or TrainControl()
     history = history if history is not None else History()
