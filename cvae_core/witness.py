@@ -238,11 +238,6 @@ def teacher_source(data, config: CertificateConfig = CertificateConfig(), root: 
     return "cached" if _matches(teacher_metadata(_cache_path(data, config, root)), data, config) else "fit"
 
 
-def teacher_is_cached(data, config: CertificateConfig = CertificateConfig(), root: str | Path | None = None) -> bool:
-    """Whether the teacher is at hand without fitting (shipped or cached)."""
-    return teacher_source(data, config, root) != "fit"
-
-
 def load_or_fit_teacher(data, config: CertificateConfig = CertificateConfig(), root: str | Path | None = None
                         ) -> Teacher:
     """The teacher of a data set: the shipped one when checkpoints/teachers has it (every machine then uses the same
