@@ -5,9 +5,9 @@ means; the teacher read from its cache, T of the 500 images computed once when t
 
 from __future__ import annotations
 
-from cvae_core.certificate import LiveCertificate
 from cvae_core.data import load_dataset
-from cvae_core.metrics import TickMeans
+from cvae_core.eval.certificate import LiveCertificate
+from cvae_core.eval.likelihood import TickMeans
 from cvae_core.registry import build_model
 from cvae_core.train import TrainConfig, fit, resolve_device
 from cvae_core.witness import load_or_fit_teacher

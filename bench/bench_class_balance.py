@@ -31,7 +31,7 @@ MAIN, OTHER = "mnistlt100_ct3vae", "mnistlt100_vae"
 def _page_rows(root: Path, repeats: int = 5) -> list[tuple[str, float, float | None]]:
     from streamlit.testing.v1 import AppTest
 
-    from cvae_core.checkpoint import load_run
+    from cvae_core.runs.folder import load_run
     from pages import _balance
 
     theory = load_run(root / MAIN)[0].t3.tau
@@ -93,9 +93,9 @@ def _page_rows(root: Path, repeats: int = 5) -> list[tuple[str, float, float | N
 def main(repeats: int = 5) -> str:
     import torch
 
-    from cvae_core import balance
-    from cvae_core.checkpoint import load_run
-    from cvae_core.classifier import load_classifier
+    from cvae_core.eval import balance
+    from cvae_core.eval.classifier import load_classifier
+    from cvae_core.runs.folder import load_run
     from pages import _ui
 
     root = _ui.checkpoints_root()

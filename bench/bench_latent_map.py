@@ -2,7 +2,7 @@
 and the page's cached rerun, against references measured in the same process:
 
 - UMAP: umap-learn with its default settings (pynndescent k-NN, spectral init, 500 epochs at N = 10k, parallel
-  SGD) vs ``cvae_core.projection.umap_2d`` (exact scikit-learn k-NN, PCA init, 100 epochs, random_state, which
+  SGD) vs ``cvae_core.eval.projection.umap_2d`` (exact scikit-learn k-NN, PCA init, 100 epochs, random_state, which
   makes the SGD single-threaded), and ours with parallel SGD (no random_state) to show that choice.
 - Warm-up (numba compile) in a fresh process: umap-learn's default path vs ours (``warm_up_umap``).
 - PCA: scikit-learn ``PCA(2)`` with its default solver vs ``pca_2d`` (covariance eigh solver).
@@ -34,7 +34,7 @@ except ImportError:
 FRESH_WARMUPS = {  # run each in a fresh interpreter: the compile cost is per process
     "umap-learn defaults": "import numpy as np, umap; x = np.random.default_rng(0).standard_normal((64, 4)); "
                            "r = umap.UMAP(force_approximation_algorithm=True).fit(x); r.transform(x[:4] + 0.01)",
-    "ours (warm_up_umap)": "from cvae_core.projection import warm_up_umap; warm_up_umap()",
+    "ours (warm_up_umap)": "from cvae_core.eval.projection import warm_up_umap; warm_up_umap()",
 }
 
 
@@ -54,9 +54,9 @@ def _fresh(code: str) -> float:
 
 
 def _latents(n: int = 10_000) -> np.ndarray:
-    from cvae_core.checkpoint import load_run
     from cvae_core.data import load_dataset
-    from cvae_core.metrics import encoder_means
+    from cvae_core.eval.likelihood import encoder_means
+    from cvae_core.runs.folder import load_run
 
     model, _ = load_run(REPO / "checkpoints" / "mnist_vae")
     return encoder_means(model, load_dataset("mnist").x_test[:n]).numpy()
@@ -85,7 +85,7 @@ def main(repeats: int = 3) -> str:
     import umap
     from sklearn.decomposition import PCA
 
-    from cvae_core.projection import ExactKNNIndex, pca_2d, umap_2d, warm_up_umap
+    from cvae_core.eval.projection import ExactKNNIndex, pca_2d, umap_2d, warm_up_umap
 
     warnings.filterwarnings("ignore")
     mu = _latents()

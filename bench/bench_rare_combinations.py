@@ -80,9 +80,9 @@ def _page_rows(repeats: int) -> list[tuple[str, float, float | None]]:
 def main(repeats: int = 3) -> str:
     import torch
 
-    from cvae_core import attributes as A
-    from cvae_core.checkpoint import load_run
     from cvae_core.data import load_dataset
+    from cvae_core.eval import attributes as A
+    from cvae_core.runs.folder import load_run
     from pages import _ui
 
     root = _ui.checkpoints_root()

@@ -14,11 +14,11 @@ Example:
     (200, 8)
 """
 
-from .checkpoint import load_run, save_run
-from .data import load_dataset
-from .metrics import evaluate
-from .registry import MODELS, build_model
-from .train import TrainConfig, fit
+from cvae_core.data import load_dataset
+from cvae_core.eval.likelihood import evaluate
+from cvae_core.registry import MODELS, build_model
+from cvae_core.runs.folder import load_run, save_run
+from cvae_core.train import TrainConfig, fit
 
 __version__ = "0.1.0"
 __all__ = ["MODELS", "TrainConfig", "build_model", "evaluate", "fit", "load_dataset", "load_run", "save_run"]

@@ -7,19 +7,27 @@ and the latest previews (samples from fixed noise, reconstructions of fixed test
 
 from __future__ import annotations
 
+import atexit
 import copy
+import dataclasses
+import os
 import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from .checkpoint import check_run_destination, model_name_of, save_run
-from .data import Dataset
-from .evaluation import full_evaluation
-from .metrics import TickMeans, check_numbers
-from .models.base import LatentModel
-from .registry import build_model
-from .train import History, TrainConfig, TrainControl, fit, resolve_device
+from cvae_core.data import Dataset
+from cvae_core.errors import ConfigError, LabError
+from cvae_core.eval import full_evaluation
+from cvae_core.eval.likelihood import TickMeans, check_numbers
+from cvae_core.models.base import LatentModel
+from cvae_core.registry import build_model
+from cvae_core.runs.folder import check_run_destination, model_name_of, save_run
+from cvae_core.runs.setup import TICK_IMAGES, build_run
+from cvae_core.train import History, TrainConfig, TrainControl, fit, resolve_device
 
 
 class TrainingJob:
@@ -176,3 +184,143 @@ class TrainingJob:
             check = check_numbers(clone, self.data)
         return save_run(run_dir, clone, train_config=self.config, dataset=self.dataset_info, metrics=metrics,
                         history=history, check=check)
+
+
+# ------------------------------------------------------------------ a ct3vae at a nu of one's choice
+SWEEP_MODEL = "ct3vae"
+
+
+class NuTraining:
+    """Train a ct3vae with the config of a base run (usually a shipped member of the nu sweep) but another nu, in a
+    background thread, then save it (with its metrics) to `out`. Nothing here calls the UI: the page polls
+    ``snapshot()``. The base run's config and training settings are reused so the new run joins the sweep."""
+
+    def __init__(self, base_info: dict, nu: float, steps: int, data: Dataset, out: str | Path):
+        if base_info.get("model") != SWEEP_MODEL:
+            raise ConfigError(f"the nu sweep is of {SWEEP_MODEL} runs (got a {base_info.get('model')} run)")
+        if not (isinstance(steps, int) and steps >= 1):
+            raise ConfigError(f"steps must be an integer >= 1 (got {steps!r})")
+        t = base_info.get("train") or {}
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        keep = {k: t[k] for k in ("batch_size", "lr", "seed", "grad_clip") if k in t and k in fields}
+        self.train = TrainConfig(**keep, steps=steps, log_every=max(1, min(50, steps // 50)))
+        # the one set-up pipeline; refuses nu <= 2 in one line
+        self.model = build_run(SWEEP_MODEL, data, dict(base_info["config"], nu=float(nu)), self.train).model
+        self.nu, self.out = float(nu), Path(out)
+        self.job = TrainingJob(self.model, data, self.train, au_images=TICK_IMAGES)
+        self.status, self.message, self.saved = "training", "", None
+        self.save_fraction = 0.0
+        self._thread = threading.Thread(target=self._run, name="nu-training", daemon=True)
+
+    def start(self) -> NuTraining:
+        self.job.start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.job.stop()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        self.job.join()
+        snap = self.job.snapshot()
+        if snap["status"] != "finished":
+            self.status, self.message = "failed", snap["message"] or snap["status"]
+            return
+        self.status = "saving"
+        try:
+            self.saved = self.job.save(self.out, progress=lambda f, text: setattr(self, "save_fraction", f))
+            self.status, self.message = "saved", f"saved as {self.out.name}"
+        except LabError as e:
+            self.status, self.message = "failed", str(e)
+        except Exception as e:  # surfaced to the page, never lost in a thread
+            self.status, self.message = "failed", f"{type(e).__name__}: {e}"
+
+    def snapshot(self) -> dict:
+        """status ('training', 'saving', 'saved' or 'failed'), fraction done (training is 90%, saving 10%), text."""
+        snap = self.job.snapshot()
+        step, total = snap["step"], max(snap["total_steps"], self.train.steps)
+        frac = 0.9 * step / max(total, 1) + (0.1 * self.save_fraction if self.status != "training" else 0.0)
+        if self.status == "training":
+            text = f"training ν = {self.nu:g}: step {step:,} of {total:,}"
+        elif self.status == "saving":
+            text = f"ν = {self.nu:g}: evaluating and saving ({100 * self.save_fraction:.0f}%)"
+        else:
+            text = self.message
+        return {"status": self.status, "fraction": 1.0 if self.status == "saved" else min(frac, 1.0),
+                "text": text, "saved": self.saved}
+
+
+# ------------------------------------------------------------------ computing ahead
+class Prefetcher:
+    """Compute values ahead of time in one daemon thread. ``want(jobs)`` replaces the queue with (key, fn) pairs
+    (the old queue is dropped: the view moved on); ``take(key)`` hands over a finished value (or waits for the one
+    being computed right now) and forgets it, or returns None. ``seen(key)`` marks a key whose value the caller has
+    computed itself, so it is never queued again. At most `keep` finished values are kept (oldest dropped)."""
+
+    def __init__(self, keep: int = 64):
+        self._cv = threading.Condition()
+        self._queue: deque[tuple[Hashable, Callable[[], Any]]] = deque()
+        self._done: OrderedDict[Hashable, Any] = OrderedDict()
+        self._seen: set[Hashable] = set()
+        self._current: Hashable | None = None
+        self.keep = keep
+        threading.Thread(target=self._work, name="prefetch", daemon=True).start()
+        atexit.register(self.close)  # a daemon thread killed inside a torch op aborts the interpreter's exit
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Drop the queue and wait (bounded) for the value being computed."""
+        with self._cv:
+            self._queue.clear()
+        self.idle(timeout)
+
+    def want(self, jobs: list[tuple[Hashable, Callable[[], Any]]]) -> None:
+        with self._cv:
+            self._queue = deque((k, fn) for k, fn in jobs if k not in self._seen and k not in self._done)
+            self._cv.notify_all()
+
+    def seen(self, key: Hashable) -> None:
+        with self._cv:
+            self._seen.add(key)
+
+    def take(self, key: Hashable, timeout: float = 30.0) -> Any | None:
+        with self._cv:
+            self._cv.wait_for(lambda: self._current != key, timeout)
+            self._seen.add(key)
+            return self._done.pop(key, None)
+
+    def idle(self, timeout: float | None = None) -> bool:
+        """Wait until the queue is empty and nothing is being computed; False on timeout."""
+        with self._cv:
+            return self._cv.wait_for(lambda: not self._queue and self._current is None, timeout)
+
+    def _work(self) -> None:
+        try:  # Linux: a nice value per thread; the page's own thread goes first when both want a core
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._queue)
+                key, fn = self._queue.popleft()
+                if key in self._seen or key in self._done:
+                    self._cv.notify_all()  # idle() may be waiting for the queue to drain
+                    continue
+                self._current = key
+            try:
+                value = fn()
+            except Exception:  # the page computes it again when asked, and shows the error then
+                value = None
+            with self._cv:
+                self._current = None
+                if value is not None and key not in self._seen:
+                    self._done[key] = value
+                    while len(self._done) > self.keep:
+                        self._done.popitem(last=False)
+                self._cv.notify_all()

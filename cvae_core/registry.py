@@ -17,11 +17,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .errors import ConfigError
-from .models.base import LatentModel, ModelConfig
-from .models.certificate import RSTVAE, RSTPrefitConfig, RSTVAEConfig
-from .models.flow import FlowCVAE, FlowCVAEConfig
-from .models.gaussian import (
+from cvae_core.errors import ConfigError
+from cvae_core.models.base import LatentModel, ModelConfig
+from cvae_core.models.certificate import RSTVAE, RSTPrefitConfig, RSTVAEConfig
+from cvae_core.models.flow import FlowCVAE, FlowCVAEConfig
+from cvae_core.models.gaussian import (
     BSVAE,
     CVAE,
     VAE,
@@ -33,8 +33,8 @@ from .models.gaussian import (
     SigmaVAEConfig,
     VAEConfig,
 )
-from .models.sequence import SeqCVAE, SeqCVAEConfig
-from .models.student_t import CGVAE, CT3VAE, T3VAE, CGVAEConfig, CT3VAEConfig, T3VAEConfig
+from cvae_core.models.student_t import CGVAE, CT3VAE, T3VAE, CGVAEConfig, CT3VAEConfig, T3VAEConfig
+from cvae_core.sequence.model import SeqCVAE, SeqCVAEConfig
 
 
 class ModelSpec(NamedTuple):
@@ -68,7 +68,7 @@ MODELS: dict[str, ModelSpec] = {
                             "(prefit_fraction of the steps), then trained jointly", "certificate"),
     "seq_cvae": ModelSpec(SeqCVAEConfig, SeqCVAE, "sequence CVAE over a small transformer LM: router p(z|x), decoder "
                           "p(y|x,z), inference network q(z|x,y); a discrete or continuous strategy latent "
-                          "(the strategies task; see cvae_core.seq_runs)", "sequence"),
+                          "(the strategies task; see cvae_core.sequence.runs)", "sequence"),
 }
 SEQUENCE_FAMILIES = ("sequence",)
 
@@ -112,7 +112,7 @@ def build_model(name: str, config: ModelConfig | None = None, seed: int | None =
         cvae_core.errors.ConfigError: bad option for model 'vae': latent_dim must be >= 1 and an integer (got 0)
     """
     if name in MODELS and MODELS[name].family in SEQUENCE_FAMILIES:
-        raise ConfigError(f"{name} is built over a base language model: use cvae_core.seq_runs.train_and_save, or "
+        raise ConfigError(f"{name} is built over a base language model: use cvae_core.sequence.runs.train_and_save, or "
                           f"`python -m cvae_core train --model {name}`")
     config = config if config is not None else make_config(name, **overrides)
     if seed is not None:

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import torch
 
-from .data import Dataset
-from .errors import ConfigError
+from cvae_core.data import Dataset
+from cvae_core.errors import ConfigError
 
 
 @dataclass

@@ -33,8 +33,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .data import default_data_root
-from .errors import CheckpointError, ConfigError
+from cvae_core.data import default_data_root
+from cvae_core.errors import CheckpointError, ConfigError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ line and the background nu training panel. The maths lives in ``cvae_core.balanc
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -15,11 +14,13 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
-from cvae_core import balance
-from cvae_core.balance import RunRef
-from cvae_core.checkpoint import list_runs
-from cvae_core.classifier import load_classifier
+from cvae_core import jobs
 from cvae_core.errors import LabError
+from cvae_core.eval import balance
+from cvae_core.eval.classifier import load_classifier
+from cvae_core.runs import catalog
+from cvae_core.runs.catalog import RunEntry as RunRef
+from cvae_core.runs.folder import list_runs
 from pages import _maps, _ui
 
 N_SAMPLES = 1000  # samples per run behind the bars (one class share's standard error is about 1 point)
@@ -30,22 +31,15 @@ TRAIN_COLOR, MAIN_COLOR, OTHER_COLOR = "#94A3B8", "#4F46E5", "#F97316"
 
 
 # ------------------------------------------------------------------ runs
-def _signature(root: Path) -> tuple:
-    if not root.is_dir():
-        return ()
-    return tuple((p.name, (p / "config.json").stat().st_mtime_ns) for p in sorted(root.iterdir())
-                 if (p / "config.json").is_file())
-
-
 @st.cache_data(show_spinner=False, max_entries=8)
-def _find(shipped: str, saved: str, signature: tuple) -> tuple[list[RunRef], list[str]]:
-    return balance.find_runs(shipped, saved)
+def _find(roots: tuple[str, ...], signature: tuple) -> tuple[list[RunRef], list[str]]:
+    return catalog.list_runs(roots, dataset="mnist-lt")
 
 
 def find_runs() -> tuple[list[RunRef], list[str]]:
-    """mnist-lt runs (shipped and saved) and one-line problems; re-read only when a config.json changes."""
-    ship, saved = _ui.checkpoints_root(), _ui.runs_root()
-    return _find(str(ship), str(saved), (_signature(ship), _signature(saved)))
+    """mnist-lt runs (shipped and saved) and one-line problems; re-read only when a run folder changes."""
+    roots = (str(_ui.checkpoints_root()), str(_ui.runs_root()))
+    return _find(roots, catalog.signature(roots))
 
 
 def load(ref: RunRef):
@@ -54,7 +48,7 @@ def load(ref: RunRef):
 
 
 def run_key(ref: RunRef) -> str:
-    return f"{ref.path}@{_ui._mtime(ref.path)}"
+    return catalog.run_key(ref.path)
 
 
 # ------------------------------------------------------------------ page state in the URL
@@ -101,9 +95,9 @@ def _view(key: str, tau: float, weighting: str, seed: int, n: int, names: tuple[
 
 
 @st.cache_resource(show_spinner=False)
-def prefetcher() -> balance.Prefetcher:
+def prefetcher() -> jobs.Prefetcher:
     """One per server: draws the views a slider move is likely to ask for next."""
-    return balance.Prefetcher(keep=4 * (3 * TAU_STEPS + 1))  # two runs' slider rows, twice; a view is ~40 kB
+    return jobs.Prefetcher(keep=4 * (3 * TAU_STEPS + 1))  # two runs' slider rows, twice; a view is ~40 kB
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -248,9 +242,9 @@ def nu_training_form(sweep: dict[float, RunRef], ref: RunRef | None) -> None:
         old = st.session_state.get("nu_job")
         if old is not None and old.alive:
             old.stop()
-        name = balance.nu_run_name(base.rho, float(nu), int(steps), {p.name for p in list_runs(_ui.runs_root())})
+        name = catalog.nu_run_name(base.rho, float(nu), int(steps), {p.name for p in list_runs(_ui.runs_root())})
         try:
-            st.session_state["nu_job"] = balance.NuTraining(info, float(nu), int(steps), data,
+            st.session_state["nu_job"] = jobs.NuTraining(info, float(nu), int(steps), data,
                                                             _ui.runs_root() / name).start()
         except LabError as e:
             st.error(str(e))
@@ -269,10 +263,10 @@ def nu_job_progress() -> None:
         st.session_state.pop("nu_job")
         if snap["status"] == "saved":
             st.session_state["pending_run"] = f"saved: {snap['saved'].name}"
-            st.session_state["nu_message"] = ("success", f"Trained and saved ν = {balance.nu_label(job.nu)} as "
+            st.session_state["nu_message"] = ("success", f"Trained and saved ν = {catalog.nu_label(job.nu)} as "
                                               f"**{snap['saved'].name}**: it is selected, and on the ν slider.")
         else:
-            st.session_state["nu_message"] = ("error", f"Training ν = {balance.nu_label(job.nu)} failed: "
+            st.session_state["nu_message"] = ("error", f"Training ν = {catalog.nu_label(job.nu)} failed: "
                                               f"{snap['text']}")
         st.rerun(scope="app")
     st.progress(snap["fraction"], text=snap["text"])

@@ -8,10 +8,11 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from cvae_core.certificate import inspect
 from cvae_core.errors import LabError
+from cvae_core.eval.certificate import inspect
+from cvae_core.runs import catalog
 from cvae_core.witness import config_of, teacher_source
-from pages import _maps, _ui
+from pages import _maps
 
 # the shipped pair the page opens on: a plain VAE pushed into collapse by alpha_KL = 8, and RST-VAE at the same setting
 DEFAULTS = ("mnistbin_vae_beta8", "mnistbin_rst_vae_beta8")
@@ -29,7 +30,7 @@ def load(choice: str, options: dict, job, refresh: bool) -> tuple:
                 None)
     model, info, data = _maps.load_source(options[choice])
     path = options[choice]
-    return (model, data, f"{path}@{_ui._mtime(path)}", (info.get("history") or {}).get("records", []), None,
+    return (model, data, catalog.run_key(path), (info.get("history") or {}).get("records", []), None,
             (info.get("metrics") or {}).get("teacher"))
 
 

@@ -1,5 +1,5 @@
 """Streamlit helpers for the Latent map page: the UMAP warm-up thread, cached latents / projections / allocation
-shares keyed by (run, step), and the plotly figures. The maths lives in ``cvae_core.projection``.
+shares keyed by (run, step), and the plotly figures. The maths lives in ``cvae_core.eval.projection``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from cvae_core.checkpoint import list_runs
 from cvae_core.data import Dataset
 from cvae_core.errors import CheckpointError, DataError
-from cvae_core.metrics import encoder_means
-from cvae_core.projection import allocation_shares, pca_2d, umap_2d, warm_up_umap
+from cvae_core.eval.likelihood import encoder_means
+from cvae_core.eval.projection import allocation_shares, pca_2d, umap_2d, warm_up_umap
+from cvae_core.runs import catalog
+from cvae_core.runs.folder import list_runs
 from pages import _ui
 
 LIVE = "live: the run on the Train page"
@@ -97,7 +98,7 @@ def run_dataset(info: dict) -> Dataset:
 def load_source(path: Path):
     """(model, info, data) of a run folder; raises CheckpointError/DataError with one line."""
     try:
-        model, info = _ui.get_run(str(path), _ui._mtime(path))
+        model, info = _ui.get_run(str(path), catalog.run_key(path))
     except OSError as e:
         raise CheckpointError(f"cannot read the run in {path}: {e.strerror or e}") from None
     data = run_dataset(info)

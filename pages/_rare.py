@@ -1,6 +1,6 @@
 """Streamlit helpers for the Rare combinations page: the morpho-mnist runs (shipped and saved), cached samples and
 measurements per (run, condition), the training heat map and the prior picture. The maths lives in
-``cvae_core.attributes`` and ``cvae_core.data.morpho``.
+``cvae_core.eval.attributes`` and ``cvae_core.data.morpho``.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from cvae_core import attributes as A
-from cvae_core import balance
-from cvae_core.checkpoint import list_runs, read_run_info
+from cvae_core import jobs
 from cvae_core.data import morpho
 from cvae_core.errors import LabError
+from cvae_core.eval import attributes as A
+from cvae_core.runs import catalog
+from cvae_core.runs.folder import list_runs, read_run_info
 from pages import _maps, _ui
 
 N_SAMPLES = 16  # samples per model and condition (a 4 x 4 grid); their measured accuracy is shown beside them
@@ -63,7 +64,7 @@ def find_runs() -> tuple[dict[str, tuple[str, str]], list[str]]:
     order. The id (the URL's `run=`) is the folder name for shipped runs and runs/NAME for saved ones, so a link
     works on any installation."""
     roots = (str(_ui.checkpoints_root()), str(_ui.runs_root()))
-    sig = tuple((p.name, (p / "config.json").stat().st_mtime_ns) for r in roots for p in list_runs(r))
+    sig = catalog.signature(roots)
     return _find(roots, sig)
 
 
@@ -73,14 +74,14 @@ def load(path: str):
 
 
 def key(path: str) -> str:
-    return f"{path}@{_ui._mtime(Path(path))}"
+    return catalog.run_key(path)
 
 
 # ------------------------------------------------------------------ cached computations, keyed by (run, condition)
 @st.cache_resource(show_spinner=False)
-def prefetcher() -> balance.Prefetcher:
+def prefetcher() -> jobs.Prefetcher:
     """One per server: draws the conditions the next move is likely to ask for (see ``prefetch``)."""
-    return balance.Prefetcher(keep=256)
+    return jobs.Prefetcher(keep=256)
 
 
 def _cell_view(run_key: str, digit: int, attrs: tuple[float, ...], seed: int, model) -> dict:

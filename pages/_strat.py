@@ -1,6 +1,6 @@
 """Helpers of the Strategies page: the sequence CVAE runs (shipped, saved, trained here), what the router expects
 for an input, what the decoder writes under each latent value and what the inference network recognises in an
-answer. Training on the page is ``cvae_core.seq_runs.SeqTrainingJob``."""
+answer. Training on the page is ``cvae_core.sequence.runs.SeqTrainingJob``."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
-from cvae_core.checkpoint import list_runs
 from cvae_core.data.strategies import STRATEGIES, check_digits
 from cvae_core.errors import ConfigError, DataError
-from cvae_core.models.sequence import SeqCVAEConfig
-from cvae_core.seq_metrics import controlled_answers, router_probs, slot_values, value_probs
-from cvae_core.seq_runs import WEIGHTS, load_seq_run
+from cvae_core.runs.folder import list_runs
+from cvae_core.sequence.metrics import controlled_answers, router_probs, slot_values, value_probs
+from cvae_core.sequence.model import SeqCVAEConfig
+from cvae_core.sequence.runs import WEIGHTS, load_seq_run
 from pages import _ui
 
 SHIPPED = ("discrete", "continuous")

@@ -24,15 +24,17 @@ import torch
 from plotly.subplots import make_subplots
 from torchvision.utils import make_grid
 
-from cvae_core.attributes import condition_fields, example_conditions
-from cvae_core.certificate import LiveCertificate
-from cvae_core.checkpoint import load_run, read_run_info
 from cvae_core.data import Dataset, load_dataset
 from cvae_core.errors import LabError
+from cvae_core.eval.attributes import example_conditions
+from cvae_core.eval.certificate import LiveCertificate
 from cvae_core.jobs import TrainingJob
 from cvae_core.models.base import ModelConfig
-from cvae_core.registry import MODELS, build_model, make_config
-from cvae_core.train import TrainConfig, check_model_data
+from cvae_core.registry import MODELS
+from cvae_core.runs import catalog
+from cvae_core.runs.folder import load_run, read_run_info
+from cvae_core.runs.setup import TICK_IMAGES, build_run
+from cvae_core.train import TrainConfig
 from cvae_core.witness import config_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,21 +92,16 @@ def get_dataset(name: str, rho: float = 10.0, seed: int = 0) -> Dataset:
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def get_run(path: str, mtime: float):
-    """(model, info) of a run folder; `mtime` keys the cache so a re-saved run is reloaded."""
+def get_run(path: str, key: str):
+    """(model, info) of a run folder; `key` (``catalog.run_key``) keys the cache so a re-saved run is reloaded."""
     return load_run(path)
 
 
-def _mtime(path: Path) -> float:
-    w = path / "model.safetensors"
-    return w.stat().st_mtime if w.exists() else (path / "config.json").stat().st_mtime
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
-def run_sample_grid(path: str, mtime: float, n: int = 16, seed: int = 0) -> np.ndarray:
+def run_sample_grid(path: str, key: str, n: int = 16, seed: int = 0) -> np.ndarray:
     """A fixed-seed grid of samples from a saved run, as an (H, W, 3) uint8 image. A class-conditional model gives
     a column per class instead (0 .. K-1 left to right, about n samples in all, at least 3 rows)."""
-    model, info = get_run(path, mtime)
+    model, info = get_run(path, key)
     nrow = int(np.ceil(np.sqrt(n)))
     y = None
     if model.conditional and not model.class_conditional:  # attributes: the digits in turn, random combinations
@@ -229,7 +226,7 @@ def runs_section(paths: list[Path], per_row: int = 6) -> None:
         for col, p in zip(cols, row, strict=False):
             with col:
                 try:
-                    grid = run_sample_grid(str(p), _mtime(p))
+                    grid = run_sample_grid(str(p), catalog.run_key(p))
                 except LabError as e:
                     st.warning(str(e))
                     continue
@@ -344,7 +341,7 @@ def _stop_orphans(max_age: float = ORPHAN_AGE, now: float | None = None) -> None
                 job.stop()
 
 
-AU_IMAGES = 500  # test images whose encoder means each tick reads (active units, the certificate): cheap ticks
+AU_IMAGES = TICK_IMAGES  # test images whose encoder means each tick reads (one number for CLI, pages and jobs)
 
 
 def live_certificate(job: TrainingJob | None) -> LiveCertificate | None:
@@ -358,11 +355,9 @@ def start_training(setup: dict, options: dict) -> TrainingJob:
     data = get_dataset(setup["dataset"], rho=rho)
     train = TrainConfig(steps=setup["steps"], batch_size=setup["batch_size"], lr=setup["lr"], seed=setup["seed"],
                         log_every=max(1, min(25, setup["steps"] // 8), setup["steps"] // 200))  # <= ~200 ticks
-    config = make_config(setup["model"], latent_dim=setup["latent_dim"], beta=setup["beta"],
-                         **condition_fields(setup["model"], data), **options)
-    with torch.random.fork_rng(devices=[]):  # seeding must not reset the stream of another session's job
-        model = build_model(setup["model"], config, seed=setup["seed"])
-    check_model_data(model, data)
+    # the one set-up pipeline (cvae_core.runs.setup): options, data-fixed fields, seeded build, model/data check
+    run = build_run(setup["model"], data, dict(options, latent_dim=setup["latent_dim"], beta=setup["beta"]), train)
+    model = run.model
     stop_job(st.session_state.get("job"))  # only once the new setup is known to be valid
     _stop_orphans()
     # GT each tick, the teacher read or fitted in the background (nothing for a latent too small for the witness)

@@ -5,8 +5,8 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from cvae_core.checkpoint import model_name_of
 from cvae_core.errors import LabError
+from cvae_core.runs.folder import model_name_of
 from pages import _cert as C
 from pages import _maps, _ui
 

@@ -3,8 +3,9 @@ classified by the in-project classifier, against the training set's class shares
 
 import streamlit as st
 
-from cvae_core import balance
 from cvae_core.errors import LabError
+from cvae_core.eval import balance
+from cvae_core.runs import catalog
 from pages import _balance as B
 from pages import _ui
 
@@ -24,8 +25,8 @@ if not runs:
 rhos = sorted({r.rho for r in runs})
 B.restore("rho", B.snap(B.url_value("rho", float, 100.0), rhos))
 here = [r for r in runs if r.rho == st.session_state["rho"]]
-refs, sweep = {r.label: r for r in here}, balance.nu_sweep(here, st.session_state["rho"])
-main0, other0 = balance.default_pair(here)
+refs, sweep = {r.label: r for r in here}, catalog.nu_sweep(here, st.session_state["rho"])
+main0, other0 = catalog.default_pair(here)
 want = B.url_value("run", str, main0.label)
 if want not in refs:
     st.error(f"No run named {want!r} on MNIST-LT with ρ = {st.session_state['rho']:g}; showing {main0.label}.")
@@ -70,7 +71,7 @@ if sweep:
 d1, d2, d3, d4 = st.columns([2, 1.4, 2.6, 0.7], vertical_alignment="bottom")
 if sweep:
     d1.select_slider("ν (tail weight of the ct3vae sweep)", list(sweep), key="nu", on_change=on_nu,
-                     format_func=balance.nu_label, disabled=not in_sweep,
+                     format_func=catalog.nu_label, disabled=not in_sweep,
                      help="small ν: heavy tails; ν → ∞: Gaussian. Snaps to the ct3vae runs trained at this ρ" +
                           ("" if in_sweep else " (pick a ct3vae run of the sweep to use it)"))
 with d2.popover("Train another ν", icon=":material/model_training:", width="stretch", disabled=not sweep):

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from cvae_core.checkpoint import list_runs
 from cvae_core.registry import MODELS
+from cvae_core.runs.folder import list_runs
 from pages import _ui
 
 _ui.leave_legacy_pages_mode()

@@ -5,9 +5,10 @@ import time
 
 import streamlit as st
 
-from cvae_core.checkpoint import model_name_of
 from cvae_core.errors import LabError
-from cvae_core.projection import class_shares
+from cvae_core.eval.projection import class_shares
+from cvae_core.runs import catalog
+from cvae_core.runs.folder import model_name_of
 from pages import _maps, _ui
 
 _ui.leave_legacy_pages_mode()
@@ -66,7 +67,7 @@ try:
         data, key = job.data, f"live-{_maps.job_token(job)}@{step}"
     else:
         model, info, data = _maps.load_source(options[run])
-        key = f"{options[run]}@{_ui._mtime(options[run])}"
+        key = catalog.run_key(options[run])
 except LabError as e:
     st.error(str(e))
     st.stop()

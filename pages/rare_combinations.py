@@ -6,10 +6,10 @@ import math
 
 import streamlit as st
 
-from cvae_core import attributes as A
 from cvae_core.data import morpho
 from cvae_core.data.celeba import celeba_dir
 from cvae_core.errors import LabError
+from cvae_core.eval import attributes as A
 from pages import _rare as R
 from pages import _ui
 

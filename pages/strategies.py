@@ -8,8 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from cvae_core.errors import LabError
-from cvae_core.seq_cli import METRIC_KEYS
-from cvae_core.seq_runs import SeqTrainingJob
+from cvae_core.sequence.cli import METRIC_KEYS
+from cvae_core.sequence.runs import SeqTrainingJob
 from pages import _strat as S
 from pages import _ui
 

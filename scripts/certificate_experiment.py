@@ -47,9 +47,9 @@ COLUMNS = (("IT", "IT", 3), ("LTS", "LTS", 3), ("GT", "GT", 3), ("distortion", "
 def run_one(variant: str, alpha: float, seed: int, settings: dict, data) -> dict:
     import torch
 
-    from cvae_core.certificate import LiveCertificate
-    from cvae_core.evaluation import full_evaluation
-    from cvae_core.metrics import TickMeans
+    from cvae_core.eval import full_evaluation
+    from cvae_core.eval.certificate import LiveCertificate
+    from cvae_core.eval.likelihood import TickMeans
     from cvae_core.registry import build_model
     from cvae_core.train import TrainConfig, fit
     from cvae_core.witness import config_of

@@ -1,6 +1,6 @@
 """Reproduce the README's per-class table of a conditional VAE by running the CLI, exactly as a user would.
 
-    .venv/bin/python scripts/class_table.py [--model cvae] [--epochs 2] [--out runs/class] > docs/class_table.md
+    .venv/bin/python scripts/class_table.py [--model cvae] [--epochs 2] [--out runs/class] > docs/results/class_table.md
 
 It trains `MODEL` on MNIST for 2 epochs and prints the per-class precision, recall and F1 that the in-project
 classifier finds in 1000 samples asked of each digit, with the classifier's own per-class test accuracy beside them

@@ -50,8 +50,8 @@ COLUMNS = (("attr_accuracy", "attr acc (all)", 3), ("common_attr_accuracy", "com
 def run_one(variant: str, seed: int, settings: dict, data) -> dict:
     import torch
 
-    from cvae_core.attributes import condition_fields
-    from cvae_core.evaluation import full_evaluation
+    from cvae_core.eval import full_evaluation
+    from cvae_core.eval.attributes import condition_fields
     from cvae_core.registry import build_model
     from cvae_core.train import TrainConfig, fit
 

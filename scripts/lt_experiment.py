@@ -113,7 +113,7 @@ def train_and_evaluate(job: tuple[dict, dict]) -> dict:
     spec, st = job
     import torch
 
-    from cvae_core.evaluation import full_evaluation
+    from cvae_core.eval import full_evaluation
     from cvae_core.registry import build_model
     from cvae_core.train import TrainConfig, fit
 

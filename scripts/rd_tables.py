@@ -1,6 +1,6 @@
 """Reproduce the README's result tables by running the CLI, exactly as a user would.
 
-    .venv/bin/python scripts/rd_tables.py [--epochs 2] [--out runs/rd] > docs/rd_tables.md
+    .venv/bin/python scripts/rd_tables.py [--epochs 2] [--out runs/rd] > docs/results/rd_tables.md
 
 Table 1: test MSE of constant-variance vae (sigma = 1) vs bs_vae (per-image optimal variance) at beta = 1.
 Table 2: rate R and distortion D of bs_vae over beta in {0.01, 0.1, 1, 10, 100} (and vae at the same betas).

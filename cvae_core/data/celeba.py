@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .dataset import Dataset
-from .mnist import default_data_root
+from cvae_core.data.dataset import Dataset
+from cvae_core.data.mnist import default_data_root
+from cvae_core.errors import DataError
 
 FOLDER = "celeba"
 IMAGES = "img_align_celeba"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import DataError
+from cvae_core.errors import DataError
 
 
 @dataclass

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .dataset import Dataset
-from .longtail import long_tail_counts, long_tail_indices
-from .mnist import _NumpyOnlyUnpickler, default_data_root
+from cvae_core.data.dataset import Dataset
+from cvae_core.data.longtail import long_tail_counts, long_tail_indices
+from cvae_core.data.mnist import _NumpyOnlyUnpickler, default_data_root
+from cvae_core.errors import DataError
 
 SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
 CIFAR100_FOLDER = "cifar-100-python"

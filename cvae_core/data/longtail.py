@@ -7,7 +7,7 @@ import numbers
 
 import numpy as np
 
-from ..errors import DataError
+from cvae_core.errors import DataError
 
 
 def long_tail_counts(n_max: int, rho: float, num_classes: int) -> list[int]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from cvae_core.errors import DataError
 
 # MD5 of the official *uncompressed* idx files (yann.lecun.com/exdb/mnist).
 OFFICIAL_MD5 = {

@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
-from .dataset import Dataset
-from .mnist import default_data_root, load_mnist_arrays
+from cvae_core.data.dataset import Dataset
+from cvae_core.data.mnist import default_data_root, load_mnist_arrays
+from cvae_core.errors import DataError
 
 ATTRIBUTES = ("thick", "slant", "red", "large")
 CONDITION_NAMES = tuple(f"digit_{d}" for d in range(10)) + ATTRIBUTES

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from cvae_core.errors import ConfigError, DataError
 
 STRATEGIES: dict[str, Callable[[str], str]] = {
     "sort_asc": lambda s: "".join(sorted(s)),

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from ..data import to_float
-from ..errors import ConfigError
+from cvae_core.data import to_float
+from cvae_core.errors import ConfigError
 
 CONDITIONS = ("class", "attributes")
 

@@ -1,6 +1,6 @@
 """RST-VAE: a VAE trained with the simplex-witness loss (SPEC section 5; "A Simplex Witness Certificate for Constant
 Collapse in VAEs", arXiv:2605.18224). The certificate itself (teacher, witness, IT/LTS/GT) is model-agnostic and
-lives in ``cvae_core.certificate``.
+lives in ``cvae_core.eval.certificate``.
 
 - ``rst_vae``: loss = rec + alpha_KL KL(q || N(0, I)) + lambda_TS LTS, with alpha_KL the config's ``beta`` and LTS
   the per-image KL(T(x) || S(mu(x))) between the fixed PCA-GMM teacher and the witness of the encoder mean. The
@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..witness import (
+from cvae_core.models.base import Phase
+from cvae_core.models.gaussian import VAE, VAEConfig
+from cvae_core.witness import (
     TEACHER_TENSORS,
     CertificateConfig,
     Teacher,
@@ -30,8 +32,6 @@ from ..witness import (
     teacher_probs,
     witness_log_probs,
 )
-from .base import Phase
-from .gaussian import VAE, VAEConfig
 
 
 @dataclass

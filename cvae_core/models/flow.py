@@ -33,8 +33,8 @@ from zuko.distributions import DiagNormal
 from zuko.flows.coupling import GeneralCouplingTransform
 from zuko.transforms import CouplingTransform
 
-from .base import Phase
-from .gaussian import SigmaCVAE, SigmaCVAEConfig, kl_std_normal_per_dim
+from cvae_core.models.base import Phase
+from cvae_core.models.gaussian import SigmaCVAE, SigmaCVAEConfig, kl_std_normal_per_dim
 
 
 @dataclass

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
-from ..nets import make_decoder, make_encoder
-from .base import ConditionFields, LatentModel, ModelConfig
+from cvae_core.models.base import ConditionFields, LatentModel, ModelConfig
+from cvae_core.nets import make_decoder, make_encoder
 
 LOG_2PI = math.log(2 * math.pi)
 

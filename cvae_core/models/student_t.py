@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, Normal
 
-from ..distributions import (
+from cvae_core.distributions import (
     DiagStudentT,
     T3Constants,
     check_nu,
@@ -33,9 +33,9 @@ from ..distributions import (
     t3_constants,
     t3_regulariser,
 )
-from ..errors import ConfigError
-from .base import ConditionFields, LatentModel, ModelConfig
-from .gaussian import CVAE, GaussianVAE, VAEConfig, gaussian_nll, kl_std_normal_per_dim
+from cvae_core.errors import ConfigError
+from cvae_core.models.base import ConditionFields, LatentModel, ModelConfig
+from cvae_core.models.gaussian import CVAE, GaussianVAE, VAEConfig, gaussian_nll, kl_std_normal_per_dim
 
 
 # ------------------------------------------------------------------ configs

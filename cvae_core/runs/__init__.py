@@ -1,0 +1,1 @@
+"""Run folders: save and load (``folder``), the one run lister (``catalog``), the one set-up pipeline (``setup``)."""
