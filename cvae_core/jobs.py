@@ -1,19 +1,32 @@
-"""A training job that runs ``fit`` in a background thread, for the app (or a notebook). No UI code.
+"""Background jobs of the lab, for the app or a notebook: one ``Job`` interface, the server-wide ``JobBoard`` and the
+``Prefetcher``. No UI code.
 
-The worker thread owns the model; other threads read ``snapshot()``: a copy of the metric history, the run status
-and the latest previews (samples from fixed noise, reconstructions of fixed test images), all taken at log ticks.
-``save`` writes the weights as of the last log tick, so saving never races with an optimiser step.
+Every job (image training, a ct3vae at another nu, a sequence CVAE) has the same controls (``start``, ``pause``,
+``resume``, ``step``, ``stop``, ``join``, ``alive``) and ``snapshot()`` returns one schema (``SNAPSHOT_KEYS``):
+
+- ``kind``: "image", "nu" or "sequence"; ``status``: "running", "saving", then "finished", "saved", "stopped",
+  "diverged" or "failed"; ``message``: how it ended (or the error);
+- ``step``, ``total_steps``, ``fraction`` (0..1, saving included), ``text`` (one line for a progress bar),
+  ``paused``;
+- ``records`` (the metric history, one dict per log tick), ``previews`` (image jobs: samples and reconstructions at
+  the last tick; {} otherwise), ``device``, ``saved`` (the run folder once saved, else None).
+
+The worker thread of a job never calls the UI; pages poll ``snapshot()``. The ``JobBoard`` is one per server: it
+keeps each owner's (a browser session's) jobs, stops the jobs no page has shown for a while, and reserves run names
+while a run is being saved, so two sessions never write the same folder.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import dataclasses
 import os
 import threading
+import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +40,119 @@ from cvae_core.models.base import LatentModel
 from cvae_core.registry import build_model
 from cvae_core.runs.folder import check_run_destination, model_name_of, save_run
 from cvae_core.runs.setup import TICK_IMAGES, build_run
+from cvae_core.sequence.model import SeqCVAEConfig
+from cvae_core.sequence.runs import load_base, task_from, train_and_save
 from cvae_core.train import History, TrainConfig, TrainControl, fit, resolve_device
 
+SNAPSHOT_KEYS = ("kind", "status", "message", "step", "total_steps", "fraction", "text", "paused", "records",
+                 "previews", "device", "saved")
+ENDED = ("finished", "saved", "stopped", "diverged", "failed")
 
-class TrainingJob:
+
+class Job:
+    """The one interface of a background job (see the module docstring). A subclass implements ``_work()``, which
+    runs in the job's thread with ``self.control`` and ``self.history`` (a ``train.History``) and may set
+    ``self.saved``; an exception escaping it ends the job as "failed" with the error as its message."""
+
+    kind = "job"
+
+    def __init__(self, device: str = "auto") -> None:
+        self.control = TrainControl()
+        self.history = History()
+        self.error: str | None = None
+        self.saved: Path | None = None
+        self.saving = 0.0  # share of the final evaluation and save done (status "saving" while 0 < it < 1)
+        self._saving_now = False
+        self._device = str(resolve_device(device))
+        self._thread = threading.Thread(target=self._main, name=f"cvae-{self.kind}", daemon=True)
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> Job:
+        self._thread.start()
+        return self
+
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def step(self, n: int = 1) -> None:
+        """While paused: exactly n more optimiser steps."""
+        self.control.step(n)
+
+    def stop(self) -> None:
+        self.control.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread.is_alive() or self._thread.ident is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
+    # ------------------------------------------------------------------ worker side
+    def _work(self) -> None:
+        raise NotImplementedError
+
+    def _main(self) -> None:
+        try:
+            self._work()
+        except LabError as e:  # a one-line error the user can act on
+            self.error = str(e)
+            self.history.status, self.history.message = "failed", self.error
+        except Exception as e:  # surfaced to the UI, never lost silently in a thread
+            self.error = f"{type(e).__name__}: {e}"
+            self.history.status, self.history.message = "failed", self.error
+        finally:
+            self._saving_now = False
+
+    def _records(self) -> list[dict]:
+        return [dict(r) for r in self.history.records]
+
+    def _previews(self) -> dict:
+        return {}
+
+    # ------------------------------------------------------------------ reader side
+    def snapshot(self) -> dict:
+        """The job's state in the one schema ``SNAPSHOT_KEYS`` (copies: safe to keep and read from any thread)."""
+        h = self.history
+        records, previews = self._records(), self._previews()
+        status = "saving" if self._saving_now else ("saved" if self.saved is not None else h.status)
+        total = max(h.total_steps, 1)
+        fraction = 1.0 if status == "saved" else min(1.0, 0.9 * h.step / total + 0.1 * self.saving)
+        if status == "running":
+            text = f"step {h.step:,} of {h.total_steps:,}" if h.total_steps else "starting"
+        elif status == "saving":
+            text = f"evaluating and saving ({100 * self.saving:.0f}%)"
+        elif status == "saved":
+            text = f"saved as {self.saved.name}"
+        else:
+            text = h.message or status
+        return {"kind": self.kind, "status": status, "message": h.message, "step": h.step, "total_steps": h.total_steps,
+                "fraction": fraction, "text": text, "paused": self.control.paused and status == "running",
+                "records": records, "previews": previews, "device": self._device, "saved": self.saved}
+
+    def _save_progress(self, fraction: float, text: str = "") -> None:
+        self.saving = fraction
+
+
+class TrainingJob(Job):
+    """``fit`` in the job's thread (image models). With `save_to`, a finished run is evaluated and saved there (status
+    "saving", then "saved"), as the nu training of the Class balance page does; otherwise the page saves it with
+    ``save``. The worker owns the model; ``snapshot()`` and ``model_at_tick()`` read copies taken at log ticks, and
+    ``save`` writes the weights of the last tick, so saving never races with an optimiser step."""
+
+    kind = "image"
+
     def __init__(self, model: LatentModel, data: Dataset, config: TrainConfig, *, n_preview: int = 32,
-                 preview_per_class: int = 8, au_images: int = 1000, dataset_info: dict | None = None, callbacks=()):
+                 preview_per_class: int = 8, au_images: int = TICK_IMAGES, dataset_info: dict | None = None,
+                 callbacks=(), save_to: str | Path | None = None):
         """`callbacks`: extra fit() callbacks (e.g. a live certificate). Their on_log runs in the worker with the
         model in eval mode, before the tick is published, so keys they add to the record appear in snapshots.
         A callback with ``on_means(model, record, means, labels)`` also gets the encoder means (N, m) of the first
@@ -41,17 +161,18 @@ class TrainingJob:
         Previews: `n_preview` samples from fixed prior noise; for a conditional model, one row of
         `preview_per_class` samples per class instead (the same noise in every row, so rows differ only by class).
         """
+        super().__init__(config.device)
         self.model, self.data, self.config = model, data, config
         self.callbacks = list(callbacks)
         self.dataset_info = dataset_info or {"name": data.name, **data.info}
-        self.control = TrainControl()
-        self.history = History()
+        self.save_to = None if save_to is None else Path(save_to)
+        if self.save_to is not None:
+            check_run_destination(self.save_to)  # before any training
         self._lock = threading.Lock()
         self._state = copy.deepcopy(model.state_dict())  # weights at the last log tick
         self._state_step = 0  # the step those weights are from
-        self._previews: dict[str, torch.Tensor] = {}
+        self._preview_images: dict[str, torch.Tensor] = {}
         self._n_logged = 0  # records whose on_log has finished (fit appends a record before on_log fills it in)
-        self.error: str | None = None
         gen = torch.Generator().manual_seed(config.seed + 1)
         cond = data.y_for(model, "test")  # class labels, or attribute vectors for an attribute condition
         if model.class_conditional:
@@ -68,39 +189,13 @@ class TrainingJob:
         self._x_fixed, self._y_fixed = data.x_test[:n_preview // 2], cond[:n_preview // 2]
         self._tick = TickMeans(data.x_test[:au_images], cond[:au_images], data.y_test[:au_images],
                                [cb for cb in self.callbacks if hasattr(cb, "on_means")])
-        self._thread = threading.Thread(target=self._run, name="cvae-train", daemon=True)
-
-    # ------------------------------------------------------------------ control
-    def start(self) -> TrainingJob:
-        self._thread.start()
-        return self
-
-    def pause(self) -> None:
-        self.control.pause()
-
-    def resume(self) -> None:
-        self.control.resume()
-
-    def step(self, n: int = 1) -> None:
-        self.control.step(n)
-
-    def stop(self) -> None:
-        self.control.stop()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     # ------------------------------------------------------------------ worker side
-    def _run(self) -> None:
-        try:
-            fit(self.model, self.data, self.config, callbacks=[self], control=self.control, history=self.history)
-        except Exception as e:  # surfaced to the UI, never lost silently
-            self.error = f"{type(e).__name__}: {e}"
-            self.history.status, self.history.message = "failed", self.error
+    def _work(self) -> None:
+        fit(self.model, self.data, self.config, callbacks=[self], control=self.control, history=self.history)
+        if self.save_to is not None and self.history.status == "finished":
+            self._saving_now = True
+            self.saved = self.save(self.save_to, progress=self._save_progress)
 
     @torch.no_grad()
     def on_log(self, model: LatentModel, record: dict, history: History) -> None:
@@ -118,7 +213,7 @@ class TrainingJob:
         with self._lock:
             self._n_logged = len(history.records)
             self._state, self._state_step = state, history.step
-            self._previews = {"samples": samples.float().cpu(), "recon": recon.float().cpu(),
+            self._preview_images = {"samples": samples.float().cpu(), "recon": recon.float().cpu(),
                               "original": model.prepare_batch(self._x_fixed).float().cpu(),
                               "sample_classes": self._y_preview.clone() if model.class_conditional else None}
 
@@ -131,14 +226,13 @@ class TrainingJob:
             self._state_step = history.step
 
     # ------------------------------------------------------------------ reader side
-    def snapshot(self) -> dict:
+    def _records(self) -> list[dict]:
         with self._lock:
-            previews = dict(self._previews)
-            records = self._complete_records()
-        h = self.history
-        return {"records": records, "status": h.status, "message": h.message, "step": h.step,
-                "total_steps": h.total_steps, "paused": self.control.paused and h.status == "running",
-                "previews": previews, "device": str(resolve_device(self.config.device))}
+            return self._complete_records()
+
+    def _previews(self) -> dict:
+        with self._lock:
+            return dict(self._preview_images)
 
     def _complete_records(self) -> list[dict]:
         """Copies of the records whose on_log has finished (fit appends a record before on_log fills it in).
@@ -170,7 +264,9 @@ class TrainingJob:
         check_run_destination(run_dir)  # fail before the (slow) test-set evaluation
         # The evaluation draws seeded noise from torch's global random stream, which the training thread uses too:
         # hold training between two steps meanwhile, so neither the saved numbers nor the run depend on timing.
-        with self.control.hold(lambda: self.alive):
+        hold = self.control.hold(lambda: self.alive) if threading.current_thread() is not self._thread else \
+            contextlib.nullcontext()  # the job's own thread saves after training: nothing to hold
+        with hold:
             with self._lock:  # weights and history of the same tick, never a record being filled in
                 state = dict(self._state)
                 h = self.history
@@ -190,71 +286,165 @@ class TrainingJob:
 SWEEP_MODEL = "ct3vae"
 
 
-class NuTraining:
-    """Train a ct3vae with the config of a base run (usually a shipped member of the nu sweep) but another nu, in a
-    background thread, then save it (with its metrics) to `out`. Nothing here calls the UI: the page polls
-    ``snapshot()``. The base run's config and training settings are reused so the new run joins the sweep."""
+def nu_training(base_info: dict, nu: float, steps: int, data: Dataset, out: str | Path) -> TrainingJob:
+    """A job that trains a ct3vae with the config of a base run (usually a shipped member of the nu sweep) but another
+    nu, then evaluates and saves it to `out`. The base run's config and training settings are reused so the new run
+    joins the sweep. Built by the one pipeline (``build_run``: nu <= 2 is one line); not started."""
+    if base_info.get("model") != SWEEP_MODEL:
+        raise ConfigError(f"the nu sweep is of {SWEEP_MODEL} runs (got a {base_info.get('model')} run)")
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ConfigError(f"steps must be an integer >= 1 (got {steps!r})")
+    t = base_info.get("train") or {}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    keep = {k: t[k] for k in ("batch_size", "lr", "seed", "grad_clip") if k in t and k in fields}
+    train = TrainConfig(**keep, steps=steps, log_every=max(1, min(50, steps // 50)))
+    run = build_run(SWEEP_MODEL, data, dict(base_info["config"], nu=float(nu)), train)
+    job = TrainingJob(run.model, data, train, save_to=out)
+    job.kind, job.nu = "nu", float(nu)
+    return job
 
-    def __init__(self, base_info: dict, nu: float, steps: int, data: Dataset, out: str | Path):
-        if base_info.get("model") != SWEEP_MODEL:
-            raise ConfigError(f"the nu sweep is of {SWEEP_MODEL} runs (got a {base_info.get('model')} run)")
-        if not (isinstance(steps, int) and steps >= 1):
-            raise ConfigError(f"steps must be an integer >= 1 (got {steps!r})")
-        t = base_info.get("train") or {}
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        keep = {k: t[k] for k in ("batch_size", "lr", "seed", "grad_clip") if k in t and k in fields}
-        self.train = TrainConfig(**keep, steps=steps, log_every=max(1, min(50, steps // 50)))
-        # the one set-up pipeline; refuses nu <= 2 in one line
-        self.model = build_run(SWEEP_MODEL, data, dict(base_info["config"], nu=float(nu)), self.train).model
-        self.nu, self.out = float(nu), Path(out)
-        self.job = TrainingJob(self.model, data, self.train, au_images=TICK_IMAGES)
-        self.status, self.message, self.saved = "training", "", None
-        self.save_fraction = 0.0
-        self._thread = threading.Thread(target=self._run, name="nu-training", daemon=True)
 
-    def start(self) -> NuTraining:
-        self.job.start()
-        self._thread.start()
-        return self
+# ------------------------------------------------------------------ a sequence CVAE
+class SeqTrainingJob(Job):
+    """``sequence.runs.train_and_save`` in the job's thread, over the base model in the folder `base_dir` and on its
+    task: trains (pause, step and stop as for images), measures on `n_test` test pairs and saves to `out`. A stopped
+    run is not saved. ``metrics`` holds the measured numbers once saved."""
 
-    def stop(self) -> None:
-        self.job.stop()
+    kind = "sequence"
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+    def __init__(self, out: str | Path, config: SeqCVAEConfig, steps: int, base_dir: str | Path, *, seed: int = 0,
+                 n_test: int = 200, n_control: int = 60, log_every: int = 10):
+        super().__init__("cpu")
+        check_run_destination(out)  # before any training
+        self.out, self.config, self.steps, self.base_dir = Path(out), config, steps, base_dir
+        self.seed, self.n_test, self.n_control, self.log_every = seed, n_test, n_control, log_every
+        self.metrics: dict | None = None
 
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+    def _progress(self, fraction: float, text: str) -> None:
+        if fraction >= 1:  # training done: measuring and saving follow
+            self._saving_now = True
 
-    def _run(self) -> None:
-        self.job.join()
-        snap = self.job.snapshot()
-        if snap["status"] != "finished":
-            self.status, self.message = "failed", snap["message"] or snap["status"]
-            return
-        self.status = "saving"
-        try:
-            self.saved = self.job.save(self.out, progress=lambda f, text: setattr(self, "save_fraction", f))
-            self.status, self.message = "saved", f"saved as {self.out.name}"
-        except LabError as e:
-            self.status, self.message = "failed", str(e)
-        except Exception as e:  # surfaced to the page, never lost in a thread
-            self.status, self.message = "failed", f"{type(e).__name__}: {e}"
+    def _work(self) -> None:
+        base, base_info = load_base(self.base_dir)
+        path, self.metrics = train_and_save(
+            self.out, task_from(base_info.get("task")), self.config, base, steps=self.steps, seed=self.seed,
+            log_every=self.log_every, n_test=self.n_test, n_control=self.n_control, progress=self._progress,
+            control=self.control, history=self.history, extra={"from": "Strategies page"})
+        self.saving = 1.0
+        self.saved = path
 
     def snapshot(self) -> dict:
-        """status ('training', 'saving', 'saved' or 'failed'), fraction done (training is 90%, saving 10%), text."""
-        snap = self.job.snapshot()
-        step, total = snap["step"], max(snap["total_steps"], self.train.steps)
-        frac = 0.9 * step / max(total, 1) + (0.1 * self.save_fraction if self.status != "training" else 0.0)
-        if self.status == "training":
-            text = f"training ν = {self.nu:g}: step {step:,} of {total:,}"
-        elif self.status == "saving":
-            text = f"ν = {self.nu:g}: evaluating and saving ({100 * self.save_fraction:.0f}%)"
-        else:
-            text = self.message
-        return {"status": self.status, "fraction": 1.0 if self.status == "saved" else min(frac, 1.0),
-                "text": text, "saved": self.saved}
+        snap = super().snapshot()
+        if snap["status"] == "saving":
+            snap["text"] = f"measuring on {self.n_test} test pairs and saving ..."
+        return snap
+
+
+# ------------------------------------------------------------------ the server-wide job board
+ORPHAN_AGE = 600.0  # seconds (10 minutes)
+
+
+class JobBoard:
+    """Every job a server runs, by owner (a browser session and a slot, e.g. ``(session_id, "train")``); one per
+    server, shared by all sessions. Thread-safe.
+
+    - ``submit(owner, job)`` stops the owner's previous job, stops orphans, registers the new job and starts it.
+    - ``touch(owner)`` marks the owner's job as shown by a page. A running, unpaused job that no page has shown for
+      `orphan_age` seconds is an orphan (its tab was closed or reloaded): the next ``submit`` (or
+      ``stop_orphans()``) stops it. The age is long on purpose: a teacher may sit on the Home page, or a background
+      tab may be throttled, for minutes while a student presses Start; stopping their run then would be worse than
+      letting an abandoned one finish its bounded number of steps. Paused jobs are never stopped.
+    - ``reserve(path)`` holds a run folder's name while it is being saved (a context manager): a second save to
+      the same folder, from any session, is refused in one line.
+    """
+
+    def __init__(self, orphan_age: float = ORPHAN_AGE):
+        self.orphan_age = orphan_age
+        self._lock = threading.Lock()
+        self._jobs: dict[Hashable, list] = {}  # owner -> [job, last time a page showed it]
+        self._reserved: set[Path] = set()
+
+    def submit(self, owner: Hashable, job: Job, *, now: float | None = None) -> Job:
+        self.release(owner)
+        self.stop_orphans(now=now)
+        reserve = getattr(job, "save_to", None) or getattr(job, "out", None)
+        if reserve is not None:
+            self._claim(Path(reserve))
+        with self._lock:
+            self._jobs[owner] = [job, time.monotonic() if now is None else now]
+        try:
+            return job.start()
+        except Exception:
+            self.release(owner)
+            raise
+
+    def get(self, owner: Hashable) -> Job | None:
+        with self._lock:
+            entry = self._jobs.get(owner)
+        return entry[0] if entry else None
+
+    def touch(self, owner: Hashable, now: float | None = None) -> None:
+        with self._lock:
+            if owner in self._jobs:
+                self._jobs[owner][1] = time.monotonic() if now is None else now
+
+    def release(self, owner: Hashable, timeout: float = 10.0) -> None:
+        """Stop the owner's job (bounded wait) and forget it."""
+        with self._lock:
+            entry = self._jobs.pop(owner, None)
+        if entry is not None:
+            job = entry[0]
+            if job.alive:
+                job.stop()
+                job.join(timeout)
+            self._unclaim(job)
+
+    def stop_orphans(self, now: float | None = None) -> list[Hashable]:
+        """Forget ended jobs; stop running, unpaused jobs no page has shown for `orphan_age` s. Returns their owners."""
+        now = time.monotonic() if now is None else now
+        stopped = []
+        with self._lock:
+            items = list(self._jobs.items())
+        for owner, (job, seen) in items:
+            if job.started and not job.alive:
+                with self._lock:
+                    self._jobs.pop(owner, None)
+                self._unclaim(job)
+            elif now - seen > self.orphan_age and not job.snapshot()["paused"]:
+                job.stop()
+                stopped.append(owner)
+        return stopped
+
+    def running(self) -> list[tuple[Hashable, Job]]:
+        """(owner, job) of every job that is still alive."""
+        with self._lock:
+            return [(o, e[0]) for o, e in self._jobs.items() if e[0].alive]
+
+    # ------------------------------------------------------------------ run-name reservation
+    def _claim(self, path: Path) -> None:
+        path = Path(path).resolve()
+        with self._lock:
+            if path in self._reserved:
+                raise LabError(f"a run named {path.name!r} is being trained or saved right now (from another tab); "
+                               "choose another name")
+            self._reserved.add(path)
+
+    def _unclaim(self, job: Job) -> None:
+        path = getattr(job, "save_to", None) or getattr(job, "out", None)
+        if path is not None and not job.alive:
+            with self._lock:
+                self._reserved.discard(Path(path).resolve())
+
+    @contextlib.contextmanager
+    def reserve(self, path: str | Path) -> Iterator[Path]:
+        """Hold the name of the run folder `path` while the block saves it; LabError if it is held already."""
+        path = Path(path)
+        self._claim(path)
+        try:
+            yield path
+        finally:
+            with self._lock:
+                self._reserved.discard(path.resolve())
 
 
 # ------------------------------------------------------------------ computing ahead

@@ -17,6 +17,7 @@ import copy
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -221,9 +222,115 @@ def check_model_data(model: torch.nn.Module, data: Dataset) -> None:
     data.y_for(model, "train")  # an attribute condition needs the data set's attribute vectors (one-line DataError)
 
 
+@dataclass
+class LoopPhase:
+    """One phase of ``run_loop``: steps ``start`` (inclusive) to ``end`` (exclusive); ``enter()`` is called when the
+    phase begins and returns the optimiser of its steps (a fresh one, or the previous phase's to carry its state)."""
+
+    name: str
+    start: int
+    end: int
+    enter: Callable[[], torch.optim.Optimizer]
+
+
+def run_loop(model: torch.nn.Module, phases: list[LoopPhase], step_fn, *, log_every: int,
+             grad_clip: float | None = None, epoch_of: Callable[[int], float] = float,
+             control: TrainControl | None = None, history: History | None = None, callbacks=(),
+             cleanup: Callable[[], None] | None = None) -> History:
+    """The one training engine of the lab, for images (``fit``) and sequences (``sequence.train.fit_seq``).
+
+    `step_fn(step, phase_index)` draws a batch and returns ``(objective, terms)``: the scalar tensor to minimise and
+    the named scalar terms to log. The engine owns everything else: ``TrainControl`` (pause, step, stop) between two
+    steps, backward, the gradient clip (`grad_clip`, None = off) over the phase's parameters, the optimiser step,
+    device-side sums of the terms with one host sync per log tick (every `log_every` steps, at a phase's end, after a
+    single step and at a stop), the NaN/inf check that restores the weights of the last good tick and says what to
+    change, and the callbacks' ``on_log`` / ``on_end``. `epoch_of(step)` gives records their ``epoch`` (passes over
+    the data). `cleanup()` runs before ``on_end`` whatever the outcome."""
+    control = control or TrainControl()
+    history = history if history is not None else History()
+    total = phases[-1].end if phases else 0
+    history.total_steps = total
+    phase_i, opt, params = -1, None, []
+    good_state = copy.deepcopy(model.state_dict())
+    sums: dict[str, torch.Tensor] = {}
+    window = 0
+    t0 = time.perf_counter()
+    step = history.step
+
+    def weights_finite() -> bool:
+        return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+
+    def diverge(at: int) -> None:
+        model.load_state_dict(good_state)
+        history.status = "diverged"
+        clip = "set a gradient clip (grad_clip)" if not grad_clip else f"lower the gradient clip (now {grad_clip:g})"
+        history.message = (f"loss became NaN or infinite between steps {history.step} and {at}; weights restored "
+                           f"from step {history.step}. Try a lower learning rate, or {clip}.")
+
+    def flush(at: int) -> bool:
+        """Read accumulated terms (one host sync); False if non-finite."""
+        nonlocal sums, window, good_state
+        if window == 0:
+            return True
+        rec = {k: (v / window).item() for k, v in sums.items()}
+        if not all(math.isfinite(v) for v in rec.values()) or not weights_finite():
+            return False  # a finite loss with a NaN gradient leaves NaN weights: that tick is not good either
+        rec.update(step=at, epoch=epoch_of(at), time=time.perf_counter() - t0)
+        if len(phases) > 1:
+            rec["phase"] = phases[phase_i].name
+        history.records.append(rec)
+        history.step, history.phase = at, phases[phase_i].name
+        good_state = copy.deepcopy(model.state_dict())
+        sums, window = {}, 0
+        _call(callbacks, "on_log", model, rec, history)
+        return True
+
+    try:
+        while step < total:
+            if phase_i < 0 or step >= phases[phase_i].end:
+                if window and not flush(step):  # a phase's last record holds only its own steps
+                    diverge(step)
+                    break
+                phase_i = next(i for i, p in enumerate(phases) if p.start <= step < p.end)
+                opt = phases[phase_i].enter()
+                params = [p for g in opt.param_groups for p in g["params"]]
+            go, single = control.wait()
+            if not go:
+                history.status, history.message = "stopped", f"stopped by the user at step {step}"
+                break
+            objective, terms = step_fn(step, phase_i)
+            opt.zero_grad(set_to_none=True)
+            objective.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)  # the phase's parameters
+            opt.step()
+            step += 1
+            for k, v in terms.items():
+                v = v.detach()
+                sums[k] = sums[k] + v if k in sums else v.clone()
+            window += 1
+            if step % log_every == 0 or step == total or single:
+                if not flush(step):
+                    diverge(step)
+                    break
+        else:
+            history.status, history.message = "finished", f"finished {total} steps"
+        if history.status == "stopped" and not flush(step):
+            diverge(step)
+    finally:
+        if cleanup is not None:
+            cleanup()
+        if history.status == "running":  # an exception escaped the loop
+            history.status = "failed"
+        model.eval()
+        _call(callbacks, "on_end", model, history)
+    return history
+
+
 def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=(),
         control: TrainControl | None = None, history: History | None = None) -> History:
-    """Train `model` on `data.x_train` (uint8) with Adam; returns the History. See the module docstring.
+    """Train `model` on `data.x_train` (uint8) with Adam through ``run_loop``; returns the History. See the module
+    docstring.
 
     Example:
         >>> from cvae_core import TrainConfig, build_model, fit, load_dataset
@@ -233,7 +340,6 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
         ('finished', 4)
     """
     device = resolve_device(config.device)
-    control = control or TrainControl()
     history = history if history is not None else History()
     torch.manual_seed(config.seed)
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
@@ -248,101 +354,39 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
     n = len(x_all)
     bs = min(config.batch_size, n)
     total = config.total_steps(n)
-    history.total_steps = total
     fused = device.type == "cuda"
     phases = model.phases()
-    plan = phase_plan(phases, total)
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
-    phase_i, opt = -1, None
 
-    def enter_phase(i: int) -> None:
-        """Freeze every parameter outside phase i's group and give the group a fresh Adam."""
-        nonlocal phase_i, opt
-        phase_i = i
-        chosen = {id(p) for p in _phase_params(model, phases[i])}
-        for name, p in model.named_parameters():
-            p.requires_grad_(requires_grad[name] and id(p) in chosen)
-        opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr, fused=fused)
+    def entering(i: int) -> Callable[[], torch.optim.Optimizer]:
+        def enter() -> torch.optim.Optimizer:
+            """Freeze every parameter outside phase i's group and give the group a fresh Adam."""
+            chosen = {id(p) for p in _phase_params(model, phases[i])}
+            for name, p in model.named_parameters():
+                p.requires_grad_(requires_grad[name] and id(p) in chosen)
+            return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr, fused=fused)
+        return enter
 
-    good_state = copy.deepcopy(model.state_dict())
-    sums: dict[str, torch.Tensor] = {}
-    window = 0
-    perm = torch.randperm(n, generator=gen).to(device)
-    pos = 0
-    t0 = time.perf_counter()
-    step = history.step
+    plan = [LoopPhase(p.name, a, b, entering(i)) for i, (p, (a, b)) in enumerate(zip(phases, phase_plan(phases, total),
+                                                                                   strict=True))]
+    batches = {"perm": torch.randperm(n, generator=gen).to(device), "pos": 0}
 
-    def weights_finite() -> bool:
-        return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
+    def step_fn(step: int, phase_i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if batches["pos"] + bs > n:
+            batches["perm"], batches["pos"] = torch.randperm(n, generator=gen).to(device), 0
+        idx = batches["perm"][batches["pos"] : batches["pos"] + bs]
+        batches["pos"] += bs
+        x = model.prepare_batch(x_all[idx])
+        extras = {k: v[idx] for k, v in extras_all.items()} or None
+        objective = phases[phase_i].objective
+        # models build distributions with validate_args=False: no host sync per step
+        terms = model.loss(x, y_all[idx], extras, objective=objective)
+        return terms[objective], terms
 
-    def diverge(at: int) -> None:
-        model.load_state_dict(good_state)
-        history.status = "diverged"
-        history.message = (f"loss became NaN or infinite between steps {history.step} and {at}; "
-                           f"weights restored from step {history.step}. Try a lower learning rate.")
-
-    def flush(force_step: int) -> bool:
-        """Read accumulated terms (one host sync); False if non-finite."""
-        nonlocal sums, window, good_state
-        if window == 0:
-            return True
-        rec = {k: (v / window).item() for k, v in sums.items()}
-        if not all(math.isfinite(v) for v in rec.values()) or not weights_finite():
-            return False  # a finite loss with a NaN gradient leaves NaN weights: that tick is not good either
-        rec.update(step=force_step, epoch=force_step * bs / n, time=time.perf_counter() - t0)
-        if len(phases) > 1:
-            rec["phase"] = phases[phase_i].name
-        history.records.append(rec)
-        history.step, history.phase = force_step, phases[phase_i].name
-        good_state = copy.deepcopy(model.state_dict())
-        sums, window = {}, 0
-        _call(callbacks, "on_log", model, rec, history)
-        return True
-
-    try:
-        while step < total:
-            if phase_i < 0 or step >= plan[phase_i][1]:
-                if window and not flush(step):  # a phase's last record holds only its own steps
-                    diverge(step)
-                    break
-                enter_phase(next(i for i, (a, b) in enumerate(plan) if a <= step < b))
-            go, single = control.wait()
-            if not go:
-                history.status, history.message = "stopped", f"stopped by the user at step {step}"
-                break
-            if pos + bs > n:
-                perm = torch.randperm(n, generator=gen).to(device)
-                pos = 0
-            idx = perm[pos : pos + bs]
-            pos += bs
-            x = model.prepare_batch(x_all[idx])
-            extras = {k: v[idx] for k, v in extras_all.items()} or None
-            objective = phases[phase_i].objective
-            # models build distributions with validate_args=False: no host sync per step
-            terms = model.loss(x, y_all[idx], extras, objective=objective)
-            opt.zero_grad(set_to_none=True)
-            terms[objective].backward()
-            if config.grad_clip:
-                torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], config.grad_clip)  # the phase's group
-            opt.step()
-            step += 1
-            for k, v in terms.items():
-                v = v.detach()
-                sums[k] = sums[k] + v if k in sums else v.clone()
-            window += 1
-            if step % config.log_every == 0 or step == total or single:
-                if not flush(step):
-                    diverge(step)
-                    break
-        else:
-            history.status, history.message = "finished", f"finished {total} steps"
-        if history.status == "stopped" and not flush(step):
-            diverge(step)
-    finally:
+    def cleanup() -> None:
         for name, p in model.named_parameters():
             p.requires_grad_(requires_grad[name])
-        if history.status == "running":  # an exception escaped the loop
-            history.status = "failed"
-        model.eval()
-        _call(callbacks, "on_end", model, history)
-    return history
+
+    return run_loop(model, plan, step_fn, log_every=config.log_every, grad_clip=config.grad_clip,
+                    epoch_of=lambda at: at * bs / n, control=control, history=history, callbacks=callbacks,
+                    cleanup=cleanup)

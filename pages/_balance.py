@@ -244,8 +244,8 @@ def nu_training_form(sweep: dict[float, RunRef], ref: RunRef | None) -> None:
             old.stop()
         name = catalog.nu_run_name(base.rho, float(nu), int(steps), {p.name for p in list_runs(_ui.runs_root())})
         try:
-            st.session_state["nu_job"] = jobs.NuTraining(info, float(nu), int(steps), data,
-                                                            _ui.runs_root() / name).start()
+            st.session_state["nu_job"] = jobs.nu_training(info, float(nu), int(steps), data,
+                                                          _ui.runs_root() / name).start()
         except LabError as e:
             st.error(str(e))
         st.session_state.pop("nu_message", None)
@@ -259,7 +259,7 @@ def nu_job_progress() -> None:
     if job is None:
         return
     snap = job.snapshot()
-    if snap["status"] in ("saved", "failed"):
+    if snap["status"] in jobs.ENDED:
         st.session_state.pop("nu_job")
         if snap["status"] == "saved":
             st.session_state["pending_run"] = f"saved: {snap['saved'].name}"

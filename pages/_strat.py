@@ -1,6 +1,6 @@
 """Helpers of the Strategies page: the sequence CVAE runs (shipped, saved, trained here), what the router expects
 for an input, what the decoder writes under each latent value and what the inference network recognises in an
-answer. Training on the page is ``cvae_core.sequence.runs.SeqTrainingJob``."""
+answer. Training on the page is ``cvae_core.jobs.SeqTrainingJob``."""
 
 from __future__ import annotations
 

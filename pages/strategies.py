@@ -8,8 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from cvae_core.errors import LabError
+from cvae_core.jobs import ENDED, SeqTrainingJob
 from cvae_core.sequence.cli import METRIC_KEYS
-from cvae_core.sequence.runs import SeqTrainingJob
 from pages import _strat as S
 from pages import _ui
 
@@ -105,7 +105,7 @@ steps = t4.number_input("Steps", 10, 5000, 300, step=50, key="t_steps")
 # no key: the suggested name follows the settings (a keyed text input would keep its first value)
 name = st.text_input("Save as", f"{latent}-K{size}-beta{beta:g}-{steps}" if latent == "discrete"
                      else f"{latent}-m{size}-beta{beta:g}-{steps}")
-running = job is not None and job.status == "running"
+running = job is not None and job.alive
 b1, b2 = st.columns(2)
 if b1.button("Train", icon=":material/play_arrow:", disabled=running, type="primary"):
     if not re.fullmatch(_ui.RUN_NAME, name):
@@ -122,7 +122,7 @@ if b1.button("Train", icon=":material/play_arrow:", disabled=running, type="prim
             st.error(str(e))
         else:
             st.session_state.seq_job = job = SeqTrainingJob(S.saved_root() / name, cfg, int(steps),
-                                                            S.shipped_root() / "base")
+                                                            S.shipped_root() / "base").start()
             running = True
 if b2.button("Stop", icon=":material/stop:", disabled=not running):
     job.stop()
@@ -133,15 +133,16 @@ def show_job() -> None:
     j = st.session_state.get("seq_job")
     if j is None:
         return
-    st.progress(min(1.0, j.progress), text=j.text)
-    if j.status == "error":
-        st.error(j.error)
-    elif j.status == "stopped":
+    snap = j.snapshot()
+    st.progress(snap["fraction"], text=snap["text"])
+    if snap["status"] in ("failed", "diverged"):
+        st.error(snap["message"])
+    elif snap["status"] == "stopped":
         st.warning("Stopped; nothing was saved.")
-    elif j.status == "done" and j.metrics:
+    elif snap["status"] == "saved" and j.metrics:
         st.success(f"Saved as **saved: {j.out.name}**: NMI {j.metrics['nmi']:.2f}, controllability "
                    f"{j.metrics['controllability']:.2f}, recon ratio {j.metrics['recon_ratio']:.2f}.")
-    if j.status != "running" and not getattr(j, "announced", False):
+    if snap["status"] in ENDED and not getattr(j, "announced", False):
         j.announced = True  # once: a full rerun lists the new run above and stops the polling
         st.rerun()
 

@@ -12,20 +12,25 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
-import threading
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from cvae_core.data.strategies import StrategyTask, Vocab, make_split
 from cvae_core.errors import CheckpointError, ConfigError, LabError
 from cvae_core.io import write_json
-from cvae_core.runs.folder import is_sequence_run, read_run_info, write_run_folder
+from cvae_core.runs.folder import check_run_destination, is_sequence_run, read_run_info, write_run_folder
+from cvae_core.runs.setup import build_run
 from cvae_core.sequence.lm import BaseLMConfig, build_base_lm, load_base_lm, nats_per_answer, train_base_lm
+from cvae_core.sequence.metrics import sequence_metrics
 from cvae_core.sequence.model import SeqCVAE, SeqCVAEConfig
 from cvae_core.sequence.train import fit_seq
+from cvae_core.train import History, TrainConfig, TrainControl
 
 MODEL = "seq_cvae"
 WEIGHTS = "weights.safetensors"
@@ -69,11 +74,7 @@ def train_base(task: StrategyTask, config: BaseLMConfig | None = None, *, steps:
 
 def save_base(lm, info: dict, dest: str | Path, weights_dtype: str = "float32") -> Path:
     def write(tmp: Path) -> None:
-        model = lm
-        if weights_dtype == "float16":
-            import copy
-
-            model = copy.deepcopy(lm).half()
+        model = copy.deepcopy(lm).half() if weights_dtype == "float16" else lm
         model.save_pretrained(tmp)
         write_json(tmp / "base_info.json", {**info, "weights_dtype": weights_dtype})
 
@@ -98,8 +99,6 @@ def _frozen_keys(model: SeqCVAE) -> set[str]:
 
 def save_seq_run(run_dir: str | Path, model: SeqCVAE, base, *, task: StrategyTask, train: dict, history: list,
                  metrics: dict, base_source: str, weights_dtype: str = "float32") -> Path:
-    from safetensors.torch import save_file
-
     frozen = _frozen_keys(model)
     tensors = {f"base.{k}": v for k, v in base.state_dict().items()}
     tensors |= {k: v for k, v in model.state_dict().items() if k not in frozen}
@@ -121,8 +120,6 @@ def save_seq_run(run_dir: str | Path, model: SeqCVAE, base, *, task: StrategyTas
 
 def load_seq_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     """(SeqCVAE in eval mode, base LM, info) from a run folder; one-line CheckpointError for a broken folder."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
     run_dir = Path(run_dir)
@@ -167,70 +164,25 @@ def train_and_save(out: str | Path, task: StrategyTask, config: SeqCVAEConfig, b
                    batch_size: int = 32, lr: float = 3e-3, seed: int = 0, warm_start: float = 0.3,
                    kl_warmup: float = 0.5, device: str = "cpu", log_every: int = 50, n_test: int = 500,
                    n_control: int = 100, base_source: str = "shipped", weights_dtype: str = "float32", progress=None,
-                   stopped=lambda: False, extra: dict | None = None) -> tuple[Path | None, dict | None]:
-    """Train a SeqCVAE over a copy of `base` with ``fit_seq`` on the task's training split, measure it on the first
-    `n_test` test pairs and save the run folder `out` (checked before any training). When `stopped()` is true after
-    the training, nothing is measured or saved: (None, None). Otherwise (folder, metrics)."""
-    from cvae_core.runs.folder import check_run_destination
-    from cvae_core.sequence.metrics import sequence_metrics
-
+                   control: TrainControl | None = None, history: History | None = None, callbacks=(),
+                   extra: dict | None = None) -> tuple[Path | None, dict | None]:
+    """Set up a SeqCVAE over a copy of `base` with the one pipeline (``runs.setup.build_run``), train it with
+    ``fit_seq`` on the task's training split, measure it on the first `n_test` test pairs and save the run folder
+    `out` (checked before any training). A run that did not finish (stopped through `control`, or diverged: see
+    `history`) is neither measured nor saved: (None, None). Otherwise (folder, metrics)."""
     check_run_destination(out)
     train, test = splits(task)
-    torch.manual_seed(seed)
-    model = SeqCVAE(base.to(device), Vocab(), config).to(device)
+    tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, log_every=log_every, grad_clip=1.0)
+    model = build_run(MODEL, task, dataclasses.asdict(config), tcfg, base=base.to(device)).model.to(device)
     history = fit_seq(model, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log_every=log_every,
-                      kl_warmup=kl_warmup, warm_start=warm_start, progress=progress)
-    if stopped():
+                      kl_warmup=kl_warmup, warm_start=warm_start, grad_clip=tcfg.grad_clip, progress=progress,
+                      control=control, history=history, callbacks=callbacks)
+    if history.status != "finished":
         return None, None
     metrics = sequence_metrics(model, base, task, test, n=n_test, n_control=n_control)
     metrics.update(model=MODEL, latent=config.latent, steps=steps)
     record = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "warm_start": warm_start,
               "kl_warmup": kl_warmup, **(extra or {})}
-    path = save_seq_run(out, model, base, task=task, train=record, history=history, metrics=metrics,
+    path = save_seq_run(out, model, base, task=task, train=record, history=history.records, metrics=metrics,
                         base_source=base_source, weights_dtype=weights_dtype)
     return path, metrics
-
-
-class SeqTrainingJob:
-    """``train_and_save`` in a background thread, over the base model in the folder `base_dir` and on its task (for
-    the app). Read `progress`, `text`, `status` (running, done, stopped, error), `error` and `metrics`; `stop()` ends
-    it after the current step, without saving (a Stop during the final measurement no longer cancels the save)."""
-
-    def __init__(self, out: str | Path, config: SeqCVAEConfig, steps: int, base_dir: str | Path, *, seed: int = 0,
-                 n_test: int = 200, n_control: int = 60):
-        self.out, self.config, self.steps, self.base_dir = Path(out), config, steps, base_dir
-        self.seed, self.n_test, self.n_control = seed, n_test, n_control
-        self.progress, self.text = 0.0, "starting"
-        self.status, self.error, self.metrics = "running", None, None
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True, name=f"seq-train-{self.out.name}")
-        self.thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _progress(self, frac: float, text: str) -> None:
-        self.progress, self.text = frac, text
-        if self._stop.is_set():
-            raise _Stopped
-        if frac >= 1:
-            self.text = f"{text}; measuring on {self.n_test} test pairs ..."
-
-    def _run(self) -> None:
-        try:
-            base, base_info = load_base(self.base_dir)
-            path, self.metrics = train_and_save(
-                self.out, task_from(base_info.get("task")), self.config, base, steps=self.steps, seed=self.seed,
-                log_every=10, n_test=self.n_test, n_control=self.n_control, progress=self._progress,
-                stopped=self._stop.is_set, extra={"from": "Strategies page"})
-            self.status, self.text = ("stopped", self.text) if path is None else ("done", f"saved to {path}")
-        except _Stopped:
-            self.status = "stopped"
-        except LabError as e:
-            self.status, self.error = "error", str(e)
-        except Exception as e:  # noqa: BLE001 - a thread must report, not die silently
-            self.status, self.error = "error", f"{type(e).__name__}: {e}"
-
-
-class _Stopped(Exception):
-    pass

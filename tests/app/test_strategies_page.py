@@ -146,8 +146,9 @@ def test_a_run_trained_on_the_page_is_saved_and_listed(lab_dirs, monkeypatch):
     at = at.button[0].click().run()
     assert not at.exception and not at.error, texts(at.error)
     job = at.session_state["seq_job"]
-    job.thread.join(timeout=240)
-    assert job.status == "done", (job.status, job.error)
+    job.join(timeout=240)
+    snap = job.snapshot()
+    assert snap["status"] == "saved" and snap["saved"] == runs_dir / "strategies" / "tiny", snap["message"]
     saved = runs_dir / "strategies" / "tiny"
     model, _, info = load_seq_run(saved)
     assert info["train"]["steps"] == 10 and info["metrics"]["nmi"] == job.metrics["nmi"]

@@ -212,11 +212,12 @@ def test_nu_training_saves_a_run_that_joins_the_sweep(tmp_path, mnist_small):
     info = read_run_info(ship / "lt_ct3vae")
     data = dataclasses.replace(mnist_small, name="mnist-lt", info={"rho": 100.0, "seed": 0})  # as the page has it
     with pytest.raises(ConfigError, match="nu"):
-        jobs.NuTraining(info, 2.0, 10, data, saved / "x")
+        jobs.nu_training(info, 2.0, 10, data, saved / "x")
     with pytest.raises(ConfigError, match="ct3vae"):
-        jobs.NuTraining(dict(info, model="vae"), 7.0, 10, data, saved / "x")
-    job = jobs.NuTraining(info, 7.25, 12, data, saved / "mnistlt100_ct3vae_nu7.25_12steps")
-    assert job.snapshot()["status"] == "training" and job.train.batch_size == 32 and job.train.seed == 4
+        jobs.nu_training(dict(info, model="vae"), 7.0, 10, data, saved / "x")
+    job = jobs.nu_training(info, 7.25, 12, data, saved / "mnistlt100_ct3vae_nu7.25_12steps")
+    assert job.snapshot()["status"] == "running" and job.config.batch_size == 32 and job.config.seed == 4
+    assert set(job.snapshot()) == set(jobs.SNAPSHOT_KEYS) and job.snapshot()["kind"] == "nu"
     job.start()
     job.join(120)
     snap = job.snapshot()

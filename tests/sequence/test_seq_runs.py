@@ -174,7 +174,7 @@ def test_the_sequence_cvae_on_cuda_computes_what_it_does_on_the_cpu(latent):
     assert controlled_answers(gpu, XS, zg.detach()) == controlled_answers(model, XS, z.detach())
     train, _ = make_split(StrategyTask(strategies=("reverse", "rotate"), min_len=3, max_len=4), 64, 8, seed=0)
     hist = fit_seq(gpu, train, steps=4, batch_size=8, log_every=2, warm_start=0.5)
-    assert all(math.isfinite(r["loss"]) for r in hist) and gpu.router_head.weight.device.type == "cuda"
+    assert all(math.isfinite(r["loss"]) for r in hist.records) and gpu.router_head.weight.device.type == "cuda"
 
 
 def test_the_image_pages_never_list_sequence_runs(tmp_path):

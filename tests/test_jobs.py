@@ -1,0 +1,131 @@
+"""The one job interface (``cvae_core.jobs``): image, nu and sequence jobs answer the same controls and the same
+snapshot schema, and the server-wide ``JobBoard`` stops an owner's old job, stops orphans (never paused ones),
+forgets ended jobs and reserves run names."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from cvae_core import jobs
+from cvae_core.errors import LabError
+from cvae_core.registry import build_model
+from cvae_core.sequence.model import SeqCVAEConfig
+from cvae_core.train import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SHIPPED_BASE = Path(__file__).resolve().parents[1] / "checkpoints" / "strategies" / "base"
+
+
+def _image_job(data, steps=10**6, **kw) -> jobs.TrainingJob:
+    model = build_model("vae", seed=0, arch="mlp", hidden=16, latent_dim=2)
+    return jobs.TrainingJob(model, data, TrainConfig(steps=steps, batch_size=16, log_every=2), n_preview=4,
+                            au_images=32, **kw)
+
+
+def _wait(pred, timeout=60.0) -> None:
+    t0 = time.monotonic()
+    while not pred():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def tiny(mnist):
+    return mnist.subset(256, 64)
+
+
+def test_image_job_controls_and_snapshot_schema(tiny):
+    job = _image_job(tiny)
+    snap = job.snapshot()
+    assert tuple(snap) == jobs.SNAPSHOT_KEYS and snap["status"] == "running" and not job.started
+    job.start()
+    job.pause()
+    _wait(lambda: job.control._parked)
+    s0 = job.snapshot()["step"]
+    job.step(3)
+    _wait(lambda: job.snapshot()["step"] == s0 + 3)
+    time.sleep(0.2)
+    assert job.snapshot()["step"] == s0 + 3 and job.snapshot()["paused"]  # exactly three steps, then parked again
+    job.stop()
+    job.join(30)
+    snap = job.snapshot()
+    assert snap["status"] == "stopped" and not job.alive and snap["kind"] == "image" and snap["saved"] is None
+    assert snap["records"][-1]["step"] == snap["step"] and snap["previews"]["samples"].shape[0] == 4
+
+
+def test_a_job_with_save_to_saves_when_finished(tiny, tmp_path):
+    job = _image_job(tiny, steps=6, save_to=tmp_path / "run").start()
+    job.join(120)
+    snap = job.snapshot()
+    assert snap["status"] == "saved" and snap["saved"] == tmp_path / "run" and snap["fraction"] == 1.0, snap["text"]
+    assert (tmp_path / "run" / "model.safetensors").is_file() and snap["text"] == "saved as run"
+    with pytest.raises(LabError, match="is a file"):  # the destination is checked before any training
+        _image_job(tiny, save_to=tmp_path / "run" / "model.safetensors")
+
+
+def test_a_failing_job_reports_instead_of_dying(tiny):
+    job = _image_job(tiny, steps=4)
+    job.model.loss = None  # calling it raises TypeError in the worker thread
+    job.start().join(30)
+    snap = job.snapshot()
+    assert snap["status"] == "failed" and "TypeError" in snap["message"] and snap["text"] == snap["message"]
+
+
+def test_board_replaces_an_owners_job_and_stops_orphans_but_not_paused_ones(tiny):
+    board = jobs.JobBoard(orphan_age=100.0)
+    a = board.submit(("s1", "train"), _image_job(tiny), now=0.0)
+    b = board.submit(("s1", "train"), _image_job(tiny), now=1.0)  # the same owner: the old job is stopped
+    assert not a.alive and a.snapshot()["status"] == "stopped" and board.get(("s1", "train")) is b
+    c = board.submit(("s2", "train"), _image_job(tiny), now=2.0)
+    c.pause()
+    board.touch(("s1", "train"), now=50.0)
+    assert board.stop_orphans(now=120.0) == []  # b was shown 70 s ago; c is paused: neither is an orphan
+    assert b.alive and c.alive
+    assert board.stop_orphans(now=160.0) == [("s1", "train")]  # b unseen for 110 s; c still paused
+    b.join(30)
+    assert not b.alive and b.snapshot()["status"] == "stopped" and c.alive
+    c.resume()
+    assert board.stop_orphans(now=161.0) == [("s2", "train")]  # c unpaused, unseen for 159 s; b ended: forgotten
+    c.join(30)
+    assert not c.alive and board.get(("s1", "train")) is None and board.get(("s2", "train")) is c
+    assert board.stop_orphans(now=162.0) == [] and board.get(("s2", "train")) is None and board.running() == []
+
+
+def test_board_reserves_run_names(tiny, tmp_path):
+    board = jobs.JobBoard()
+    with board.reserve(tmp_path / "x"):
+        with pytest.raises(LabError, match="'x' is being trained or saved"):
+            with board.reserve(tmp_path / "x"):
+                pass
+        with pytest.raises(LabError, match="'x'"):  # a job that will save there is refused too
+            board.submit("s9", _image_job(tiny, steps=2, save_to=tmp_path / "x"))
+    with board.reserve(tmp_path / "x"):  # released after the block
+        pass
+    job = board.submit("s1", _image_job(tiny, steps=2, save_to=tmp_path / "y"))
+    with pytest.raises(LabError, match="'y'"):
+        board.submit("s2", _image_job(tiny, steps=2, save_to=tmp_path / "y"))
+    job.join(120)
+    board.stop_orphans()  # the job ended: its name is free for the next save (which then finds the folder taken)
+    with board.reserve(tmp_path / "y"):
+        pass
+
+
+def test_sequence_job_has_the_same_interface(tmp_path):
+    job = jobs.SeqTrainingJob(tmp_path / "seq", SeqCVAEConfig(K=2), 10**6, SHIPPED_BASE, n_test=8, n_control=4,
+                              log_every=1)
+    assert tuple(job.snapshot()) == jobs.SNAPSHOT_KEYS and job.snapshot()["kind"] == "sequence"
+    job.start()
+    _wait(lambda: job.snapshot()["step"] >= 1, timeout=120)
+    job.pause()
+    _wait(lambda: job.control._parked)
+    s0 = job.snapshot()["step"]
+    job.step(2)
+    _wait(lambda: job.snapshot()["step"] == s0 + 2)
+    assert job.snapshot()["paused"] and job.snapshot()["records"][-1]["step"] == s0 + 2
+    job.stop()
+    job.join(60)
+    snap = job.snapshot()
+    assert snap["status"] == "stopped" and snap["saved"] is None and not (tmp_path / "seq").exists()
