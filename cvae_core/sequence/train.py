@@ -24,8 +24,8 @@ def fit_seq(model: SeqCVAE, split, *, steps: int = 1000, batch_size: int = 32, l
       informative before the ELBO takes over: each pair goes to the latent value (a discrete value, or one of K
       fixed points of a continuous z) whose decoder explains it best, and the decoder specialises on it. From a
       random start the ELBO alone lets the decoder ignore z (at beta = 1 an informative z and an ignored one have the
-      same ELBO, and the decoder's general improvements go to whichever value q already prefers; measured in the
-      README).
+      same ELBO, and the decoder's general improvements go to whichever value q already prefers; measured in
+      docs/results/sequence-cvae.md).
     - ``kl_warmup``: after the warm start the KL weight rises linearly from 0 to beta over this share of the rest."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
