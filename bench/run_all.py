@@ -1,4 +1,4 @@
-"""Run every benchmark and print one markdown report (copy it into the README's benchmark section)."""
+"""Run every benchmark and print one markdown report (copy it into docs/benchmarks.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Command line: ``python -m cvae_core {list,train,train-base,evaluate,sample,prepare-data}``. See README for the
-JSON keys.
+"""Command line: ``python -m cvae_core {list,train,train-base,evaluate,sample,prepare-data}``. See docs/cli.md for
+the JSON keys.
 
 Bad arguments exit with status 2 and one line ``error: ...`` on stderr, never a traceback.
 """

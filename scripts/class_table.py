@@ -1,4 +1,4 @@
-"""Reproduce the README's per-class table of a conditional VAE by running the CLI, exactly as a user would.
+"""Reproduce the per-class table of a conditional VAE (docs/results/class_table.md) by running the CLI, as a user would.
 
     .venv/bin/python scripts/class_table.py [--model cvae] [--epochs 2] [--out runs/class] > docs/results/class_table.md
 

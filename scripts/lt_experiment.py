@@ -216,7 +216,8 @@ def _settings_line(st: dict, n_runs: int, seeds) -> str:
 
 
 def compact_tables(runs: list[dict], rhos, betas) -> tuple[list[str], list[str]]:
-    """The README's two tables: per rho (beta = 1) and per beta (rho = BETA_RHO), mean ± std over seeds."""
+    """The two tables of docs/results/t3vae.md: per rho (beta = 1) and per beta (rho = BETA_RHO), mean ± std over
+    seeds."""
     main_runs = [r for r in runs if float(r["beta"]) == 1.0]
 
     def cell(model, key, fmt=".2f", **kw):

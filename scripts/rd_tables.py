@@ -1,4 +1,4 @@
-"""Reproduce the README's result tables by running the CLI, exactly as a user would.
+"""Reproduce the result tables of docs/results/rd_tables.md by running the CLI, exactly as a user would.
 
     .venv/bin/python scripts/rd_tables.py [--epochs 2] [--out runs/rd] > docs/results/rd_tables.md
 

@@ -1,5 +1,5 @@
-"""Print the README's table of the shipped runs from their metrics.json (no computation: the numbers are those
-`scripts/train_shipped.sh` recorded).
+"""Print the table of the shipped runs (docs/results/shipped_runs.md) from their metrics.json (no computation: the
+numbers are those `scripts/train_shipped.sh` recorded).
 
     .venv/bin/python scripts/shipped_table.py > docs/results/shipped_runs.md
 """

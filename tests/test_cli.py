@@ -286,7 +286,8 @@ def _grid_cells(path: Path, n: int, nrow: int) -> np.ndarray:
 def test_conditional_train_reports_per_class_metrics(cli):
     """`train --json` of a conditional model reports precision, recall and F1 for all ten digits and the mode
     coverage (here from a 30-step model, so only the plumbing and the formulas' consistency are checked; the
-    README's table comes from a 2-epoch run); float16 weights were kept because the metrics moved by < 1%."""
+    table in docs/results/class_table.md comes from a 2-epoch run); float16 weights were kept because the metrics
+    moved by < 1%."""
     m = _last_json(cli["ctrain"])
     for k in ("per_class_precision", "per_class_recall", "per_class_f1"):
         assert len(m[k]) == 10 and all(0.0 <= v <= 1.0 for v in m[k]), k

@@ -36,7 +36,8 @@ class SeqCVAEConfig:
     latent: str = "discrete"  # "discrete" (K values) or "continuous" (latent_dim Gaussian dimensions)
     K: int = 4  # discrete latent values
     latent_dim: int = 4  # continuous latent size
-    beta: float = 0.5  # weight of KL(q(z|x,y) || p(z|x)); below 1 an informative z beats an ignored one (README)
+    # beta weighs KL(q(z|x,y) || p(z|x)); below 1 an informative z beats an ignored one (docs/results/sequence-cvae.md)
+    beta: float = 0.5
     router: str = "lora"  # backbone of the router: frozen, lora or full
     decoder: str = "lora"  # backbone of the decoder
     inference: str = "lora"  # backbone of the inference network

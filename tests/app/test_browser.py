@@ -108,7 +108,8 @@ def keep(path: Path, name: str) -> None:
 
 
 def screenshot(page, tmp_path: Path, name: str) -> None:
-    """A full-page screenshot in pytest's tmp dir, checked to be a real PNG; copied to docs/ with CVAE_UPDATE_DOCS=1."""
+    """A full-page screenshot in pytest's tmp dir, checked to be a real PNG; copied to docs/screenshots/ with
+    CVAE_UPDATE_DOCS=1."""
     shot = tmp_path / name
     full_page_screenshot(page, shot)
     check_png(shot)

@@ -1,6 +1,6 @@
 """scripts/flow_experiment.py without training: the committed docs/flow_experiment/table.md is what the report
-rebuilds from the committed runs.jsonl alone, the runs are the 4 models x 3 seeds of one setting, and the README's
-reading of it holds in those numbers (means over the seeds)."""
+rebuilds from the committed runs.jsonl alone, the runs are the 4 models x 3 seeds of one setting, and the reading
+of it in docs/results/flow-prior.md holds in those numbers (means over the seeds)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The Beta-Sigma paper's two qualitative claims, on short seeded runs (the README's 2-epoch tables are the
-full-size version, made by scripts/rd_tables.py):
+"""The Beta-Sigma paper's two qualitative claims, on short seeded runs (the 2-epoch tables of
+docs/results/rd_tables.md are the full-size version, made by scripts/rd_tables.py):
 
 1. at beta = 1 an optimal per-image decoder variance (bs_vae) reconstructs much more sharply (lower test MSE)
    than a constant sigma = 1 (vae), whose Gaussian term is too weak against the KL and blurs;

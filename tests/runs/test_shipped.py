@@ -85,10 +85,10 @@ LT = "mnistlt100_"
 
 
 def test_readme_claims_about_the_shipped_long_tailed_runs():
-    """The README's MNIST-LT (rho = 100) findings, as recorded by the shipped runs (2000 steps, seed 0): the plain
-    Gaussian vae almost never draws the rare digits 5, 6, 7, 9 (3.3% of its samples; they are 6.5% of the training
-    set and 40% of the test set), t3vae draws them much more often (18.6%), and the class-conditional models with
-    equal-weight sampling are asked for every digit equally often and deliver most of them (cgvae: every digit's
+    """The MNIST-LT (rho = 100) findings of docs/results/t3vae.md, as recorded by the shipped runs (2000 steps, seed 0):
+    the plain Gaussian vae almost never draws the rare digits 5, 6, 7, 9 (3.3% of its samples; they are 6.5% of the
+    training set and 40% of the test set), t3vae draws them much more often (18.6%), and the class-conditional models
+    with equal-weight sampling are asked for every digit equally often and deliver most of them (cgvae: every digit's
     recall >= 0.6; ct3vae: the rarest digit, 9, only about half the time), with ct3vae's samples closer to the test
     images in classifier-FID. nu hardly matters at n = 784 (nu + n degrees of freedom)."""
     rare = [5, 6, 7, 9]
@@ -106,10 +106,10 @@ def test_readme_claims_about_the_shipped_long_tailed_runs():
 
 
 def test_readme_claims_about_the_shipped_conditional_runs():
-    """The README's finding, as recorded by the shipped runs (5 epochs, seed 0): the fixed-variance cvae keeps
-    little information in z (rate ~4 nats) and its samples follow the class asked for (every digit recognised,
-    recall >= 0.8); sigma_cvae's learned variance makes reconstruction so valuable that z carries ~55 nats,
-    the digit's identity included, and the decoder ignores the class (no digit reaches recall 0.5)."""
+    """The finding of docs/results/beta-sigma-vae.md, as recorded by the shipped runs (5 epochs, seed 0): the
+    fixed-variance cvae keeps little information in z (rate ~4 nats) and its samples follow the class asked for (every
+    digit recognised, recall >= 0.8); sigma_cvae's learned variance makes reconstruction so valuable that z carries ~55
+    nats, the digit's identity included, and the decoder ignores the class (no digit reaches recall 0.5)."""
     cvae, scvae = _metrics("cvae"), _metrics("sigma_cvae")
     assert cvae["mode_coverage"] == 1.0 and min(cvae["per_class_recall"]) >= 0.8 and cvae["rate"] < 10
     assert scvae["mode_coverage"] == 0.0 and max(scvae["per_class_recall"]) < 0.5 and scvae["rate"] > 40
@@ -130,9 +130,9 @@ def test_a_swapped_encoder_head_fails_the_check(mnist):
 
 
 def test_readme_claims_about_the_shipped_morpho_runs():
-    """The README's morpho-mnist table (seed 0): with N(0, I) sigma_cvae's samples get a third of the attributes
-    wrong while flow_cvae gets 99% right, also on the held-out cells; cvae's code is nearly empty (rate < 3 nats)
-    and its samples are blurrier (classifier-FID above 50 against the flow's 13)."""
+    """The morpho-mnist table of docs/results/flow-prior.md (seed 0): with N(0, I) sigma_cvae's samples get a third of
+    the attributes wrong while flow_cvae gets 99% right, also on the held-out cells; cvae's code is nearly empty
+    (rate < 3 nats) and its samples are blurrier (classifier-FID above 50 against the flow's 13)."""
     m = {n: json.loads((REPO / "checkpoints" / f"morpho_{n}" / "metrics.json").read_text())
          for n in ("cvae", "sigma_cvae", "flow_cvae", "flow_cvae_2stage")}
     assert m["sigma_cvae"]["attr_accuracy"] < 0.7 and m["flow_cvae"]["attr_accuracy"] > 0.99
@@ -162,10 +162,10 @@ def test_shipped_sequence_run_reproduces_its_recorded_metrics(name):
 
 
 def test_readme_claims_about_the_shipped_sequence_runs():
-    """The README's findings, as the shipped runs record them: the discrete latent learned the four strategies (one
-    each, every latent value decodes to its strategy for more than 85% of inputs, NMI > 0.85), the decoder given z
-    needs about a quarter of the base model's nats, and the router matches the true mixture closely; the continuous
-    latent (m = 2, read through k-means) is informative too but clearly less clean."""
+    """The findings of docs/results/sequence-cvae.md, as the shipped runs record them: the discrete latent learned the
+    four strategies (one each, every latent value decodes to its strategy for more than 85% of inputs, NMI > 0.85), the
+    decoder given z needs about a quarter of the base model's nats, and the router matches the true mixture closely; the
+    continuous latent (m = 2, read through k-means) is informative too but clearly less clean."""
     d = json.loads((SEQ / "discrete" / "metrics.json").read_text())
     c = json.loads((SEQ / "continuous" / "metrics.json").read_text())
     base = json.loads((SEQ / "base" / "base_info.json").read_text())
