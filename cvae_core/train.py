@@ -26,6 +26,8 @@ import torch
 from cvae_core.data import Dataset
 from cvae_core.errors import ConfigError
 
+DEVICES = ("auto", "cpu", "cuda")  # "auto": CUDA when present
+
 
 @dataclass
 class TrainConfig:
@@ -42,14 +44,15 @@ class TrainConfig:
         cvae_core.errors.ConfigError: steps must be >= 1 (got 0)
     """
 
-    epochs: float = 2.0  # passes over the training set (ignored when steps is set)
-    steps: int | None = None  # exact number of optimiser steps; overrides epochs
-    batch_size: int = 128
-    lr: float = 1e-3
-    seed: int = 0  # seeds batch order and the reparameterisation noise
-    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
-    log_every: int = 50  # steps between metric snapshots (one host sync each)
-    grad_clip: float | None = None  # max gradient norm, None = off
+    epochs: float = field(default=2.0, metadata={"help": "passes over the training set (ignored when steps is set)"})
+    steps: int | None = field(default=None, metadata={"help": "exact number of optimiser steps; overrides epochs"})
+    batch_size: int = field(default=128, metadata={"help": "training items (images) per optimiser step"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam's learning rate"})
+    seed: int = field(default=0, metadata={"help": "seeds batch order and the reparameterisation noise"})
+    device: str = field(default="auto", metadata={"help": '"auto" (CUDA when present), "cpu" or "cuda"',
+                                                  "choices": DEVICES})
+    log_every: int = field(default=50, metadata={"help": "steps between metric snapshots (one host sync each)"})
+    grad_clip: float | None = field(default=None, metadata={"help": "max gradient norm, None = off"})
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -60,7 +63,7 @@ class TrainConfig:
             raise ConfigError(f"batch size must be >= 1 (got {self.batch_size})")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"learning rate must be a finite number > 0 (got {self.lr})")
-        if self.device not in ("auto", "cpu", "cuda"):
+        if self.device not in DEVICES:
             raise ConfigError(f"device must be auto, cpu or cuda (got {self.device!r})")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device cuda was asked for but no CUDA GPU is available (use --device auto or cpu)")

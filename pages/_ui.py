@@ -1,20 +1,17 @@
-"""Streamlit helpers shared by the pages: paths, cached loaders, image grids, plotly charts, config widgets and
-the training-job plumbing. No maths here: models, metrics and training all live in ``cvae_core``.
+"""Streamlit helpers shared by the pages: paths, cached loaders, image grids, plotly charts and the training-job
+plumbing (the config widgets are in ``_widgets``). No maths here: models, metrics and training all live in
+``cvae_core``.
 
 The leading underscore keeps this module out of any page list.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import inspect
 import os
 import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,8 +26,6 @@ from cvae_core.errors import LabError
 from cvae_core.eval.attributes import example_conditions
 from cvae_core.eval.certificate import LiveCertificate
 from cvae_core.jobs import TrainingJob
-from cvae_core.models.base import ModelConfig
-from cvae_core.registry import MODELS
 from cvae_core.runs import catalog
 from cvae_core.runs.folder import load_run, read_run_info
 from cvae_core.runs.setup import TICK_IMAGES, build_run
@@ -231,63 +226,6 @@ def runs_section(paths: list[Path], per_row: int = 6) -> None:
                     st.warning(str(e))
                     continue
                 st.image(grid, caption=f"{p.name}: samples", width="stretch")
-
-
-# ------------------------------------------------------------------ config widgets
-@functools.cache
-def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> its trailing comment in the dataclass source (the config's own documentation)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            src = inspect.getsource(klass)
-        except (OSError, TypeError):
-            continue
-        for m in re.finditer(r"^\s+(\w+)\s*:[^=\n]+=[^#\n]*#\s*(.+)$", src, re.M):
-            docs[m[1]] = m[2].strip()
-    return docs
-
-
-def _choices(doc: str, default: Any) -> list[str] | None:
-    """A str field whose comment quotes its allowed values, e.g. '"conv" (...) or "mlp"', becomes a select."""
-    opts = re.findall(r'"([^"]+)"', doc)
-    return opts if isinstance(default, str) and default in opts and len(opts) >= 2 else None
-
-
-# fixed by the data set or by the page's own widgets (class-conditional models take their condition from the labels)
-SET_BY_PAGE = {"image_shape", "num_classes", "latent_dim", "beta", "condition", "cond_dim"}
-NETWORK = ("arch", "hidden")
-
-
-def field_widget(model: str, f: dataclasses.Field, doc: str) -> Any:
-    """One widget per config field, chosen from the field's default type (bool, int, float or str)."""
-    key, default = f"{model}.{f.name}", f.default
-    kw = {"key": key, "help": doc or None, "bind": "query-params"}
-    if isinstance(default, bool):
-        return st.checkbox(f.name, value=default, **kw)
-    if isinstance(default, int):
-        return int(st.number_input(f.name, value=default, step=1, **kw))
-    if isinstance(default, float):
-        return float(st.number_input(f.name, value=default, step=0.1, format="%g", **kw))
-    if isinstance(default, str):
-        opts = _choices(doc, default)
-        if opts:
-            return st.selectbox(f.name, opts, index=opts.index(default), **kw)
-        return st.text_input(f.name, value=default, **kw)
-    return default
-
-
-def model_option_widgets(model: str) -> dict[str, Any]:
-    """Widgets for the model's own config fields (e.g. vae: likelihood, sigma) and an expander for the network."""
-    cls: type[ModelConfig] = MODELS[model].config_cls
-    docs = field_docs(cls)
-    fields = [f for f in dataclasses.fields(cls) if f.name not in SET_BY_PAGE]
-    opts = {f.name: field_widget(model, f, docs.get(f.name, "")) for f in fields if f.name not in NETWORK}
-    with st.expander("Network"):
-        opts.update({f.name: field_widget(model, f, docs.get(f.name, "")) for f in fields if f.name in NETWORK})
-    return opts
 
 
 # ------------------------------------------------------------------ training jobs

@@ -5,7 +5,7 @@ import streamlit as st
 from cvae_core.data import DATASETS
 from cvae_core.errors import LabError
 from cvae_core.registry import MODELS, image_model_names
-from pages import _ui
+from pages import _ui, _widgets
 
 _ui.leave_legacy_pages_mode()
 
@@ -35,7 +35,7 @@ with setup_col, st.container(border=True):
     lr = c1.select_slider("Learning rate", _ui.LRS, value=1e-3, key="lr", format_func="{:g}".format, **URL)
     batch_size = c2.select_slider("Batch size", _ui.BATCH_SIZES, value=128, key="batch_size", **URL)
     seed = st.number_input("Seed", 0, 1_000_000, 0, key="seed", **URL)
-    options = _ui.model_option_widgets(model)
+    options = _widgets.model_option_widgets(model)
     setup = {"dataset": dataset, "rho": rho, "model": model, "beta": float(beta), "latent_dim": int(latent_dim),
              "steps": int(steps), "lr": float(lr), "batch_size": int(batch_size), "seed": int(seed)}
     if st.button("Start", key="start", type="primary", icon=":material/play_arrow:", width="stretch",

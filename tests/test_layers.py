@@ -17,7 +17,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "cvae_core"
 
 LAYERS = [
-    ["errors", "io"],
+    ["errors", "io", "fields"],
     ["data", "data.celeba", "data.dataset", "data.local", "data.longtail", "data.mnist", "data.morpho",
      "data.strategies"],
     ["nets", "distributions", "witness", "sequence.lm"],

@@ -22,7 +22,7 @@ import abc
 import dataclasses
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -32,18 +32,20 @@ from cvae_core.data import to_float
 from cvae_core.errors import ConfigError
 
 CONDITIONS = ("class", "attributes")
+ARCHS = ("conv", "mlp")  # the bodies of cvae_core.nets
 
 
 @dataclass
 class ModelConfig:
-    """Fields every model config has (families add their own, each defaulted and commented)."""
+    """Fields every model config has (families add their own). Each field is defaulted and documented in its
+    metadata (``cvae_core.fields``: "help", and "choices" for a str field with a fixed set of values)."""
 
-    image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W) of the data set
-    num_classes: int = 10  # K; used by conditional models and for per-class plots
-    latent_dim: int = 16  # m
-    arch: str = "conv"  # "conv" (28/32/64 px) or "mlp"
-    hidden: int = 256  # width of the feature layer between body and heads
-    beta: float = 1.0  # weight of the KL (rate) term
+    image_shape: tuple[int, int, int] = field(default=(1, 28, 28), metadata={"help": "(C, H, W) of the data set"})
+    num_classes: int = field(default=10, metadata={"help": "K; used by conditional models and for per-class plots"})
+    latent_dim: int = field(default=16, metadata={"help": "m"})
+    arch: str = field(default="conv", metadata={"help": '"conv" (28/32/64 px) or "mlp"', "choices": ARCHS})
+    hidden: int = field(default=256, metadata={"help": "width of the feature layer between body and heads"})
+    beta: float = field(default=1.0, metadata={"help": "weight of the KL (rate) term"})
 
     def __post_init__(self) -> None:
         _check_field_types(self)
@@ -55,7 +57,7 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1 and an integer (got {getattr(self, name)!r})")
         if not (self.beta >= 0 and math.isfinite(self.beta)):
             raise ValueError(f"beta must be a finite number >= 0 (got {self.beta})")
-        if self.arch not in ("conv", "mlp"):
+        if self.arch not in ARCHS:
             raise ValueError(f"arch must be 'conv' or 'mlp' (got {self.arch!r})")
 
 
@@ -63,8 +65,10 @@ class ModelConfig:
 class ConditionFields:
     """Mixin of conditional configs: what the encoder and decoder see besides x and z."""
 
-    condition: str = "class"  # "class" (one-hot of num_classes) or "attributes" (cond_dim values in [0, 1])
-    cond_dim: int = 0  # size of the condition vector; 0 = from the data (num_classes for "class")
+    condition: str = field(default="class", metadata={
+        "help": '"class" (one-hot of num_classes) or "attributes" (cond_dim values in [0, 1])', "choices": CONDITIONS})
+    cond_dim: int = field(default=0, metadata={
+        "help": 'size of the condition vector; 0 = from the data (num_classes for "class")'})
 
     def _check_condition(self) -> None:
         if self.condition not in CONDITIONS:

@@ -14,12 +14,12 @@ lives in ``cvae_core.eval.certificate``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from cvae_core.models.base import Phase
-from cvae_core.models.gaussian import VAE, VAEConfig
+from cvae_core.models.gaussian import LIKELIHOODS, VAE, VAEConfig
 from cvae_core.witness import (
     TEACHER_TENSORS,
     CertificateConfig,
@@ -38,14 +38,17 @@ from cvae_core.witness import (
 class RSTVAEConfig(VAEConfig):
     """vae with the witness loss; beta is alpha_KL, the KL weight (collapse stress: 2, 4, 8)."""
 
-    likelihood: str = "bernoulli"  # "gaussian" (fixed sigma) or "bernoulli" (the paper's binarised MNIST)
-    lambda_ts: float = 1.0  # weight of the witness loss LTS
-    pca_dim: int = 50  # teacher: PCA components of the training pixels
-    teacher_k: int = 10  # teacher: mixture components = witness directions (needs latent_dim >= K - 1)
-    teacher_eps: float = 0.05  # teacher: label smoothing
-    witness_gain: float = 5.0  # witness gain beta_w
-    teacher_seed: int = 0  # teacher: the mixture's initialisation
-    prefit_fraction: float = 0.0  # share of the steps that first fit only the encoder to the witness (rst_prefit)
+    likelihood: str = field(default="bernoulli", metadata={
+        "help": '"gaussian" (fixed sigma) or "bernoulli" (the paper\'s binarised MNIST)', "choices": LIKELIHOODS})
+    lambda_ts: float = field(default=1.0, metadata={"help": "weight of the witness loss LTS"})
+    pca_dim: int = field(default=50, metadata={"help": "teacher: PCA components of the training pixels"})
+    teacher_k: int = field(default=10, metadata={
+        "help": "teacher: mixture components = witness directions (needs latent_dim >= K - 1)"})
+    teacher_eps: float = field(default=0.05, metadata={"help": "teacher: label smoothing"})
+    witness_gain: float = field(default=5.0, metadata={"help": "witness gain beta_w"})
+    teacher_seed: int = field(default=0, metadata={"help": "teacher: the mixture's initialisation"})
+    prefit_fraction: float = field(default=0.0, metadata={
+        "help": "share of the steps that first fit only the encoder to the witness (rst_prefit)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -63,7 +66,8 @@ class RSTVAEConfig(VAEConfig):
 
 @dataclass
 class RSTPrefitConfig(RSTVAEConfig):
-    prefit_fraction: float = 0.1  # share of the steps that first fit only the encoder to the witness
+    prefit_fraction: float = field(default=0.1, metadata={
+        "help": "share of the steps that first fit only the encoder to the witness"})
 
 
 class RSTVAE(VAE):

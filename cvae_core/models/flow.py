@@ -22,7 +22,7 @@ distribution in the process; the models here build theirs with ``validate_args=F
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -41,10 +41,13 @@ from cvae_core.models.gaussian import SigmaCVAE, SigmaCVAEConfig, kl_std_normal_
 class FlowCVAEConfig(SigmaCVAEConfig):
     """sigma_cvae with a conditional RealNVP prior p(z|y)."""
 
-    flow_transforms: int = 4  # affine coupling layers of the RealNVP (>= 1)
-    flow_hidden: int = 64  # width of the two hidden layers of each coupling network and of the prior encoder
-    two_stage: bool = False  # True: train as sigma_cvae with N(0, I), then fit the flow to the encoder means
-    prior_fraction: float = 0.25  # two-stage: share of the training steps spent fitting the prior
+    flow_transforms: int = field(default=4, metadata={"help": "affine coupling layers of the RealNVP (>= 1)"})
+    flow_hidden: int = field(default=64, metadata={
+        "help": "width of the two hidden layers of each coupling network and of the prior encoder"})
+    two_stage: bool = field(default=False, metadata={
+        "help": "True: train as sigma_cvae with N(0, I), then fit the flow to the encoder means"})
+    prior_fraction: float = field(default=0.25, metadata={
+        "help": "two-stage: share of the training steps spent fitting the prior"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

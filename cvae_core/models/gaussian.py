@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -68,14 +68,18 @@ def kl_std_normal_per_dim(mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Te
 
 
 # ------------------------------------------------------------------ configs
+LIKELIHOODS = ("gaussian", "bernoulli")  # the decoders of VAEConfig.likelihood
+
+
 @dataclass
 class VAEConfig(ModelConfig):
-    likelihood: str = "gaussian"  # "gaussian" (fixed sigma) or "bernoulli" (binarised-MNIST style)
-    sigma: float = 1.0  # fixed decoder standard deviation for likelihood="gaussian"
+    likelihood: str = field(default="gaussian", metadata={
+        "help": '"gaussian" (fixed sigma) or "bernoulli" (binarised-MNIST style)', "choices": LIKELIHOODS})
+    sigma: float = field(default=1.0, metadata={"help": 'fixed decoder standard deviation for likelihood="gaussian"'})
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.likelihood not in ("gaussian", "bernoulli"):
+        if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"vae likelihood must be 'gaussian' or 'bernoulli' (got {self.likelihood!r})")
         if not self.sigma > 0:
             raise ValueError(f"decoder sigma must be > 0 (got {self.sigma})")

@@ -17,7 +17,7 @@ proper marginal likelihood of the model that generates the samples.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -43,9 +43,11 @@ from cvae_core.models.gaussian import CVAE, GaussianVAE, VAEConfig, gaussian_nll
 class CentreFields:
     """Mixin of models with one learnable latent centre per class."""
 
-    centre_separation: float = 4.0  # initial pairwise distance of the class centres (a regular simplex), in units of
-    #                                 the prior's sampling scale (tau for Student-t, 1 for Gaussian)
-    class_balanced: bool = False  # True: every term is the mean per class, then over the classes in the batch
+    centre_separation: float = field(default=4.0, metadata={
+        "help": "initial pairwise distance of the class centres (a regular simplex), in units of the prior's sampling "
+                "scale (tau for Student-t, 1 for Gaussian)"})
+    class_balanced: bool = field(default=False, metadata={
+        "help": "True: every term is the mean per class, then over the classes in the batch"})
 
     def _check_centres(self) -> None:
         self._check_condition()
@@ -55,11 +57,18 @@ class CentreFields:
             raise ValueError(f"centre_separation must be >= 0 (got {self.centre_separation})")
 
 
+# class centres need the class: ConditionFields.condition, narrowed (a redeclared field keeps its place in the order)
+CLASS_ONLY = {"help": '"class" (one-hot of num_classes): one centre per class, so no "attributes"',
+              "choices": ("class",)}
+
+
 @dataclass
 class T3VAEConfig(ModelConfig):
-    nu: float = 10.0  # Student-t degrees of freedom, > 2 (small = heavy tails; nu -> infinity is the Gaussian VAE)
-    sigma: float = 1.0  # decoder scale (every official run uses 1)
-    tau: float = 0.0  # sampling scale; 0 = the theoretical tau = sqrt(nu/(nu+n) * tt2) (SPEC section 3)
+    nu: float = field(default=10.0, metadata={
+        "help": "Student-t degrees of freedom, > 2 (small = heavy tails; nu -> infinity is the Gaussian VAE)"})
+    sigma: float = field(default=1.0, metadata={"help": "decoder scale (every official run uses 1)"})
+    tau: float = field(default=0.0, metadata={
+        "help": "sampling scale; 0 = the theoretical tau = sqrt(nu/(nu+n) * tt2) (SPEC section 3)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,6 +83,8 @@ class T3VAEConfig(ModelConfig):
 class CT3VAEConfig(T3VAEConfig, ConditionFields, CentreFields):
     """t3vae with a learnable centre per class, equal-weight mixture sampling."""
 
+    condition: str = field(default="class", metadata=CLASS_ONLY)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_centres()
@@ -82,6 +93,8 @@ class CT3VAEConfig(T3VAEConfig, ConditionFields, CentreFields):
 @dataclass
 class CGVAEConfig(VAEConfig, ConditionFields, CentreFields):
     """Conditional Gaussian VAE with per-class priors N(mu_y, I)."""
+
+    condition: str = field(default="class", metadata=CLASS_ONLY)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -19,7 +19,7 @@ LoRA-adapted (``peft``) or fully trained.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -28,25 +28,30 @@ from cvae_core.data.strategies import Vocab
 from cvae_core.errors import ConfigError
 from cvae_core.sequence.lm import answer_nll, batch
 
-MODES = ("frozen", "lora", "full")
+MODES = ("frozen", "lora", "full")  # how a part uses the base LM
+LATENTS = ("discrete", "continuous")
 
 
 @dataclass
 class SeqCVAEConfig:
-    latent: str = "discrete"  # "discrete" (K values) or "continuous" (latent_dim Gaussian dimensions)
-    K: int = 4  # discrete latent values
-    latent_dim: int = 4  # continuous latent size
-    # beta weighs KL(q(z|x,y) || p(z|x)); below 1 an informative z beats an ignored one (docs/results/sequence-cvae.md)
-    beta: float = 0.5
-    router: str = "lora"  # backbone of the router: frozen, lora or full
-    decoder: str = "lora"  # backbone of the decoder
-    inference: str = "lora"  # backbone of the inference network
-    lora_r: int = 8
-    lora_alpha: float = 16.0
-    z_init: float = 1.0  # the latent embeddings start at the empty slot's plus this times the token-embedding std
+    latent: str = field(default="discrete", metadata={
+        "help": '"discrete" (K values) or "continuous" (latent_dim Gaussian dimensions)', "choices": LATENTS})
+    K: int = field(default=4, metadata={"help": "discrete latent values"})
+    latent_dim: int = field(default=4, metadata={"help": "continuous latent size"})
+    beta: float = field(default=0.5, metadata={
+        "help": "weight of KL(q(z|x,y) || p(z|x)); below 1 an informative z beats an ignored one (docs/results/sequence-cvae.md)"})
+    router: str = field(default="lora", metadata={"help": "backbone of the router: frozen, lora or full",
+                                                  "choices": MODES})
+    decoder: str = field(default="lora", metadata={"help": "backbone of the decoder", "choices": MODES})
+    inference: str = field(default="lora", metadata={"help": "backbone of the inference network", "choices": MODES})
+    lora_r: int = field(default=8, metadata={"help": "rank of the LoRA adapters (parts in lora mode)"})
+    lora_alpha: float = field(default=16.0, metadata={
+        "help": "LoRA scaling alpha: the adapters' update is scaled by lora_alpha / lora_r"})
+    z_init: float = field(default=1.0, metadata={
+        "help": "the latent embeddings start at the empty slot's plus this times the token-embedding std"})
 
     def __post_init__(self) -> None:
-        if self.latent not in ("discrete", "continuous"):
+        if self.latent not in LATENTS:
             raise ConfigError(f"latent must be discrete or continuous (got {self.latent!r})")
         if self.K < 2 or self.latent_dim < 1:
             raise ConfigError(f"need K >= 2 and latent_dim >= 1 (got K={self.K}, latent_dim={self.latent_dim})")
