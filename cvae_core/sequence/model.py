@@ -39,7 +39,8 @@ class SeqCVAEConfig:
     K: int = field(default=4, metadata={"help": "discrete latent values"})
     latent_dim: int = field(default=4, metadata={"help": "continuous latent size"})
     beta: float = field(default=0.5, metadata={
-        "help": "weight of KL(q(z|x,y) || p(z|x)); below 1 an informative z beats an ignored one (docs/results/sequence-cvae.md)"})
+        "help": "weight of KL(q(z|x,y) || p(z|x)); below 1 an informative z beats an ignored one "
+                "(docs/results/sequence-cvae.md)"})
     router: str = field(default="lora", metadata={"help": "backbone of the router: frozen, lora or full",
                                                   "choices": MODES})
     decoder: str = field(default="lora", metadata={"help": "backbone of the decoder", "choices": MODES})
