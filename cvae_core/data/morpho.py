@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from cvae_core.data.dataset import Dataset
 from cvae_core.data.mnist import default_data_root, load_mnist_arrays
@@ -388,8 +389,6 @@ def build_morpho(root: str | Path | None = None, seed: int = 0, verbose: bool = 
     total = sum(len(arrays[s][0]) for s in ("train", "test"))
     bar = None
     if verbose and progress is None:
-        from tqdm import tqdm
-
         bar = tqdm(total=total, unit="img", desc="rendering morpho-mnist", file=sys.stderr, dynamic_ncols=True)
     out, offset = {}, 0
     for split in ("train", "test"):

@@ -20,13 +20,16 @@ import torch
 
 from cvae_core.data import morpho
 from cvae_core.errors import ConfigError, DataError
+from cvae_core.eval.classifier import load_classifier
+from cvae_core.eval.likelihood import encoder_means, evaluate, train_sigma
+from cvae_core.eval.projection import pca_2d
+from cvae_core.eval.samples import frechet_distance_of_features
+from cvae_core.registry import MODELS, make_config
 
 
 def condition_fields(model_name: str, data, overrides: dict | None = None) -> dict[str, Any]:
     """Fields set by the data set: image_shape and num_classes always; for a conditional model on a data set with
     attribute vectors, condition="attributes" and cond_dim = their width unless `overrides` chose a condition."""
-    from cvae_core.registry import MODELS
-
     out: dict[str, Any] = {"image_shape": data.image_shape, "num_classes": data.num_classes}
     fields = {f.name for f in dataclasses.fields(MODELS[model_name].config_cls)}
     attrs = data.extras_train.get("attributes")
@@ -40,8 +43,6 @@ def condition_fields(model_name: str, data, overrides: dict | None = None) -> di
 
 
 def _accepts(model_name: str, fields: dict) -> bool:
-    from cvae_core.registry import make_config
-
     try:
         make_config(model_name, **fields)
     except ConfigError:
@@ -205,9 +206,6 @@ def attribute_metrics(model, data, *, n_per_cell: int = 16, seed: int = 0, tau: 
                            progress=lambda f, t: report(0.6 * f, t))
     imgs, digits = out.pop("images"), out.pop("digits")
     report(0.7, "classifier features of samples and test images")
-    from cvae_core.eval.classifier import load_classifier
-    from cvae_core.eval.samples import frechet_distance_of_features
-
     clf = classifier if classifier is not None else load_classifier(device="cpu")
     ink = lambda x: x.float().amax(1, keepdim=True) / (255.0 if x.dtype == torch.uint8 else 1.0)  # noqa: E731
     f_fake, p_fake = clf.features_and_predictions(ink(imgs))
@@ -234,8 +232,6 @@ def likelihood_by_kind(model, data, *, seed: int = 0, train_sigma_value: float |
     that models compare fairly) of the test images in common, rare and held-out cells: ``<kind>_neg_elbo``. The
     held-out cells' images are combinations the model never saw in training. The training value is computed once
     (or taken from `train_sigma_value`), not once per kind."""
-    from cvae_core.eval.likelihood import evaluate, train_sigma
-
     digits, combos = image_cells(data)
     kind = cell_kinds()[digits, combos]
     cond, train_y = data.y_for(model, "test"), data.y_for(model, "train")
@@ -257,9 +253,6 @@ def likelihood_by_kind(model, data, *, seed: int = 0, train_sigma_value: float |
 def latent_pca(model, data, n_fit: int = 2000):
     """PCA (``projection.pca_2d``) fitted on the encoder means of the first `n_fit` test images, each encoded with
     its own condition: the plane on which ``prior_picture`` draws."""
-    from cvae_core.eval.likelihood import encoder_means
-    from cvae_core.eval.projection import pca_2d
-
     means = encoder_means(model, data.x_test[:n_fit], data.y_for(model, "test")[:n_fit])
     return pca_2d(means.numpy())[1]
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from cvae_core.errors import LabError
+from cvae_core.eval.classifier import load_classifier
 
 Progress = Callable[[float, str], None] | None
 
@@ -280,8 +281,6 @@ def generative_metrics(model: Any, x_test_u8: torch.Tensor, y_test: torch.Tensor
         return out
     clf = None
     if use_classifier:
-        from cvae_core.eval.classifier import load_classifier
-
         clf = classifier if classifier is not None else load_classifier(device=device)
     # classifier work is ~1% of the Inception work per image; weight the progress bar accordingly
     w_cls = 1.0 if n_fid == 0 else n_gen / (n_gen + 100.0 * 2 * n_fid)

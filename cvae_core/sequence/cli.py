@@ -6,7 +6,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from cvae_core.errors import ConfigError
+from cvae_core.registry import make_config
+from cvae_core.runs.folder import check_run_destination
+from cvae_core.sequence.lm import BaseLMConfig
+from cvae_core.sequence.metrics import sequence_metrics
+from cvae_core.sequence.model import SeqCVAEConfig
+from cvae_core.sequence.runs import load_base, load_seq_run, save_base, splits, task_from, train_and_save, train_base
+from cvae_core.train import resolve_device
 
 SEQ_DEFAULTS = {"steps": 1200, "batch_size": 32, "lr": 3e-3}
 METRIC_KEYS = ("nmi", "controllability", "router_tv", "recon_ratio", "inter_latent_jsd", "token_accuracy",
@@ -21,8 +30,6 @@ def add_task_args(s) -> None:
 
 
 def _task(a, info: dict | None = None):
-    from cvae_core.sequence.runs import task_from
-
     d = dict((info or {}).get("task") or {})
     if getattr(a, "strategies", None):
         d["strategies"] = tuple(s.strip() for s in a.strategies.split(",") if s.strip())
@@ -32,8 +39,6 @@ def _task(a, info: dict | None = None):
 
 
 def _bar(total: int, unit: str):
-    from tqdm import tqdm
-
     bar = tqdm(total=total, file=sys.stderr, unit=unit, dynamic_ncols=True)
 
     def progress(frac: float, text: str) -> None:
@@ -46,11 +51,6 @@ def _bar(total: int, unit: str):
 
 
 def cmd_train_base(a) -> int:
-    from cvae_core.runs.folder import check_run_destination
-    from cvae_core.sequence.lm import BaseLMConfig
-    from cvae_core.sequence.runs import save_base, train_base
-    from cvae_core.train import resolve_device
-
     task = _task(a)
     check_run_destination(a.out)  # before training, so a bad --out never costs a run
     cfg = BaseLMConfig(n_embd=a.width, n_layer=a.layers, n_head=a.heads, n_positions=2 * task.max_len + 12)
@@ -67,11 +67,6 @@ def cmd_train_base(a) -> int:
 def cmd_train_seq(a) -> dict:
     """Train, measure and save a sequence CVAE (``train_and_save`` checks --out before training); returns its metrics
     (``__main__`` prints them)."""
-    from cvae_core.registry import make_config
-    from cvae_core.sequence.model import SeqCVAEConfig
-    from cvae_core.sequence.runs import load_base, train_and_save
-    from cvae_core.train import resolve_device
-
     if a.dataset not in (None, "strategies"):
         raise ConfigError(f"seq_cvae trains on the strategies task, not {a.dataset!r} (leave --dataset out)")
     if a.epochs is not None:
@@ -104,10 +99,6 @@ def cmd_train_seq(a) -> dict:
 
 def cmd_evaluate_seq(a) -> dict:
     """The metrics of a sequence run folder (``__main__`` prints them)."""
-    from cvae_core.sequence.metrics import sequence_metrics
-    from cvae_core.sequence.runs import load_seq_run, splits
-    from cvae_core.train import resolve_device
-
     model, base, info = load_seq_run(a.run, device=resolve_device(a.device))
     task = info["task_obj"]
     _, test = splits(task, info.get("data"))

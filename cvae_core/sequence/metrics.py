@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cvae_core.sequence.lm import nats_per_answer, sample_answers
+from cvae_core.sequence.lm import batch, nats_per_answer, sample_answers
 
 
 @torch.no_grad()
@@ -102,8 +102,6 @@ def decoder_next_token(model, xs: list[str], ys: list[str], zvec: torch.Tensor
     """With the slot vector zvec (width,) (or one per pair, (B, width)), teacher-forced on y: the log-probabilities
     of the next token at every position (B, L-1, V), the mask of positions whose next token is an answer token
     (B, L-1), and those next tokens."""
-    from cvae_core.sequence.lm import batch
-
     seqs = [model.vocab.encode(x, y) for x, y in zip(xs, ys, strict=True)]
     ids, attn, ans = (t.to(model.router_head.weight.device) for t in batch(seqs, model.vocab))
     emb = model.slot_embeds(ids, zvec.expand(len(seqs), -1))
