@@ -20,8 +20,9 @@ SHIPPED_BASE = Path(__file__).resolve().parents[1] / "checkpoints" / "strategies
 
 
 def _image_job(data, steps=10**6, **kw) -> jobs.TrainingJob:
+    """log_every=1: the snapshot's step is the true step whenever the job is parked."""
     model = build_model("vae", seed=0, arch="mlp", hidden=16, latent_dim=2)
-    return jobs.TrainingJob(model, data, TrainConfig(steps=steps, batch_size=16, log_every=2), n_preview=4,
+    return jobs.TrainingJob(model, data, TrainConfig(steps=steps, batch_size=16, log_every=1), n_preview=4,
                             au_images=32, **kw)
 
 

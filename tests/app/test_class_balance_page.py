@@ -246,7 +246,7 @@ def test_train_another_nu_in_the_background(stand_ins, lab_dirs):
     assert not at.exception and not at.error, texts(at.error)
     job = at.session_state["nu_job"]
     try:
-        assert job.train.steps == 60 and job.nu == 7.5
+        assert job.config.steps == 60 and job.nu == 7.5
         t0 = time.monotonic()
         while "nu_job" in at.session_state and time.monotonic() - t0 < 240:
             job.join(1.0)
