@@ -19,7 +19,7 @@ from _apptest import texts
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # the pages import cvae_core and pages._ui from the repository root
+if str(REPO) not in sys.path:  # the pages import cvae_core and pages._* from the repository root
     sys.path.insert(0, str(REPO))
 
 from cvae_core.data import DATASETS  # noqa: E402
@@ -183,7 +183,7 @@ def test_train_save_and_load_a_real_short_run(train_page, lab_dirs):
 def test_conditional_model_previews_a_row_per_class_with_a_class_picker(train_page):
     """cvae on the Train page: the sample grid is one row of 8 per class (10 rows), the class picker narrows it to
     the picked rows, and the rows are the model's own samples of those classes."""
-    from pages._ui import class_rows, image_grid
+    from pages._images import class_rows, image_grid
 
     at = train_page
     at.selectbox(key="model").select("cvae").run()
@@ -357,7 +357,7 @@ def test_save_refuses_an_existing_name_unless_overwrite_is_ticked(train_page, la
 
 
 def test_suggested_name_tells_runs_apart(train_page, lab_dirs):
-    from pages._ui import RUN_NAME, suggested_run_name
+    from pages._jobs import RUN_NAME, suggested_run_name
 
     setup = {"model": "bs_vae", "dataset": "mnist", "rho": None, "beta": 1.0, "latent_dim": 16, "steps": 400,
              "lr": 1e-3, "batch_size": 128, "seed": 0}
@@ -398,7 +398,7 @@ class FakeJob:
 
 
 def test_stop_orphans_only_stops_long_unseen_running_jobs():
-    from pages import _ui
+    from pages import _jobs
 
     now = time.monotonic()
     jobs = {"seen a minute ago": (FakeJob(), now - 60),  # e.g. a teacher on the Home page, a throttled tab
@@ -406,11 +406,11 @@ def test_stop_orphans_only_stops_long_unseen_running_jobs():
             "unseen 11 min": (FakeJob(), now - 11 * 60),
             "unseen 11 min, paused": (FakeJob(paused=True), now - 11 * 60),
             "finished": (FakeJob(alive=False), now - 11 * 60)}
-    board = _ui._job_board()
+    board = _jobs._job_board()
     try:
         for job, seen in jobs.values():
             board[id(job)] = [job, seen]
-        _ui._stop_orphans(now=now)
+        _jobs._stop_orphans(now=now)
         assert {k for k, (job, _) in jobs.items() if job.stopped} == {"unseen 11 min"}
         assert id(jobs["finished"][0]) not in board and id(jobs["unseen 11 min, paused"][0]) in board
     finally:
@@ -419,14 +419,14 @@ def test_stop_orphans_only_stops_long_unseen_running_jobs():
 
 
 def test_another_sessions_start_leaves_a_recently_seen_job_running(train_page):
-    from pages import _ui
+    from pages import _jobs
 
     teacher = train_page
     teacher.number_input(key="steps").set_value(100_000).run()
     teacher.button(key="start").click().run()
     job = teacher.session_state["job"]
     # the teacher went to the Home page 5 minutes ago (or their tab is in the background and does not refresh)
-    _ui._job_board()[id(job)][1] = time.monotonic() - 300
+    _jobs._job_board()[id(job)][1] = time.monotonic() - 300
     student = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
     try:
         student.number_input(key="steps").set_value(100_000).run()
@@ -439,11 +439,11 @@ def test_another_sessions_start_leaves_a_recently_seen_job_running(train_page):
         stop_job_of(student)
     # any page of the app (here Home, through app.py) marks the session's job as seen
     home = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    _ui._job_board()[id(job)][1] = time.monotonic() - 300
+    _jobs._job_board()[id(job)][1] = time.monotonic() - 300
     home.session_state["job"] = job
     home.run()
     assert not home.exception and [t.value for t in home.title] == ["Interactive VAE lab"]
-    assert time.monotonic() - _ui._job_board()[id(job)][1] < 30
+    assert time.monotonic() - _jobs._job_board()[id(job)][1] < 30
 
 
 def stop_job_of(at: AppTest) -> None:
