@@ -49,7 +49,7 @@ def restore_run(refs: dict[str, RunRef], sweep: dict[float, RunRef], default: Ru
         return
     want = _url.param("run", "run", default.label, choices=_runs.url_choices(refs), level="error")
     nu = _url.param("nu", "float", refs[want].nu if refs[want].nu in sweep else None, choices=list(sweep))
-    if nu in sweep and (refs[want].nu in sweep or "run" not in st.query_params):
+    if nu in sweep and (refs[want].nu in sweep or "run" not in _url.given()):
         want = sweep[nu].label
     st.session_state["run"] = want
 

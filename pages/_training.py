@@ -35,8 +35,8 @@ def setup_widgets() -> dict:
     if dataset.endswith("-lt"):  # a long-tailed set: mnist-lt, svhn-lt, cifar100-lt
         R("rho", "float", 10.0, lo=1.0, hi=100.0)
         rho = st.slider("Imbalance ρ (largest / smallest class)", 1.0, 100.0, step=1.0, format="%.0f", key="rho")
-    elif _url.fresh() and "rho" in st.query_params:
-        st.warning(_url.unused_message("rho", st.query_params["rho"], "is used with a long-tailed data set only"),
+    elif _url.fresh() and "rho" in _url.given():
+        st.warning(_url.unused_message("rho", _url.given()["rho"], "is used with a long-tailed data set only"),
                    icon=":material/link_off:")
     names = image_model_names()  # seq_cvae trains on the Strategies page
     R("model", "choice", "bs_vae" if "bs_vae" in names else names[0], choices=names)
@@ -65,8 +65,7 @@ def option_widgets(model: str) -> dict:
     """``_ui.model_option_widgets``, and on the first run of a page view one line for each ``<model>.<option>`` URL
     value that the widget did not take as given (Streamlit drops what it cannot read) or that the model refuses."""
     prefix = f"{model}."
-    given = {k[len(prefix):]: st.query_params[k] for k in st.query_params if k.startswith(prefix)} \
-        if _url.fresh() else {}
+    given = {k[len(prefix):]: v for k, v in _url.given(prefix).items()} if _url.fresh() else {}
     options = _ui.model_option_widgets(model)
     defaults = {f.name: f.default for f in dataclasses.fields(MODELS[model].config_cls)}
     for name, raw in given.items():

@@ -46,11 +46,14 @@ class Checked(NamedTuple):
 
 
 def shorten(text: str, limit: int = SHOWN) -> str:
-    """`text` quoted for a message: repr'd, cut to `limit` characters with its length, markdown escaped."""
-    s = repr(text if len(text) <= limit else text[: limit - 8] + "…")
-    if len(text) > limit:
-        s += f" ({len(text):,} characters)"
-    return _MARKDOWN.sub(r"\\\1", s)
+    """`text` quoted for a message: repr'd (so control characters show as escapes), cut to about `limit` characters
+    with its length when longer, markdown escaped."""
+    if len(repr(text)) <= limit + 2:
+        return _MARKDOWN.sub(r"\\\1", repr(text))
+    n = min(len(text), limit - 8)
+    while n and len(repr(text[:n])) > limit - 6:  # escapes such as \U0001dab0 count as what they show
+        n -= 1
+    return _MARKDOWN.sub(r"\\\1", repr(text[:n] + "…")) + f" ({len(text):,} characters)"
 
 
 def show(value: Any) -> str:
@@ -246,6 +249,12 @@ def _drop(key: str) -> None:
 def fresh() -> bool:
     """Whether this run is the first of a page view (see ``start``)."""
     return bool(_st().session_state.get(FRESH, True))
+
+
+def given(prefix: str = "") -> dict[str, str]:
+    """The URL's parameters as given (the last value of each), those whose names start with `prefix`."""
+    qp = _st().query_params
+    return {k: qp[k] for k in qp if k.startswith(prefix)}
 
 
 def _raw(key: str, many: bool) -> str | list[str] | None:
