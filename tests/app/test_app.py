@@ -451,3 +451,77 @@ def stop_job_of(at: AppTest) -> None:
     if job is not None and job.alive:
         job.stop()
         job.join(10)
+
+
+# ------------------------------------------------------------------ URL state (pages/_url.py)
+def open_url(path: str, query: dict) -> AppTest:
+    at = AppTest.from_file(path, default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    return at.run()
+
+
+def test_home_page_names_url_parameters_it_does_not_use():
+    at = open_url(HOME, {"run": "../../etc", "junk": "x" * 10_000})
+    assert not at.exception and not at.error
+    w = texts(at.warning)
+    assert "URL parameter 'run' is not used on this page; ignored (its value: '../../etc')" in w
+    assert "URL parameter 'junk' is not used on this page; ignored" in w and "(10,000 characters)" in w
+    assert dict(at.query_params) == {}  # dropped from the URL: Home has no view state
+    again = open_url(HOME, dict(at.query_params))
+    assert not again.exception and not again.warning and [t.value for t in again.title] == ["Interactive VAE lab"]
+
+
+def test_train_page_bad_url_values_are_named_with_the_value_used():
+    at = open_url(TRAIN, {"beta": "-1", "latent_dim": "1e999", "seed": "abc", "steps": "9" * 3000, "lr": "nan",
+                          "dataset": "../../etc", "rho": "5", "model": "vae", "vae.sigma": "nan", "vae.arch": "cnn"})
+    assert not at.exception and not at.error, texts(at.error)
+    w = texts(at.warning)
+    for line in ("URL parameter beta: '-1' is not one of 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2 and 5 more; using 1 "
+                 "instead.",
+                 "URL parameter latent_dim: '1e999' is not a whole number; using 16 instead.",
+                 "URL parameter seed: 'abc' is not a whole number; using 0 instead.",
+                 "(3,000 characters) is too long to be a number; using 400 instead.",
+                 "URL parameter lr: 'nan' is not a number; using 0.001 instead.",
+                 "URL parameter dataset: '../../etc' is not one of mnist, mnist-binary",
+                 "URL parameter 'rho' is used with a long-tailed data set only; ignored (its value: '5')",
+                 "URL parameter vae.sigma: 'nan' is not a valid value; using 1 (the default) instead.",
+                 "URL parameter vae.arch: 'cnn' is not a valid value; using conv (the default) instead."):
+        assert line in w, line
+    assert at.selectbox(key="model").value == "vae" and at.select_slider(key="beta").value == 1.0
+    assert at.number_input(key="latent_dim").value == 16 and at.number_input(key="vae.sigma").value == 1.0
+    assert dict(at.query_params) == {"dataset": "mnist", "model": "vae", "beta": "1", "latent_dim": "16",
+                                     "steps": "400", "lr": "0.001", "batch_size": "128", "seed": "0"}
+    at = open_url(TRAIN, {"model": "t3vae", "t3vae.tau": "-1", "t3vae.nu": "2"})  # read, but the model refuses them
+    assert not at.exception
+    assert "URL parameter t3vae.tau: '-1' is not allowed (bad option for model 't3vae'\\: tau must be \\>= 0" in \
+        texts(at.warning) and "URL parameter t3vae.nu: '2' is not allowed" in texts(at.warning)
+
+
+def test_train_page_url_round_trips():
+    query = {"dataset": "mnist-lt", "rho": "20", "model": "vae", "beta": "10", "latent_dim": "8", "steps": "50",
+             "lr": "0.002", "batch_size": "64", "seed": "3", "vae.likelihood": "bernoulli"}
+    at = open_url(TRAIN, query)
+    assert not at.exception and not at.warning and not at.error
+    assert dict(at.query_params) == query
+    again = open_url(TRAIN, dict(at.query_params))  # the page's own URL, in a new session
+    assert not again.exception and not again.warning and dict(again.query_params) == query
+    for a in (at, again):
+        assert (a.selectbox(key="dataset").value, a.slider(key="rho").value, a.selectbox(key="model").value) == \
+            ("mnist-lt", 20.0, "vae")
+        assert (a.select_slider(key="beta").value, a.number_input(key="latent_dim").value,
+                a.number_input(key="steps").value, a.select_slider(key="lr").value,
+                a.select_slider(key="batch_size").value, a.number_input(key="seed").value) == \
+            (10.0, 8, 50, 0.002, 64, 3)
+        assert a.selectbox(key="vae.likelihood").value == "bernoulli"
+    at.select_slider(key="beta").set_value(0.1).run()  # a change goes to the URL
+    assert at.query_params["beta"] == "0.1" and not at.warning
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError, reason="_ui.field_widget still binds the model options with "
+                   "bind='query-params', and Streamlit 1.67 raises OverflowError for an infinite integer in the URL; "
+                   "fixed when the config widgets (being moved to pages/_widgets.py) take their values from _url")
+def test_train_page_an_infinite_integer_option_in_the_url_is_a_warning():
+    at = open_url(TRAIN, {"model": "vae", "vae.hidden": "1e999"})
+    if at.exception:
+        raise OverflowError(at.exception[0].value)
+    assert "URL parameter vae.hidden" in texts(at.warning)
