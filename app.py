@@ -5,8 +5,9 @@ Only navigation and the shared sidebar live here; each page is a script in pages
 
 import streamlit as st
 
+from pages._jobs import mark_session_job_seen
 from pages._maps import start_umap_warmup
-from pages._ui import device_label, mark_session_job_seen
+from pages._ui import device_label
 
 st.set_page_config(page_title="Interactive VAE lab", page_icon=":material/science:", layout="wide")
 
@@ -25,6 +26,6 @@ with st.sidebar:
     st.caption("An open-source lab for training small variational autoencoders live and seeing what "
                "β, the decoder variance and the latent size do.")
 
-mark_session_job_seen()  # any page open in this tab keeps its training job (see pages/_ui.py ORPHAN_AGE)
+mark_session_job_seen()  # any page open in this tab keeps its training job (see pages/_jobs.py ORPHAN_AGE)
 start_umap_warmup()  # UMAP's numba compile, once per server, in a background thread (Latent map page)
 page.run()

@@ -95,10 +95,10 @@ def main(repeats: int = 5) -> str:
 
     from cvae_core.eval import balance
     from cvae_core.eval.classifier import load_classifier
+    from cvae_core.runs.catalog import shipped_root
     from cvae_core.runs.folder import load_run
-    from pages import _ui
 
-    root = _ui.checkpoints_root()
+    root = shipped_root()
     if not (root / MAIN).is_dir() or not (root / OTHER).is_dir():
         return f"**Class balance**: skipped, the shipped runs {root}/{MAIN} and {OTHER} are not there yet.\n"
     clf = load_classifier()

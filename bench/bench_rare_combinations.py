@@ -82,10 +82,10 @@ def main(repeats: int = 3) -> str:
 
     from cvae_core.data import load_dataset
     from cvae_core.eval import attributes as A
+    from cvae_core.runs.catalog import shipped_root
     from cvae_core.runs.folder import load_run
-    from pages import _ui
 
-    root = _ui.checkpoints_root()
+    root = shipped_root()
     if not all((root / r).is_dir() for r in RUNS):
         return f"**Rare combinations**: skipped, the shipped runs {', '.join(RUNS)} are not all in {root}.\n"
     data = load_dataset("morpho-mnist")

@@ -388,6 +388,13 @@ class JobBoard:
             if owner in self._jobs:
                 self._jobs[owner][1] = time.monotonic() if now is None else now
 
+    def touch_job(self, job: Job, now: float | None = None) -> None:
+        """Mark whichever owner holds `job` as shown by a page (a no-op for a job this board does not hold)."""
+        with self._lock:
+            for entry in self._jobs.values():
+                if entry[0] is job:
+                    entry[1] = time.monotonic() if now is None else now
+
     def release(self, owner: Hashable, timeout: float = 10.0) -> None:
         """Stop the owner's job (bounded wait) and forget it."""
         with self._lock:

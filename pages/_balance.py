@@ -1,6 +1,6 @@
-"""Streamlit helpers for the Class balance page: the run list (cached by folder modification times), page state in
-the URL, cached samples and counts per (run, tau, weighting, seed), the sample grid, the shares chart, the run
-line and the background nu training panel. The maths lives in ``cvae_core.balance``.
+"""Streamlit helpers for the Class balance page: the run a link picks, cached samples and counts per (run, tau,
+weighting, seed), the sample grid, the shares chart, the run line and the background nu training panel. The maths
+lives in ``cvae_core.eval.balance``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from cvae_core.eval import balance
 from cvae_core.eval.classifier import load_classifier
 from cvae_core.runs import catalog
 from cvae_core.runs.catalog import RunEntry as RunRef
-from cvae_core.runs.folder import list_runs
-from pages import _maps, _ui
+from pages import _jobs, _maps, _runs, _url
 
 N_SAMPLES = 1000  # samples per run behind the bars (one class share's standard error is about 1 point)
 PER_ROW = 12  # samples shown per class row
@@ -30,48 +29,29 @@ WEIGHTINGS = {"equal": "equal weights (1/K)", "frequency": "training frequencies
 TRAIN_COLOR, MAIN_COLOR, OTHER_COLOR = "#94A3B8", "#4F46E5", "#F97316"
 
 
-# ------------------------------------------------------------------ runs
-@st.cache_data(show_spinner=False, max_entries=8)
-def _find(roots: tuple[str, ...], signature: tuple) -> tuple[list[RunRef], list[str]]:
-    return catalog.list_runs(roots, dataset="mnist-lt")
+URL_KEYS = ("rho", "run", "cmp", "tau", "weighting", "seed", "nu")
 
 
-def find_runs() -> tuple[list[RunRef], list[str]]:
-    """mnist-lt runs (shipped and saved) and one-line problems; re-read only when a run folder changes."""
-    roots = (str(_ui.checkpoints_root()), str(_ui.runs_root()))
-    return _find(roots, catalog.signature(roots))
-
-
+# ------------------------------------------------------------------ runs and page state
 def load(ref: RunRef):
     """(model, info, data) of a run, cached; raises LabError with one line."""
-    return _maps.load_source(ref.path)
+    return _runs.load_source(ref.path)
 
 
-def run_key(ref: RunRef) -> str:
-    return catalog.run_key(ref.path)
-
-
-# ------------------------------------------------------------------ page state in the URL
-def restore(key: str, value) -> None:
-    """Give a widget its first value of the page view (from the URL, else `value`), before it is drawn."""
-    if key not in st.session_state:
-        st.session_state[key] = value
-
-
-def reset(*keys: str) -> None:
-    """A widget callback: forget these keys (state and URL), so they start again at their defaults."""
-    for k in keys:
-        st.session_state.pop(k, None)
-        st.query_params.pop(k, None)
-
-
-url_value = _ui.url_value
-
-
-def url_choice(key: str, options, default):
-    """The URL's value for `key` when it is one of `options`, else `default`."""
-    value = url_value(key, str, None)
-    return value if value in options else default
+def restore_run(refs: dict[str, RunRef], sweep: dict[float, RunRef], default: RunRef) -> None:
+    """Give the Run box its value before it is drawn: a ν run just trained here; else, on the first run of a page
+    view (or after ρ changed), the link's run= (a run that is not here is an error line) or, when the link names no
+    run or a run of the sweep, the sweep's run at its nu= (a hand-edited nu= wins over the run it came with)."""
+    if st.session_state.get("pending_run") in refs:  # a nu run just trained and saved: select it
+        st.session_state["run"] = st.session_state.pop("pending_run")
+        return
+    if not _url.fresh() and st.session_state.get("run") in refs:
+        return
+    want = _url.param("run", "run", default.label, choices=_runs.url_choices(refs), level="error")
+    nu = _url.param("nu", "float", refs[want].nu if refs[want].nu in sweep else None, choices=list(sweep))
+    if nu in sweep and (refs[want].nu in sweep or "run" not in _url.given()):
+        want = sweep[nu].label
+    st.session_state["run"] = want
 
 
 def tau_options(theory: float) -> list[float]:
@@ -133,7 +113,7 @@ def prefetch(shown: list[tuple[RunRef, object]], tau: float, taus: list[float], 
     jobs = []
     for t, w in wanted:
         for ref, model in shown:
-            args = (run_key(ref), scaled_tau(t, theory, model), view_weighting(model, w), seed, N_SAMPLES, names)
+            args = (ref.key, scaled_tau(t, theory, model), view_weighting(model, w), seed, N_SAMPLES, names)
             jobs.append((args, lambda args=args, model=model: _view(*args, model)))
     prefetcher().want(jobs)
 
@@ -239,13 +219,9 @@ def nu_training_form(sweep: dict[float, RunRef], ref: RunRef | None) -> None:
     st.caption(f"Trains a ct3vae with the settings of {base.label} but this ν, in the background, and saves it to "
                "the runs folder; it then joins the ν slider.")
     if st.button(f"Train ν = {nu:g}", key="nu_train", type="primary", icon=":material/play_arrow:"):
-        old = st.session_state.get("nu_job")
-        if old is not None and old.alive:
-            old.stop()
-        name = catalog.nu_run_name(base.rho, float(nu), int(steps), {p.name for p in list_runs(_ui.runs_root())})
-        try:
-            st.session_state["nu_job"] = jobs.nu_training(info, float(nu), int(steps), data,
-                                                          _ui.runs_root() / name).start()
+        name = catalog.nu_run_name(base.rho, float(nu), int(steps), catalog.taken_names())
+        try:  # the board stops this session's previous nu job and starts this one
+            _jobs.submit("nu", jobs.nu_training(info, float(nu), int(steps), data, catalog.saved_root() / name))
         except LabError as e:
             st.error(str(e))
         st.session_state.pop("nu_message", None)
@@ -284,7 +260,7 @@ def half_width_map(key: str, n: int, _coords, _labels, names: tuple[str, ...], _
 def map_column(ref: RunRef, model, data, train: np.ndarray, side: int, n: int = 2000) -> None:
     """PCA of the encoder means of n test images coloured by class, the model's overlays (prior samples, class
     centres) on top, and the share of the prior mass nearest to the head and the tail classes."""
-    key = run_key(ref)
+    key = ref.key
     n = min(n, len(data.x_test))
     lat = _maps.latents(key, n, model, data)
     coords, over2d = _maps.project(key, n, "PCA", lat)

@@ -10,7 +10,6 @@ import streamlit as st
 
 from cvae_core.errors import LabError
 from cvae_core.eval.certificate import inspect
-from cvae_core.runs import catalog
 from cvae_core.witness import config_of, teacher_source
 from pages import _maps
 
@@ -28,9 +27,8 @@ def load(choice: str, options: dict, job, refresh: bool) -> tuple:
         model, step = _maps.live_model(job, refresh)
         return (model, job.data, f"live-{_maps.job_token(job)}@{step}", job.snapshot()["records"], f"step {step:,}",
                 None)
-    model, info, data = _maps.load_source(options[choice])
-    path = options[choice]
-    return (model, data, catalog.run_key(path), (info.get("history") or {}).get("records", []), None,
+    model, info, data, key = _maps.load_option(options[choice])
+    return (model, data, key, (info.get("history") or {}).get("records", []), None,
             (info.get("metrics") or {}).get("teacher"))
 
 

@@ -1,5 +1,6 @@
-"""Streamlit helpers for the Latent map page: the UMAP warm-up thread, cached latents / projections / allocation
-shares keyed by (run, step), and the plotly figures. The maths lives in ``cvae_core.eval.projection``.
+"""Streamlit helpers for the Latent map page: the UMAP warm-up thread, the runs to pick (with the live training
+job), cached latents / projections / allocation shares keyed by (run, step), and the plotly figures. The maths lives
+in ``cvae_core.eval.projection``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -17,16 +17,15 @@ import streamlit as st
 import torch
 
 from cvae_core.data import Dataset
-from cvae_core.errors import CheckpointError, DataError
 from cvae_core.eval.likelihood import encoder_means
 from cvae_core.eval.projection import allocation_shares, pca_2d, umap_2d, warm_up_umap
 from cvae_core.runs import catalog
-from cvae_core.runs.folder import list_runs
-from pages import _ui
+from pages import _runs
 
 LIVE = "live: the run on the Train page"
 N_PRIOR = 2000  # prior draws for the allocation shares (one share's standard error is below 0.7 points)
 N_OVERLAY = 500  # of which this many are drawn on the map
+N_IMAGES = [1000, 2000, 5000, 10000]  # test images the map can encode
 CLASS_COLORS = ["#1F77B4", "#FF7F0E", "#2CA02C", "#D62728", "#9467BD",  # d3's category10: ten distinct hues
                 "#8C564B", "#E377C2", "#7F7F7F", "#BCBD22", "#17BECF"]
 PRIOR_COLOR, DATA_COLOR = "#4F46E5", "#94A3B8"
@@ -76,36 +75,21 @@ def job_token(job) -> str:
     return _tokens[job]
 
 
-def run_options(job) -> dict[str, Path | None]:
-    """The runs a page can pick: shipped runs by name, saved runs as "saved: <name>", and the run training on the
-    Train page (LIVE -> None) when this session has one."""
-    options: dict[str, Path | None] = {p.name: p for p in list_runs(_ui.checkpoints_root())}
-    options |= {f"saved: {p.name}": p for p in list_runs(_ui.runs_root())}
+def run_options(job) -> dict[str, object]:
+    """The runs a page can pick, label -> run: every image run of the catalog (shipped ones by name, saved ones as
+    "saved: NAME"), folders it could not read (picking one says why), and the run training on the Train page
+    (LIVE -> None) when this session has one."""
+    options: dict[str, object] = {r.label: r for r in _runs.runs()[0]}
+    options |= {u.label: u for u in _runs.unreadable() if u.label not in options}
     if job is not None:
         options[LIVE] = None
     return options
 
 
-def run_dataset(info: dict) -> Dataset:
-    """The data set a run was trained on, as its folder's config.json names it (mnist when it names none)."""
-    ds = info.get("dataset") or {}
-    name = ds.get("name") or "mnist"
-    if name.endswith("-lt"):
-        return _ui.get_dataset(name, rho=float(ds.get("rho", 10.0)), seed=int(ds.get("seed", 0)))
-    return _ui.get_dataset(name)  # the defaults share the Train page's cached copy
-
-
-def load_source(path: Path):
-    """(model, info, data) of a run folder; raises CheckpointError/DataError with one line."""
-    try:
-        model, info = _ui.get_run(str(path), catalog.run_key(path))
-    except OSError as e:
-        raise CheckpointError(f"cannot read the run in {path}: {e.strerror or e}") from None
-    data = run_dataset(info)
-    if tuple(model.config.image_shape) != tuple(data.image_shape):
-        raise DataError(f"{path.name} expects images of shape {tuple(model.config.image_shape)}, but its data set "
-                        f"{data.name} has {tuple(data.image_shape)}")
-    return model, info, data
+def load_option(option) -> tuple:
+    """(model, info, data, cache key) of a picked run folder; raises LabError with one line."""
+    model, info, data = _runs.load_source(option.path)
+    return model, info, data, catalog.run_key(option.path)
 
 
 def live_model(job, refresh: bool) -> tuple:

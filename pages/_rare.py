@@ -5,19 +5,15 @@ measurements per (run, condition), the training heat map and the prior picture. 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
 from cvae_core import jobs
 from cvae_core.data import morpho
-from cvae_core.errors import LabError
 from cvae_core.eval import attributes as A
-from cvae_core.runs import catalog
-from cvae_core.runs.folder import list_runs, read_run_info
-from pages import _maps, _ui
+from cvae_core.runs.catalog import RunEntry
+from pages import _images, _runs, _url
 
 N_SAMPLES = 16  # samples per model and condition (a 4 x 4 grid); their measured accuracy is shown beside them
 N_PRIOR = 300  # prior draws in the picture of p(z|y)
@@ -35,46 +31,39 @@ KIND_TEXT = {"common": "a common combination",
 COLORS = {"prior": "#F97316", "standard": "#94A3B8", "images": "#4F46E5"}
 
 
-def label(info: dict) -> str:
-    """What a run is called on the page: its model, '(two-stage)' for a two-stage flow, and its folder."""
-    two = " (two-stage)" if info["config"].get("two_stage") else ""
-    return f"{info['model']}{two}"
+URL_KEYS = ("digit", *SLIDERS, "run", "seed")
+PRESET = {"digit": 4, "thick": 1.0, "slant": 0.0, "red": 1.0, "large": 0.0}  # held out: never in training
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def _find(roots: tuple[str, ...], signature: tuple) -> tuple[dict[str, tuple[str, str]], list[str]]:
-    runs, problems = [], []
-    for root, prefix in zip(roots, ("", "runs/"), strict=True):
-        for p in list_runs(root):
-            try:
-                info = read_run_info(p)
-            except LabError as e:
-                problems.append(str(e))
-                continue
-            if (info.get("dataset") or {}).get("name") == "morpho-mnist" and \
-                    info["config"].get("condition") == "attributes":
-                runs.append((prefix + p.name, str(p), f"{label(info)} · {prefix + p.name}"))
+def label(run: RunEntry) -> str:
+    """What a run is called on the page: its model, and '(two-stage)' for a two-stage flow."""
+    return f"{run.model}{' (two-stage)' if run.two_stage else ''}"
+
+
+def find_runs() -> tuple[dict[str, RunEntry], list[str]]:
+    """run id -> run of every morpho-mnist run conditioned on attributes, shipped ones first in the page's order,
+    and one-line problems. The id (the URL's `run=`) is the folder name for shipped runs and runs/NAME for saved
+    ones, so a link works on any installation."""
+    runs, problems = _runs.runs(dataset="morpho-mnist", condition="attributes")
     order = {n: i for i, n in enumerate(SHIPPED_ORDER)}
-    runs.sort(key=lambda r: (order.get(r[0], len(order)), r[2]))
-    return {rid: (path, lab) for rid, path, lab in runs}, problems
+    runs = sorted(runs, key=lambda r: (order.get(r.id, len(order)), f"{label(r)} · {r.id}"))
+    return {r.id: r for r in runs}, problems
 
 
-def find_runs() -> tuple[dict[str, tuple[str, str]], list[str]]:
-    """run id -> (path, label) of every morpho-mnist run conditioned on attributes, shipped ones first in the page's
-    order. The id (the URL's `run=`) is the folder name for shipped runs and runs/NAME for saved ones, so a link
-    works on any installation."""
-    roots = (str(_ui.checkpoints_root()), str(_ui.runs_root()))
-    sig = catalog.signature(roots)
-    return _find(roots, sig)
+def restore_view(runs: dict[str, RunEntry]) -> None:
+    """The condition asked for, the runs shown and the seed: from the URL on the first run of a page view (out of
+    range values clamped, a run that is not here an error line), then the widgets' own."""
+    _url.restore("digit", "int", PRESET["digit"], lo=0, hi=9)
+    for a in morpho.ATTRIBUTES:
+        _url.restore(a, "float", PRESET[a], lo=0.0, hi=1.0)
+    _url.restore("shown", "run", list(runs)[:4], choices=list(runs), many=True, url_key="run",
+                 noun="morpho-mnist run", level="error")
+    _url.restore("seed", "int", 0, lo=0, hi=1_000_000)
 
 
-def load(path: str):
+def load(run: RunEntry):
     """(model, info, data), cached; raises LabError with one line."""
-    return _maps.load_source(Path(path))
-
-
-def key(path: str) -> str:
-    return catalog.run_key(path)
+    return _runs.load_source(run.path)
 
 
 # ------------------------------------------------------------------ cached computations, keyed by (run, condition)
@@ -86,7 +75,7 @@ def prefetcher() -> jobs.Prefetcher:
 
 def _cell_view(run_key: str, digit: int, attrs: tuple[float, ...], seed: int, model) -> dict:
     r = A.score_cell(model, digit, list(attrs), N_SAMPLES, seed=seed)
-    return {"grid": _ui.image_grid(r["images"], nrow=4, scale=3), "accuracy": r["accuracy"],
+    return {"grid": _images.image_grid(r["images"], nrow=4, scale=3), "accuracy": r["accuracy"],
             "predicted": r["predicted"]}
 
 

@@ -1,10 +1,8 @@
 """Helpers of the Strategies page: the sequence CVAE runs (shipped, saved, trained here), what the router expects
 for an input, what the decoder writes under each latent value and what the inference network recognises in an
-answer. Training on the page is ``cvae_core.jobs.SeqTrainingJob``."""
+answer; starting and showing a training job (``cvae_core.jobs.SeqTrainingJob``)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -12,41 +10,65 @@ import streamlit as st
 import torch
 
 from cvae_core.data.strategies import STRATEGIES, check_digits
-from cvae_core.errors import ConfigError, DataError
-from cvae_core.runs.folder import list_runs
+from cvae_core.errors import CheckpointError, ConfigError, DataError, LabError
+from cvae_core.jobs import ENDED, SeqTrainingJob
+from cvae_core.runs import catalog
+from cvae_core.runs.catalog import RunEntry
 from cvae_core.sequence.metrics import controlled_answers, router_probs, slot_values, value_probs
 from cvae_core.sequence.model import SeqCVAEConfig
-from cvae_core.sequence.runs import WEIGHTS, load_seq_run
-from pages import _ui
+from cvae_core.sequence.runs import load_seq_run
+from pages import _jobs, _runs
+from pages._jobs import RUN_NAME
 
 SHIPPED = ("discrete", "continuous")
 COLORS = ["#4F46E5", "#F97316", "#0EA5E9", "#16A34A", "#A855F7", "#DC2626", "#64748B", "#14B8A6"]
 STRATEGY_COLORS = dict(zip(STRATEGIES, COLORS, strict=False))  # a strategy has one colour in every run
 
 
-def shipped_root() -> Path:
-    return _ui.checkpoints_root() / "strategies"
-
-
-def saved_root() -> Path:
-    return _ui.runs_root() / "strategies"
-
-
-def run_options() -> dict[str, Path]:
-    """label -> run folder: the shipped runs by name (in SHIPPED's order), saved ones as "saved: NAME"."""
-    shipped = {p.name: p for p in list_runs(shipped_root(), sequence=True)}
-    out = {n: shipped[n] for n in SHIPPED if n in shipped}
-    return out | {f"saved: {p.name}": p for p in list_runs(saved_root(), sequence=True)}
+def run_options() -> dict[str, RunEntry]:
+    """label -> run of every sequence CVAE run in the catalog: the shipped runs first (in SHIPPED's order, then by
+    name), saved ones as "saved: NAME"."""
+    order = {n: i for i, n in enumerate(SHIPPED)}
+    runs = sorted(_runs.runs("sequence")[0], key=lambda r: (not r.shipped, order.get(r.name, len(order)), r.name))
+    return {r.label: r for r in runs}
 
 
 @st.cache_resource(show_spinner="Loading the run ...", max_entries=8)
-def load(path: str, mtime: float):
-    """(model, base, info) of a run folder; `mtime` keys the cache so a re-saved run is reloaded."""
+def load(path: str, key: str):
+    """(model, base, info) of a run folder; `key` (``catalog.run_key``) keys the cache so a re-saved run is
+    reloaded."""
     return load_seq_run(path)
 
 
-def mtime(path: Path) -> float:
-    return (Path(path) / WEIGHTS).stat().st_mtime
+def new_job(name: str, latent: str, size: int, beta: float, steps: int) -> SeqTrainingJob:
+    """Start training a sequence CVAE in the background (through the server's job board, which stops this session's
+    previous one), to be saved as `name` under the saved root; raises LabError with one line for a bad name, a taken
+    name (saved, or being trained by another session), a missing base model or bad settings."""
+    saved, base = catalog.saved_root("sequence"), catalog.shipped_root("sequence") / "base"
+    if not RUN_NAME.fullmatch(name):
+        raise LabError("A run name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.")
+    if (saved / name).exists():
+        raise LabError(f"A run named {name} is already saved in {saved}; pick another name.")
+    if not (base / "config.json").is_file():
+        raise CheckpointError("The shipped base model `checkpoints/strategies/base` is missing; run "
+                        "`bash scripts/train_shipped_strategies.sh` first.")
+    return _jobs.submit("seq", SeqTrainingJob(saved / name, job_config(latent, size, size, beta), steps, base))
+
+
+def job_status(job) -> None:
+    """The training job's progress and, once it ended, its outcome; a full rerun then lists the new run."""
+    snap = job.snapshot()
+    st.progress(snap["fraction"], text=snap["text"])
+    if snap["status"] in ("failed", "diverged"):
+        st.error(snap["message"])
+    elif snap["status"] == "stopped":
+        st.warning("Stopped; nothing was saved.")
+    elif snap["status"] == "saved" and job.metrics:
+        st.success(f"Saved as **saved: {job.out.name}**: NMI {job.metrics['nmi']:.2f}, controllability "
+                   f"{job.metrics['controllability']:.2f}, recon ratio {job.metrics['recon_ratio']:.2f}.")
+    if snap["status"] in ENDED and not getattr(job, "announced", False):
+        job.announced = True  # once: a full rerun lists the new run above and stops the polling
+        st.rerun()
 
 
 def max_input_length(model) -> int:

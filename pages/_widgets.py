@@ -1,5 +1,7 @@
 """Config widgets: one widget per field of a model's config dataclass, built from the field's metadata
-(``cvae_core.fields``: "help" becomes the tooltip, "choices" a select box). Every widget lives in the URL.
+(``cvae_core.fields``: "help" becomes the tooltip, "choices" a select box). Every widget lives in the URL: it starts
+from the URL's ``<model>.<field>`` value, checked by ``_url.restore`` (a bad value is one warning line naming it, never
+an exception), and ``_training.option_widgets`` writes the values back.
 
 The leading underscore keeps this module out of any page list.
 """
@@ -13,6 +15,7 @@ import streamlit as st
 
 from cvae_core.fields import field_choices, field_help
 from cvae_core.registry import MODELS
+from pages import _url
 
 # fixed by the data set or by the page's own widgets (class-conditional models take their condition from the labels)
 SET_BY_PAGE = {"image_shape", "num_classes", "latent_dim", "beta", "condition", "cond_dim"}
@@ -21,20 +24,24 @@ NETWORK = ("arch", "hidden")
 
 def field_widget(model: str, f: dataclasses.Field, help_text: str = "", choices: tuple[str, ...] | None = None) -> Any:
     """One widget per config field, chosen from the field's default type (bool, int, float or str; a str field
-    with `choices` is a select box)."""
+    with `choices` is a select box). Its first value comes from the URL (``_url.restore``)."""
     key, default = f"{model}.{f.name}", f.default
-    kw = {"key": key, "help": help_text or None, "bind": "query-params"}
+    kw = {"key": key, "help": help_text or None}
     if isinstance(default, bool):
-        return st.checkbox(f.name, value=default, **kw)
+        _url.restore(key, "bool", default)
+        return st.checkbox(f.name, **kw)
     if isinstance(default, int):
-        return int(st.number_input(f.name, value=default, step=1, **kw))
+        _url.restore(key, "int", default)
+        return int(st.number_input(f.name, step=1, **kw))
     if isinstance(default, float):
-        return float(st.number_input(f.name, value=default, step=0.1, format="%g", **kw))
+        _url.restore(key, "float", default)
+        return float(st.number_input(f.name, step=0.1, format="%g", **kw))
     if isinstance(default, str):
         if choices:
-            opts = list(choices)
-            return st.selectbox(f.name, opts, index=opts.index(default), **kw)
-        return st.text_input(f.name, value=default, **kw)
+            _url.restore(key, "choice", default, choices=list(choices))
+            return st.selectbox(f.name, list(choices), **kw)
+        _url.restore(key, "text", default)
+        return st.text_input(f.name, **kw)
     return default
 
 

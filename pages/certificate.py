@@ -8,16 +8,16 @@ import streamlit as st
 from cvae_core.errors import LabError
 from cvae_core.runs.folder import model_name_of
 from pages import _cert as C
-from pages import _maps, _ui
+from pages import _charts, _images, _maps, _runs, _ui, _url
 
 _ui.leave_legacy_pages_mode()
-URL = {"bind": "query-params"}  # the two runs and the images live in the URL, so a link reproduces the view
 
 st.title("Collapse certificate")
 st.caption("Does the encoder mean μ(x) depend on the image at all? A fixed teacher sorts images into K = 10 soft "
            "groups T(x); a fixed witness reads K probabilities S(x) off the first K − 1 coordinates of μ(x). The "
            "margin **GT = IT − LTS** compares how well the witness matches the teacher (LTS) with the best any "
            "constant μ could do (IT). **GT > 0 proves μ(x) is not constant.**")
+_url.start("certificate", ("run0", "run1", "images"))  # the two runs and the images: a link reproduces the view
 
 common = {"dataset": "mnist-binary", "beta": "10", "latent_dim": "16", "steps": "1500"}  # the Train page's URL
 rst = urlencode({**common, "model": "rst_vae", "rst_vae.arch": "mlp"})
@@ -32,14 +32,16 @@ if not options:
     st.info("No runs yet: no shipped runs in `checkpoints/` and nothing saved. Train one on the **Train** page (the "
             "certificate curve shows there live) and come back.")
     st.stop()
-names = list(options)
+names, ids = list(options), _runs.url_ids(options)
 sides = []
 columns = st.columns(2, gap="large")
 for side, (col, default) in enumerate(zip(columns, C.DEFAULTS, strict=True)):
     with col:
-        index = names.index(default) if default in names else min(side, len(names) - 1)
-        choice = st.selectbox("Left run" if side == 0 else "Right run", names, index=index, key=f"run{side}",
-                              help="shipped runs, your saved runs, or the run training now on the Train page", **URL)
+        _url.restore(f"run{side}", "run", default if default in names else names[min(side, len(names) - 1)],
+                     choices=_runs.url_choices(options))
+        choice = st.selectbox("Left run" if side == 0 else "Right run", names, key=f"run{side}",
+                              help="shipped runs, your saved runs, or the run training now on the Train page")
+        _url.publish({f"run{side}": ids[choice]})
         refresh = False
         if choice == _maps.LIVE:
             refresh = st.button("Refresh", key=f"refresh{side}", icon=":material/refresh:",
@@ -68,7 +70,7 @@ for side, (col, default) in enumerate(zip(columns, C.DEFAULTS, strict=True)):
             st.warning(p["teacher_warning"])
         if any("GT" in r for r in records):
             st.markdown("**GT over training** (on the first test images, at each log tick)")
-            st.plotly_chart(_ui.certificate_figure(records, height=260), key=f"curve{side}")
+            st.plotly_chart(_charts.certificate_figure(records, height=260), key=f"curve{side}")
         else:
             st.caption("This run's history has no certificate curve (it was trained before the live certificate, "
                        "or with a latent smaller than K − 1).")
@@ -85,8 +87,10 @@ if sides:
                "image near one point; the × marks the best constant code, whose witness gives exactly Tbar.")
     st.subheader("Teacher against witness, image by image")
     n_shown = min(len(p["t"]) for _, p, _ in sides)
-    text = st.text_input("Test images (numbers, comma-separated)", "0, 1, 2, 3", key="images",
-                         help=f"up to 8 of the first {n_shown:,} test images", **URL)
+    _url.restore("images", "text", "0, 1, 2, 3", max_chars=200)
+    text = st.text_input("Test images (numbers, comma-separated)", key="images", max_chars=200,
+                         help=f"up to 8 of the first {n_shown:,} test images")
+    _url.publish({"images": text})
     try:
         picked = C.parse_indices(text, n_shown)
     except LabError as e:
@@ -97,7 +101,7 @@ if sides:
         if j % 2 == 0:
             row = st.columns(2, gap="large")
         img_col, bar_col = row[j % 2].columns([1, 5], vertical_alignment="center")
-        img_col.image(_ui.image_grid(sides[0][2].x_test[i : i + 1].float() / 255, nrow=1, scale=3),
+        img_col.image(_images.image_grid(sides[0][2].x_test[i : i + 1].float() / 255, nrow=1, scale=3),
                       caption=f"#{i}", width=84)
         if same_teacher:
             fig = C.bars_figure(i, sides[0][1]["t"][i], [(name, p["s"][i]) for name, p, _ in sides])

@@ -7,14 +7,15 @@ from cvae_core.errors import LabError
 from cvae_core.eval import balance
 from cvae_core.runs import catalog
 from pages import _balance as B
-from pages import _ui
+from pages import _runs, _ui, _url
 
 _ui.leave_legacy_pages_mode()
 st.title("Class balance")
 st.caption("Trained on MNIST-LT, where the digit 0 has up to ρ times the images of the digit 9, does a model still "
            "draw every digit? Each run draws 1,000 samples and the in-project classifier says which digit each is.")
+_url.start("class_balance", B.URL_KEYS)  # the whole view lives in the URL: a link reproduces it
 
-runs, problems = B.find_runs()
+runs, problems = _runs.runs(dataset="mnist-lt")
 for msg in problems:
     st.error(msg)
 if not runs:
@@ -23,34 +24,26 @@ if not runs:
     st.stop()
 
 rhos = sorted({r.rho for r in runs})
-B.restore("rho", B.snap(B.url_value("rho", float, 100.0), rhos))
+_url.restore("rho", "float", B.snap(100.0, rhos), choices=rhos)
 here = [r for r in runs if r.rho == st.session_state["rho"]]
 refs, sweep = {r.label: r for r in here}, catalog.nu_sweep(here, st.session_state["rho"])
 main0, other0 = catalog.default_pair(here)
-want = B.url_value("run", str, main0.label)
-if want not in refs:
-    st.error(f"No run named {want!r} on MNIST-LT with ρ = {st.session_state['rho']:g}; showing {main0.label}.")
-    want = main0.label
-url_nu = B.url_value("nu", float, None)
-if url_nu in sweep and (refs[want].nu in sweep or "run" not in st.query_params):
-    want = sweep[url_nu].label  # a hand-edited nu= wins over the run it came with
-if st.session_state.get("pending_run") in refs:  # a nu run just trained and saved: select it
-    want = st.session_state["run"] = st.session_state.pop("pending_run")
-B.restore("run", want)
-B.restore("cmp", B.url_choice("cmp", refs, other0.label))
-B.restore("weighting", B.url_choice("weighting", B.WEIGHTINGS, "equal"))
-B.restore("seed", min(max(B.url_value("seed", int, 0), 0), 1_000_000))
+B.restore_run(refs, sweep, main0)
+_url.restore("cmp", "run", other0.label, choices=_runs.url_choices(refs))
+_url.restore("weighting", "choice", "equal", choices=list(B.WEIGHTINGS))
+_url.restore("seed", "int", 0, lo=0, hi=1_000_000)
 
 
 def on_nu() -> None:
     st.session_state["run"] = sweep[st.session_state["nu"]].label
-    B.reset("tau")  # a new run starts at its own theoretical tau
+    _url.reset("tau")  # a new run starts at its own theoretical tau
 
 
 c1, c2, c3, c4 = st.columns([0.7, 1.8, 1.8, 2], vertical_alignment="bottom")
-c1.selectbox("Imbalance ρ", rhos, key="rho", format_func="{:g}".format, on_change=B.reset, args=("run", "cmp", "tau"),
+c1.selectbox("Imbalance ρ", rhos, key="rho", format_func="{:g}".format, on_change=_url.reset,
+             args=("run", "cmp", "tau", "nu"),
              help="largest / smallest class of the MNIST-LT training set; runs trained at this ρ are listed")
-run = c2.selectbox("Run", list(refs), key="run", on_change=B.reset, args=("tau",))
+run = c2.selectbox("Run", list(refs), key="run", on_change=_url.reset, args=("tau",))
 other = c3.selectbox("Compare with", list(refs), key="cmp", help="shown side by side with the run")
 weighting = c4.segmented_control("Class sampling", list(B.WEIGHTINGS), key="weighting", required=True,
                                  format_func=B.WEIGHTINGS.get, help="class-conditional runs draw the class first: "
@@ -62,7 +55,7 @@ except LabError as e:
     st.error(str(e))
     st.stop()
 theory, taus = B.theory_tau(model), B.tau_options(B.theory_tau(model))
-B.restore("tau", B.url_value("tau", float, model.default_tau))
+_url.restore("tau", "float", model.default_tau, lo=0.0, hi=taus[-1])
 st.session_state["tau"] = B.snap(st.session_state["tau"], taus)
 in_sweep = sweep.get(ref.nu) is ref
 if sweep:
@@ -80,8 +73,9 @@ tau = d3.select_slider("τ (how far samples stray from their class centre)", tau
                        format_func=lambda t: f"{t:.3f}" + (" (theory)" if t == taus[B.TAU_STEPS] else ""),
                        help=f"sampling scale: 0 gives each class's mean image; theory τ = {theory:.3f}")
 seed = d4.number_input("Seed", 0, 1_000_000, key="seed")
-st.query_params.from_dict({"rho": f"{st.session_state['rho']:g}", "run": run, "cmp": other, "tau": f"{tau:g}",
-                           "weighting": weighting, "seed": str(seed)} | ({"nu": f"{ref.nu:g}"} if in_sweep else {}))
+ids = _runs.url_ids(refs)
+_url.publish({"rho": st.session_state["rho"], "run": ids[run], "cmp": ids[other], "tau": tau, "weighting": weighting,
+              "seed": seed, "nu": ref.nu if in_sweep else None})
 if "nu_message" in st.session_state:  # shown once, after the job ended
     kind, text = st.session_state.pop("nu_message")
     getattr(st, kind)(text)
@@ -96,7 +90,7 @@ for col, r, color in zip(cols, (ref, refs[other]), (B.MAIN_COLOR, B.OTHER_COLOR)
         try:
             m, i, d = (model, info, data) if r is ref else B.load(r)
             t = B.scaled_tau(tau, theory, m)
-            view = B.sample_view(B.run_key(r), t, B.view_weighting(m, weighting), int(seed), B.N_SAMPLES, names, m)
+            view = B.sample_view(r.key, t, B.view_weighting(m, weighting), int(seed), B.N_SAMPLES, names, m)
         except LabError as e:
             st.error(str(e))
             continue

@@ -3,11 +3,12 @@
 import streamlit as st
 
 from cvae_core.registry import MODELS
-from cvae_core.runs.folder import list_runs
-from pages import _ui
+from cvae_core.runs import catalog
+from pages import _runs, _runtable, _ui, _url
 
 _ui.leave_legacy_pages_mode()
 st.title("Interactive VAE lab")
+_url.start("home")  # the Home page has no view state: a link's parameters are reported as unused
 st.markdown(
     "A **variational autoencoder** (VAE) squeezes each image into a short code *z* and learns to rebuild the "
     "image from it. Training balances two costs, both measured in nats per image:\n"
@@ -20,7 +21,9 @@ st.markdown(
 c1, c2, c3 = st.columns(3)
 c1.metric("Device in use", _ui.device_label())
 c2.metric("Models", len(MODELS), help=", ".join(MODELS))
-c3.metric("Runs saved in this lab", len(list_runs(_ui.runs_root())), help=f"folder: {_ui.runs_root()}")
+runs, problems = _runs.runs()
+saved = [r for r in runs if not r.shipped]
+c3.metric("Runs saved in this lab", len(saved), help=f"folder: {catalog.saved_root()}")
 
 with st.container(border=True):
     st.markdown(
@@ -29,23 +32,24 @@ with st.container(border=True):
         "**Save** a run to list it here. The page address holds the setup, so you can share a link to it."
     )
 
-RUN_SECTIONS = [  # (title, folder, caption, what to say when it is empty)
-    ("Pretrained runs shipped with the lab", _ui.checkpoints_root(),
+RUN_SECTIONS = [  # (title, runs, caption, what to say when it is empty)
+    ("Pretrained runs shipped with the lab", [r for r in runs if r.shipped],
      "Test-set metrics per image. The grids are samples drawn from each model's prior.",
      "No pretrained runs are shipped yet: `checkpoints/` is empty. Train a model on the **Train** page "
      "and save it to see it here."),
-    ("Your saved runs", _ui.runs_root(),
+    ("Your saved runs", saved,
      "Saved from the Train page; test-set metrics per image, samples from each model's prior.",
      "Nothing saved yet. On the **Train** page, press **Save** during or after a run."),
 ]
-for title, root, caption, empty in RUN_SECTIONS:
+for title, listed, caption, empty in RUN_SECTIONS:
     st.header(title)
-    runs = list_runs(root)
-    if runs:
+    if listed:
         st.caption(caption)
-        _ui.runs_section(runs)
+        _runtable.runs_section(listed)
     else:
         st.info(empty)
+for msg in problems:  # a run folder that cannot be read is one line, not a traceback
+    st.warning(msg)
 
 with st.expander("The models in this lab"):
     for name, spec in MODELS.items():

@@ -7,17 +7,16 @@ import streamlit as st
 
 from cvae_core.errors import LabError
 from cvae_core.eval.projection import class_shares
-from cvae_core.runs import catalog
 from cvae_core.runs.folder import model_name_of
-from pages import _maps, _ui
+from pages import _images, _maps, _runs, _ui, _url
 
 _ui.leave_legacy_pages_mode()
-URL = {"bind": "query-params"}  # run, map and image count live in the URL, so a link reproduces the view
 warm = _maps.umap_warmup()  # app.py started it at server start; called here too for a page run on its own
 
 st.title("Latent map")
 st.caption("Where does the encoder put each test image? Every dot is the mean of q(z|x) for one test image, "
            "projected to 2-D and coloured by its class. Click, or drag a lasso or box, to see the images.")
+_url.start("latent_map", ("run", "method", "n"))  # run, map and image count live in the URL: a link reproduces it
 
 job = st.session_state.get("job")
 options = _maps.run_options(job)
@@ -26,14 +25,17 @@ if not options:
             "page and come back: the run that is training appears here.")
     st.stop()
 
+_url.restore("run", "run", next(iter(options)), choices=_runs.url_choices(options))
+_url.restore("method", "choice", "PCA", choices=["PCA", "UMAP"])
+_url.restore("n", "int", 5000, choices=_maps.N_IMAGES)
 c1, c2, c3, c4 = st.columns([2.2, 1, 1.6, 1.3], vertical_alignment="bottom")
-run = c1.selectbox("Run", list(options), key="run", help="shipped runs, your saved runs, or the run training now",
-                   **URL)
-method = c2.segmented_control("Map", ["PCA", "UMAP"], default="PCA", key="method", required=True, **URL)
-n = c3.select_slider("Test images", [1000, 2000, 5000, 10000], value=5000, key="n", **URL)
+run = c1.selectbox("Run", list(options), key="run", help="shipped runs, your saved runs, or the run training now")
+method = c2.segmented_control("Map", ["PCA", "UMAP"], key="method", required=True)
+n = c3.select_slider("Test images", _maps.N_IMAGES, key="n")
 show_overlays = c4.toggle("Show prior samples", value=True, key="overlays",
                           help=f"{_maps.N_OVERLAY:,} draws from the model's prior (and any other points its family "
                                "adds, such as class centres), placed with the same projection")
+_url.publish({"run": _runs.url_ids(options)[run], "method": method, "n": n})
 
 shown = method
 if not warm.ready.is_set():
@@ -66,8 +68,7 @@ try:
                     f"{snap['total_steps']:,} ({snap['status']}). **Refresh** maps the latest weights.")
         data, key = job.data, f"live-{_maps.job_token(job)}@{step}"
     else:
-        model, info, data = _maps.load_source(options[run])
-        key = catalog.run_key(options[run])
+        model, info, data, key = _maps.load_option(options[run])
 except LabError as e:
     st.error(str(e))
     st.stop()
@@ -109,7 +110,7 @@ picked = _maps.selected_indices(event, lat["labels"], K)
 if picked:
     shown_ = picked[:48]
     st.subheader(f"Selected test images ({len(picked):,}" + (", the first 48 shown)" if len(picked) > 48 else ")"))
-    st.image([_ui.image_grid(data.x_test[i : i + 1].float() / 255, nrow=1, scale=2) for i in shown_],
+    st.image([_images.image_grid(data.x_test[i : i + 1].float() / 255, nrow=1, scale=2) for i in shown_],
              caption=[f"#{i} · {names[int(data.y_test[i])]}" for i in shown_], width=60)
 else:
     st.caption("Select points on the map (click, or drag a lasso or box) to see their test images here.")

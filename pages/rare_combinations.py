@@ -2,8 +2,6 @@
 red, small 4) and compare what a CVAE with an N(0, I) prior and one with a learned flow prior p(z|y) draw, measured
 in the pixels; see where the learned prior puts that condition."""
 
-import math
-
 import streamlit as st
 
 from cvae_core.data import morpho
@@ -11,13 +9,14 @@ from cvae_core.data.celeba import celeba_dir
 from cvae_core.errors import LabError
 from cvae_core.eval import attributes as A
 from pages import _rare as R
-from pages import _ui
+from pages import _ui, _url
 
 _ui.leave_legacy_pages_mode()
 st.title("Rare combinations")
 st.caption("morpho-mnist: MNIST digits redrawn thick or thin, slanted left or right, red or blue, large or small. "
            "Some combinations are rare in training (r), some never appear (×). Does a learned prior p(z|y) draw them "
            "better than N(0, I)? Every sample is measured in its pixels, not judged by a network.")
+_url.start("rare_combinations", R.URL_KEYS)  # the whole view lives in the URL: a link reproduces it
 
 runs, problems = R.find_runs()
 for msg in problems:
@@ -26,27 +25,7 @@ if not runs:
     st.error("No morpho-mnist runs found: no shipped `morpho_*` runs in `checkpoints/` and none saved. Train one with "
              "`python -m cvae_core train --model flow_cvae --dataset morpho-mnist --out runs/morpho_flow`.")
     st.stop()
-labels = {rid: lab for rid, (_, lab) in runs.items()}
-paths = {rid: path for rid, (path, _) in runs.items()}
-
-
-def url_float(name: str, default: float) -> float:
-    v = _ui.url_value(name, float, default)
-    return min(max(v, 0.0), 1.0) if math.isfinite(v) else default
-
-
-PRESET = {"digit": 4, "thick": 1.0, "slant": 0.0, "red": 1.0, "large": 0.0}  # held out: never in training
-if "digit" not in st.session_state:
-    st.session_state["digit"] = min(max(_ui.url_value("digit", int, PRESET["digit"]), 0), 9)
-    for a in morpho.ATTRIBUTES:
-        st.session_state[a] = url_float(a, PRESET[a])
-if "shown" not in st.session_state:
-    asked_runs = st.query_params.get_all("run")
-    unknown = [r for r in asked_runs if r not in labels]
-    if unknown:
-        st.error(f"No morpho-mnist run named {', '.join(map(repr, unknown))}; showing the others or the defaults.")
-    st.session_state["shown"] = [r for r in asked_runs if r in labels] or list(labels)[:4]
-    st.session_state["seed"] = min(max(_ui.url_value("seed", int, 0), 0), 1_000_000)
+R.restore_view(runs)
 
 left, right = st.columns([1.5, 1], gap="large")
 with right:
@@ -59,16 +38,15 @@ with right:
                                help="values between 0 and 1 are allowed: the models were trained on 0/1 only, so "
                                     "this asks them to interpolate"))
     asked = tuple(round(float(v), 2) for v in asked)
-    shown = st.multiselect("Runs side by side", list(labels), key="shown", format_func=labels.get,
+    shown = st.multiselect("Runs side by side", list(runs), key="shown",
+                           format_func=lambda rid: f"{R.label(runs[rid])} · {rid}",
                            help="the shipped runs: cvae, sigma_cvae (prior N(0, I)) and flow_cvae end to end and "
                                 "two-stage (a learned prior p(z|y))")
     seed = st.number_input("Seed", 0, 1_000_000, key="seed", help="the noise behind the 16 samples of each run")
-st.query_params.from_dict({"digit": str(digit), **{a: f"{v:g}" for a, v in zip(morpho.ATTRIBUTES, asked,
-                                                                                  strict=True)},
-                           "run": shown, "seed": str(seed)})
+_url.publish({"digit": digit, **dict(zip(morpho.ATTRIBUTES, asked, strict=True)), "run": shown, "seed": seed})
 
 try:
-    first = R.load(paths[shown[0] if shown else next(iter(paths))])
+    first = R.load(runs[shown[0] if shown else next(iter(runs))])
 except LabError as e:
     st.error(str(e))
     st.stop()
@@ -102,15 +80,15 @@ if not shown:
 cols = st.columns(len(shown), gap="medium")
 loaded = []
 for col, rid in zip(cols, shown, strict=True):
-    path = paths[rid]
+    run = runs[rid]
     with col:
         try:
-            model, info, _ = R.load(path)
+            model, info, _ = R.load(run)
         except LabError as e:
             st.error(str(e))
             continue
-        view = R.cell_view(R.key(path), digit, asked, int(seed), model)
-        st.markdown(f"**{R.label(info)}**")
+        view = R.cell_view(run.key, digit, asked, int(seed), model)
+        st.markdown(f"**{R.label(run)}**")
         st.caption(rid)
         st.image(view["grid"], width="stretch")
         acc = view["accuracy"]
@@ -121,9 +99,9 @@ for col, rid in zip(cols, shown, strict=True):
             st.caption(f"over all 160 cells: {metrics['attr_accuracy']:.0%} · rare {metrics['rare_attr_accuracy']:.0%}"
                        f" · held-out {metrics['heldout_attr_accuracy']:.0%} (its evaluation, "
                        f"{metrics.get('attr_samples', 0):,} samples)")
-        loaded.append((path, model, info))
+        loaded.append((run, model, info))
 
-flows = [(p, m, i) for p, m, i in loaded if i["model"] == "flow_cvae"]
+flows = [(r, m, i) for r, m, i in loaded if r.model == "flow_cvae"]
 st.subheader("Where the prior puts this combination")
 if not flows:
     st.info("None of the runs shown has a learned prior: add a flow_cvae run above to see p(z|y).")
@@ -132,11 +110,10 @@ else:
                f"{R.N_PRIOR} draws of the learned p(z|y) for the combination asked; blue: where the encoder puts "
                f"real images of it (up to {R.N_IMAGES}). A CVAE with prior N(0, I) samples the grey cloud for every "
                "combination.")
-    for col, (path, model, info) in zip(st.columns(len(flows)), flows, strict=True):
+    for col, (run, model, _) in zip(st.columns(len(flows)), flows, strict=True):
         with col:
-            pic = R.picture(R.key(path), digit, asked, model, data)
-            st.plotly_chart(R.prior_figure(f"{R.key(path)}:{digit}:{asked}", pic, R.label(info)),
-                            key=f"prior-{path}")
+            pic = R.picture(run.key, digit, asked, model, data)
+            st.plotly_chart(R.prior_figure(f"{run.key}:{digit}:{asked}", pic, R.label(run)), key=f"prior-{run.path}")
             st.caption(f"{pic['n_images']:,} {'training' if pic['images_split'] == 'train' else 'test'} images of "
                        "this cell" + (" (none in training)" if pic["images_split"] == "test" else ""))
 
@@ -163,4 +140,4 @@ with st.expander("What am I looking at?"):
         "- **What it does not show.** A learned prior moves *where* samples come from; if the decoder itself never "
         "learnt a combination, no prior can fix that. The README has the three-seed experiment behind the claim.")
 # draw the conditions one move away in the background: most next moves are cached
-R.prefetch([(R.key(p), m) for p, m, _ in loaded], [(R.key(p), m) for p, m, _ in flows], data, digit, asked, int(seed))
+R.prefetch([(r.key, m) for r, m, _ in loaded], [(r.key, m) for r, m, _ in flows], data, digit, asked, int(seed))

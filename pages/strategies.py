@@ -2,19 +2,15 @@
 expects and what the decoder writes under each latent value (checked by the exact checker); type an answer y and
 see which strategy the inference network recognises; discrete and continuous latents side by side; train here."""
 
-import re
-
 import pandas as pd
 import streamlit as st
 
 from cvae_core.errors import LabError
-from cvae_core.jobs import ENDED, SeqTrainingJob
 from cvae_core.sequence.cli import METRIC_KEYS
+from pages import _runs, _ui, _url
 from pages import _strat as S
-from pages import _ui
 
 _ui.leave_legacy_pages_mode()
-URL = {"bind": "query-params"}
 
 st.title("Strategies")
 st.caption("A toy language task: x is a string of digits, and the answer y is x transformed by one of four hidden "
@@ -23,33 +19,41 @@ st.caption("A toy language task: x is a string of digits, and the answer y is x 
            "sequence CVAE adds a latent z: a **router** p(z|x) guesses the strategy from x, a **decoder** p(y|x,z) "
            "writes the answer for a given z, and an **inference network** q(z|x,y) recognises the strategy from a "
            "finished answer.")
+_url.start("strategies", ("x", "y", "run0", "run1"))  # the inputs and the two runs: a link reproduces the view
 
 options = S.run_options()
 job = st.session_state.get("seq_job")
 if not options:
     st.info("No sequence CVAE runs: `checkpoints/strategies/` is missing. Run `bash scripts/train_shipped_strategies."
             "sh` (about 20 minutes on a CPU) or train one below.")
-names = list(options)
+names, ids = list(options), _runs.url_ids(options)
+for msg in _runs.runs("sequence")[1]:
+    st.warning(msg)
 
 c1, c2 = st.columns(2)
-x_text = c1.text_input("Input x (digits)", "40712", key="x", max_chars=64, **URL,
+_url.restore("x", "text", "40712", max_chars=64)
+_url.restore("y", "text", "01247", max_chars=64)
+x_text = c1.text_input("Input x (digits)", key="x", max_chars=64,
                        help="Type a digit string, e.g. 40712. Each model says which strategy it expects and what "
                             "it writes under each latent value.")
-y_text = c2.text_input("An answer y to recognise", "01247", key="y", max_chars=64, **URL,
+y_text = c2.text_input("An answer y to recognise", key="y", max_chars=64,
                        help="Type any answer for x; the inference network q(z|x,y) says which latent (strategy) "
                             "explains it.")
+_url.publish({"x": x_text, "y": y_text})
 
 if names:
     cols = st.columns(2, gap="large")
     for side, col in enumerate(cols):
         with col:
             default = S.SHIPPED[side] if S.SHIPPED[side] in names else names[min(side, len(names) - 1)]
-            choice = st.selectbox("Left run" if side == 0 else "Right run", names, index=names.index(default),
-                                  key=f"run{side}", **URL, help="shipped runs, or the runs you trained here")
+            _url.restore(f"run{side}", "run", default, choices=_runs.url_choices(options))
+            choice = st.selectbox("Left run" if side == 0 else "Right run", names, key=f"run{side}",
+                                  help="shipped runs, or the runs you trained here")
+            _url.publish({f"run{side}": ids[choice]})
             try:
-                model, base, info = S.load(str(options[choice]), S.mtime(options[choice]))
-            except (LabError, OSError) as e:
-                st.error(str(e) if isinstance(e, LabError) else f"{options[choice]} has no weights file ({e.strerror})")
+                model, base, info = S.load(str(options[choice].path), options[choice].key)
+            except LabError as e:
+                st.error(str(e))
                 continue
             task = info["task_obj"]
             st.caption(S.config_line(model))
@@ -108,43 +112,19 @@ name = st.text_input("Save as", f"{latent}-K{size}-beta{beta:g}-{steps}" if late
 running = job is not None and job.alive
 b1, b2 = st.columns(2)
 if b1.button("Train", icon=":material/play_arrow:", disabled=running, type="primary"):
-    if not re.fullmatch(_ui.RUN_NAME, name):
-        st.error("A run name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.")
-    elif (S.saved_root() / name).exists():
-        st.error(f"A run named {name} is already saved in {S.saved_root()}; pick another name.")
-    elif not (S.shipped_root() / "base" / "config.json").is_file():
-        st.error("The shipped base model `checkpoints/strategies/base` is missing; run "
-                 "`bash scripts/train_shipped_strategies.sh` first.")
-    else:
-        try:
-            cfg = S.job_config(latent, int(size), int(size), float(beta))
-        except LabError as e:
-            st.error(str(e))
-        else:
-            st.session_state.seq_job = job = SeqTrainingJob(S.saved_root() / name, cfg, int(steps),
-                                                            S.shipped_root() / "base").start()
-            running = True
+    try:
+        st.session_state.seq_job = job = S.new_job(name, latent, int(size), float(beta), int(steps))
+        running = True
+    except LabError as e:
+        st.error(str(e))
 if b2.button("Stop", icon=":material/stop:", disabled=not running):
     job.stop()
 
 
 @st.fragment(run_every=1.0 if running else None)  # polls only while a job runs
 def show_job() -> None:
-    j = st.session_state.get("seq_job")
-    if j is None:
-        return
-    snap = j.snapshot()
-    st.progress(snap["fraction"], text=snap["text"])
-    if snap["status"] in ("failed", "diverged"):
-        st.error(snap["message"])
-    elif snap["status"] == "stopped":
-        st.warning("Stopped; nothing was saved.")
-    elif snap["status"] == "saved" and j.metrics:
-        st.success(f"Saved as **saved: {j.out.name}**: NMI {j.metrics['nmi']:.2f}, controllability "
-                   f"{j.metrics['controllability']:.2f}, recon ratio {j.metrics['recon_ratio']:.2f}.")
-    if snap["status"] in ENDED and not getattr(j, "announced", False):
-        j.announced = True  # once: a full rerun lists the new run above and stops the polling
-        st.rerun()
+    if st.session_state.get("seq_job") is not None:
+        S.job_status(st.session_state["seq_job"])
 
 
 show_job()

@@ -217,17 +217,6 @@ def round_to_half(model: LatentModel) -> None:
                 v.copy_(v.half().to(v.dtype))
 
 
-def list_runs(root: str | Path, sequence: bool = False) -> list[Path]:
-    """Run folders (containing config.json) directly under root, sorted by name: the image-model runs, or with
-    `sequence` the sequence CVAE runs (``seq_cvae``, read by ``seq_runs``). Each kind's pages never see the other."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir()
-                  if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()
-                  and is_sequence_run(p) == sequence)
-
-
 def is_sequence_run(run_dir: str | Path) -> bool:
     """Whether a folder's config.json names the sequence CVAE (``seq_cvae``)."""
     try:

@@ -19,7 +19,7 @@ from _apptest import texts
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # the pages import cvae_core and pages._ui from the repository root
+if str(REPO) not in sys.path:  # the pages import cvae_core and pages._* from the repository root
     sys.path.insert(0, str(REPO))
 
 from cvae_core.data import DATASETS  # noqa: E402
@@ -183,7 +183,7 @@ def test_train_save_and_load_a_real_short_run(train_page, lab_dirs):
 def test_conditional_model_previews_a_row_per_class_with_a_class_picker(train_page):
     """cvae on the Train page: the sample grid is one row of 8 per class (10 rows), the class picker narrows it to
     the picked rows, and the rows are the model's own samples of those classes."""
-    from pages._ui import class_rows, image_grid
+    from pages._images import class_rows, image_grid
 
     at = train_page
     at.selectbox(key="model").select("cvae").run()
@@ -357,7 +357,7 @@ def test_save_refuses_an_existing_name_unless_overwrite_is_ticked(train_page, la
 
 
 def test_suggested_name_tells_runs_apart(train_page, lab_dirs):
-    from pages._ui import RUN_NAME, suggested_run_name
+    from pages._jobs import RUN_NAME, suggested_run_name
 
     setup = {"model": "bs_vae", "dataset": "mnist", "rho": None, "beta": 1.0, "latent_dim": 16, "steps": 400,
              "lr": 1e-3, "batch_size": 128, "seed": 0}
@@ -388,7 +388,7 @@ def test_suggested_name_tells_runs_apart(train_page, lab_dirs):
 # ------------------------------------------------------------------ other sessions' jobs are left alone
 class FakeJob:
     def __init__(self, alive: bool = True, paused: bool = False):
-        self.alive, self.paused, self.stopped = alive, paused, False
+        self.alive, self.paused, self.stopped, self.started = alive, paused, False, True
 
     def snapshot(self) -> dict:
         return {"paused": self.paused}
@@ -398,7 +398,7 @@ class FakeJob:
 
 
 def test_stop_orphans_only_stops_long_unseen_running_jobs():
-    from pages import _ui
+    from pages import _jobs
 
     now = time.monotonic()
     jobs = {"seen a minute ago": (FakeJob(), now - 60),  # e.g. a teacher on the Home page, a throttled tab
@@ -406,27 +406,30 @@ def test_stop_orphans_only_stops_long_unseen_running_jobs():
             "unseen 11 min": (FakeJob(), now - 11 * 60),
             "unseen 11 min, paused": (FakeJob(paused=True), now - 11 * 60),
             "finished": (FakeJob(alive=False), now - 11 * 60)}
-    board = _ui._job_board()
+    board = _jobs.board()
+    assert board.orphan_age == _jobs.ORPHAN_AGE == 600.0
     try:
-        for job, seen in jobs.values():
-            board[id(job)] = [job, seen]
-        _ui._stop_orphans(now=now)
+        for name, (job, seen) in jobs.items():
+            with board._lock:
+                board._jobs[("test", name)] = [job, seen]
+        board.stop_orphans(now=now)
         assert {k for k, (job, _) in jobs.items() if job.stopped} == {"unseen 11 min"}
-        assert id(jobs["finished"][0]) not in board and id(jobs["unseen 11 min, paused"][0]) in board
+        assert board.get(("test", "finished")) is None and board.get(("test", "unseen 11 min, paused")) is not None
     finally:
-        for job, _ in jobs.values():
-            board.pop(id(job), None)
+        for name in jobs:
+            with board._lock:
+                board._jobs.pop(("test", name), None)
 
 
 def test_another_sessions_start_leaves_a_recently_seen_job_running(train_page):
-    from pages import _ui
+    from pages import _jobs
 
     teacher = train_page
     teacher.number_input(key="steps").set_value(100_000).run()
     teacher.button(key="start").click().run()
     job = teacher.session_state["job"]
     # the teacher went to the Home page 5 minutes ago (or their tab is in the background and does not refresh)
-    _ui._job_board()[id(job)][1] = time.monotonic() - 300
+    _jobs.board().touch_job(job, now=time.monotonic() - 300)
     student = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
     try:
         student.number_input(key="steps").set_value(100_000).run()
@@ -439,11 +442,12 @@ def test_another_sessions_start_leaves_a_recently_seen_job_running(train_page):
         stop_job_of(student)
     # any page of the app (here Home, through app.py) marks the session's job as seen
     home = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    _ui._job_board()[id(job)][1] = time.monotonic() - 300
+    _jobs.board().touch_job(job, now=time.monotonic() - 300)
     home.session_state["job"] = job
     home.run()
     assert not home.exception and [t.value for t in home.title] == ["Interactive VAE lab"]
-    assert time.monotonic() - _ui._job_board()[id(job)][1] < 30
+    seen = next(e[1] for e in _jobs.board()._jobs.values() if e[0] is job)
+    assert time.monotonic() - seen < 30
 
 
 def stop_job_of(at: AppTest) -> None:
@@ -451,3 +455,79 @@ def stop_job_of(at: AppTest) -> None:
     if job is not None and job.alive:
         job.stop()
         job.join(10)
+
+
+# ------------------------------------------------------------------ URL state (pages/_url.py)
+def open_url(path: str, query: dict) -> AppTest:
+    at = AppTest.from_file(path, default_timeout=TIMEOUT)
+    at.query_params.update(query)
+    return at.run()
+
+
+def test_home_page_names_url_parameters_it_does_not_use():
+    at = open_url(HOME, {"run": "../../etc", "junk": "x" * 10_000})
+    assert not at.exception and not at.error
+    w = texts(at.warning)
+    assert "URL parameter 'run' is not used on this page; ignored (its value: '../../etc')" in w
+    assert "URL parameter 'junk' is not used on this page; ignored" in w and "(10,000 characters)" in w
+    assert dict(at.query_params) == {}  # dropped from the URL: Home has no view state
+    again = open_url(HOME, dict(at.query_params))
+    assert not again.exception and not again.warning and [t.value for t in again.title] == ["Interactive VAE lab"]
+
+
+def test_train_page_bad_url_values_are_named_with_the_value_used():
+    at = open_url(TRAIN, {"beta": "-1", "latent_dim": "1e999", "seed": "abc", "steps": "9" * 3000, "lr": "nan",
+                          "dataset": "../../etc", "rho": "5", "model": "vae", "vae.sigma": "nan", "vae.arch": "cnn"})
+    assert not at.exception and not at.error, texts(at.error)
+    w = texts(at.warning)
+    for line in ("URL parameter beta: '-1' is not one of 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2 and 5 more; using 1 "
+                 "instead.",
+                 "URL parameter latent_dim: '1e999' is not a whole number; using 16 instead.",
+                 "URL parameter seed: 'abc' is not a whole number; using 0 instead.",
+                 "(3,000 characters) is too long to be a number; using 400 instead.",
+                 "URL parameter lr: 'nan' is not a number; using 0.001 instead.",
+                 "URL parameter dataset: '../../etc' is not one of mnist, mnist-binary",
+                 "URL parameter 'rho' is used with a long-tailed data set only; ignored (its value: '5')",
+                 "URL parameter vae.sigma: 'nan' is not a number; using 1 instead.",
+                 "URL parameter vae.arch: 'cnn' is not one of conv, mlp; using conv instead."):
+        assert line in w, line
+    assert at.selectbox(key="model").value == "vae" and at.select_slider(key="beta").value == 1.0
+    assert at.number_input(key="latent_dim").value == 16 and at.number_input(key="vae.sigma").value == 1.0
+    assert dict(at.query_params) == {"dataset": "mnist", "model": "vae", "beta": "1", "latent_dim": "16",
+                                     "steps": "400", "lr": "0.001", "batch_size": "128", "seed": "0"}
+    at = open_url(TRAIN, {"model": "t3vae", "t3vae.tau": "-1", "t3vae.nu": "2"})  # read, but the model refuses them
+    assert not at.exception
+    assert "URL parameter t3vae.tau: '-1' is not allowed (bad option for model 't3vae'\\: tau must be \\>= 0" in \
+        texts(at.warning) and "URL parameter t3vae.nu: '2' is not allowed" in texts(at.warning)
+
+
+def test_train_page_url_round_trips():
+    query = {"dataset": "mnist-lt", "rho": "20", "model": "vae", "beta": "10", "latent_dim": "8", "steps": "50",
+             "lr": "0.002", "batch_size": "64", "seed": "3", "vae.likelihood": "bernoulli"}
+    at = open_url(TRAIN, query)
+    assert not at.exception and not at.warning and not at.error
+    assert dict(at.query_params) == query
+    again = open_url(TRAIN, dict(at.query_params))  # the page's own URL, in a new session
+    assert not again.exception and not again.warning and dict(again.query_params) == query
+    for a in (at, again):
+        assert (a.selectbox(key="dataset").value, a.slider(key="rho").value, a.selectbox(key="model").value) == \
+            ("mnist-lt", 20.0, "vae")
+        assert (a.select_slider(key="beta").value, a.number_input(key="latent_dim").value,
+                a.number_input(key="steps").value, a.select_slider(key="lr").value,
+                a.select_slider(key="batch_size").value, a.number_input(key="seed").value) == \
+            (10.0, 8, 50, 0.002, 64, 3)
+        assert a.selectbox(key="vae.likelihood").value == "bernoulli"
+    at.select_slider(key="beta").set_value(0.1).run()  # a change goes to the URL
+    assert at.query_params["beta"] == "0.1" and not at.warning
+
+
+def test_train_page_an_infinite_integer_option_in_the_url_is_a_warning():
+    """Streamlit 1.67 raises OverflowError for an infinite integer in a URL-bound widget: the option widgets are not
+    bound, they start from _url.restore."""
+    for raw in ("1e999", "9" * 3000, "abc"):
+        at = open_url(TRAIN, {"model": "vae", "vae.hidden": raw})
+        assert not at.exception, at.exception
+        assert "URL parameter vae.hidden" in texts(at.warning) and at.number_input(key="vae.hidden").value == 256
+        assert "vae.hidden" not in at.query_params  # the value used is the default: it leaves the URL
+    at.number_input(key="vae.hidden").set_value(64).run()
+    assert at.query_params["vae.hidden"] == "64" and not at.exception  # a changed option goes to the URL

@@ -147,3 +147,24 @@ def test_the_run_training_now_shows_its_live_curve(lab_dirs, mnist_small, tmp_pa
     finally:
         job.stop()
         job.join(10)
+
+
+def test_bad_url_values_are_named_and_the_url_round_trips(no_saved_runs):
+    at = open_page(PAGE, 300, run0="../../etc", run1="mnistbin_vae_beta8", images="7, " * 5000)
+    assert not at.exception and not at.error, texts(at.error)
+    w = texts(at.warning)
+    assert "URL parameter run0: '../../etc' is not a run name (a folder name, or runs/NAME for a saved run); using " \
+        "mnistbin_vae_beta8 instead." in w
+    assert "URL parameter images: '7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,…' (15,000 characters) is longer than 200 " \
+        "characters; using 0, 1, 2, 3 instead." in w
+    assert dict(at.query_params) == {"run0": "mnistbin_vae_beta8", "run1": "mnistbin_vae_beta8", "images": "0, 1, 2, 3"}
+    at = open_page(PAGE, 300, run1="runs/gone")
+    assert "No run named 'runs/gone' (URL parameter run1); using mnistbin_rst_vae_beta8 instead." in texts(at.warning)
+    # a view's URL opens the same view in a new session
+    at = open_page(PAGE, 300, run0="mnistbin_rst_vae_beta8", run1="mnistbin_vae_beta1", images="9, 5")
+    assert not at.exception and not at.error and "URL parameter" not in texts(at.warning)
+    again = open_page(PAGE, 300, **dict(at.query_params))
+    assert dict(again.query_params) == dict(at.query_params) == {"run0": "mnistbin_rst_vae_beta8",
+                                                                 "run1": "mnistbin_vae_beta1", "images": "9, 5"}
+    assert _metrics(again) == _metrics(at) and "URL parameter" not in texts(again.warning)
+    assert [c.proto.spec for c in again.get("plotly_chart")] == [c.proto.spec for c in at.get("plotly_chart")]

@@ -213,6 +213,38 @@ def test_url_reproduces_the_view(stand_ins):
     assert at.selectbox(key="run").value == "mnistlt100_ct3vae" and at.selectbox(key="rho").value == 100.0
 
 
+def test_bad_url_values_are_named_with_the_value_used(stand_ins):
+    at = page(tau="-1", nu="2", seed="9" * 3000, weighting="x" * 10_000, cmp="..\\x", rho="37")
+    assert not at.exception and not at.error, texts(at.error)
+    w = texts(at.warning)
+    for line in ("URL parameter tau: '-1' is below the smallest allowed value 0; using 0 instead.",
+                 "URL parameter nu: '2' is not one of 5, 10; using 10 instead.",
+                 "(3,000 characters) is too long to be a number; using 0 instead.",
+                 "URL parameter weighting: 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…' (10,000 characters) is not one of "
+                 "equal, frequency; using equal instead.",
+                 "is not a run name (a folder name, or runs/NAME for a saved run); using mnistlt100_vae instead.",
+                 "URL parameter rho: '37' is not one of 100; using 100 instead."):
+        assert line in w, line
+    assert at.select_slider(key="tau").value == 0.0 and at.number_input(key="seed").value == 0
+    assert dict(at.query_params) == {"rho": "100", "run": "mnistlt100_ct3vae", "cmp": "mnistlt100_vae", "tau": "0",
+                                     "weighting": "equal", "seed": "0", "nu": "10"}
+    at = page(run="../../etc")  # the run a link is about: an error line, as for a run that is not here
+    assert not at.exception and at.selectbox(key="run").value == "mnistlt100_ct3vae"
+    assert "URL parameter run: '../../etc' is not a run name" in texts(at.error)
+
+
+def test_a_saved_run_is_named_runs_slash_name_in_the_url(stand_ins, lab_dirs, lt_data):
+    runs, _ = lab_dirs
+    stand_in(runs / "mine", "ct3vae", lt_data, seed=2, nu=7.5)
+    at = page(run="saved: mine")  # the label, as older links wrote it
+    assert not at.exception and not at.error and not at.warning, texts(at.error)
+    assert at.selectbox(key="run").value == "saved: mine" and at.query_params["run"] == "runs/mine"
+    assert at.query_params["nu"] == "7.5"
+    again = page(**dict(at.query_params))
+    assert dict(again.query_params) == dict(at.query_params) and again.selectbox(key="run").value == "saved: mine"
+    assert bars(again)["saved: mine"]["customdata"] == bars(at)["saved: mine"]["customdata"]
+
+
 def test_missing_runs_are_one_line_errors(lab_dirs, stand_ins):
     runs, ckpt = lab_dirs
     (ckpt / "mnistlt100_vae" / "model.safetensors").unlink()  # the compare run's weights are gone

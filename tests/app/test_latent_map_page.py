@@ -197,3 +197,26 @@ def test_selected_points_name_their_test_images():
                                       {"curve_number": 1, "point_number": 1}]}}
     assert _maps.selected_indices(event, labels, 10) == [0, 1, 4, 5]  # trace 10 (an overlay) has no images
     assert _maps.selected_indices(None, labels, 10) == []
+
+
+def test_bad_url_values_are_named_and_the_url_round_trips(lab_dirs):
+    runs, ckpt = lab_dirs
+    small_run(ckpt / "a")
+    small_run(runs / "lt", seed=1, dataset={"name": "mnist-lt", "rho": 10.0, "seed": 0})
+    at = page(run="../../etc", method="TSNE", n="3000")
+    assert not at.exception and not at.error, texts(at.error)
+    w = texts(at.warning)
+    assert "URL parameter run: '../../etc' is not a run name (a folder name, or runs/NAME for a saved run); using a " \
+        "instead." in w
+    assert "URL parameter method: 'TSNE' is not one of PCA, UMAP; using PCA instead." in w
+    assert "URL parameter n: '3000' is not one of 1000, 2000, 5000, 10000; using 5000 instead." in w
+    assert at.selectbox(key="run").value == "a" and at.select_slider(key="n").value == 5000
+    at = page(run="runs/nope")
+    assert "No run named 'runs/nope' (URL parameter run); using a instead." in texts(at.warning)
+    # a saved run is named runs/NAME in the URL (the older "saved: NAME" still opens it); the URL reopens the view
+    at = page(run="saved: lt", n="1000")
+    assert at.query_params["run"] == "runs/lt" and not at.warning
+    again = page(**dict(at.query_params))
+    assert not again.exception and not again.warning and dict(again.query_params) == dict(at.query_params) == \
+        {"run": "runs/lt", "method": "PCA", "n": "1000"}
+    assert again.selectbox(key="run").value == "saved: lt" and figures(again) == figures(at)

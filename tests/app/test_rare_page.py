@@ -114,6 +114,30 @@ def test_url_state_and_bad_values(no_saved_runs):
     assert at.segmented_control(key="digit").value == 4
 
 
+def test_bad_url_values_are_named_and_the_url_round_trips(no_saved_runs):
+    at = open_page(PAGE, 300, digit="12", thick="inf", slant="0.25", red="-1", seed="abc",
+                   run=["morpho_flow_cvae", "../x"])
+    assert not at.exception
+    w = texts(at.warning)
+    for line in ("URL parameter digit: '12' is above the largest allowed value 9; using 9 instead.",
+                 "URL parameter thick: 'inf' is not a number; using 1 instead.",
+                 "URL parameter red: '-1' is below the smallest allowed value 0; using 0 instead.",
+                 "URL parameter seed: 'abc' is not a whole number; using 0 instead."):
+        assert line in w, line
+    assert "URL parameter run: '../x' is not a run name (a folder name, or runs/NAME for a saved run); left out." \
+        in texts(at.error)
+    assert at.multiselect(key="shown").value == ["morpho_flow_cvae"] and len(at.get("image")) == 1
+    query = {"digit": "9", "thick": "1", "slant": "0.25", "red": "0", "large": "0", "run": "morpho_flow_cvae",
+             "seed": "0"}
+    assert dict(at.query_params) == query
+    again = open_page(PAGE, 300, **query)  # the page's URL opens the same view
+    assert not again.exception and not again.error and "URL parameter" not in texts(again.warning)
+    assert [again.slider(key=a).value for a in morpho.ATTRIBUTES] == [at.slider(key=a).value
+                                                                      for a in morpho.ATTRIBUTES] == [1, 0.25, 0, 0]
+    assert again.segmented_control(key="digit").value == 9 and texts(again.markdown) == texts(at.markdown)
+    assert [i.proto.imgs[0].url for i in again.get("image")] == [i.proto.imgs[0].url for i in at.get("image")]
+
+
 def test_no_runs_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("CVAE_CHECKPOINTS_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("CVAE_RUNS_DIR", str(tmp_path / "runs"))

@@ -154,3 +154,21 @@ def test_a_run_trained_on_the_page_is_saved_and_listed(lab_dirs, monkeypatch):
     assert info["train"]["steps"] == 10 and info["metrics"]["nmi"] == job.metrics["nmi"]
     at = at.run()
     assert "saved: tiny" in at.selectbox(key="run0").options
+
+
+def test_bad_url_values_are_named_and_the_url_round_trips():
+    at = open_page_without_saved_runs(PAGE, 300, x="4" * 10_000, run0="a\\b", run1="discrete")
+    assert not at.exception and not at.error, texts(at.error)
+    w = texts(at.warning)
+    assert "URL parameter x: '44444444444444444444444444444444…' (10,000 characters) is longer than 64 characters; " \
+        "using 40712 instead." in w
+    assert "URL parameter run0: " in w and "is not a run name (a folder name, or runs/NAME for a saved run); using " \
+        "discrete instead." in w
+    assert dict(at.query_params) == {"x": "40712", "y": "01247", "run0": "discrete", "run1": "discrete"}
+    at = open_page_without_saved_runs(PAGE, 300, x="93150", y="01359", run0="continuous", run1="discrete")
+    assert not at.exception and not at.error and not at.warning
+    again = open_page_without_saved_runs(PAGE, 300, **dict(at.query_params))
+    assert dict(again.query_params) == dict(at.query_params) == {"x": "93150", "y": "01359", "run0": "continuous",
+                                                                 "run1": "discrete"}
+    assert [again.selectbox(key=f"run{i}").value for i in (0, 1)] == ["continuous", "discrete"]
+    assert [c.proto.spec for c in again.get("plotly_chart")] == [c.proto.spec for c in at.get("plotly_chart")]

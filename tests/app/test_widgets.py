@@ -53,7 +53,7 @@ def test_every_model_option_is_a_widget_with_the_fields_help():
 
 
 def test_model_options_are_read_from_the_url():
-    """bind="query-params": a shared link sets the model's options (AppTest does not show the writes back)."""
+    """A shared link sets the model's options (each widget starts from _url.restore)."""
     at = AppTest.from_file(TRAIN, default_timeout=TIMEOUT)
     at.query_params.update({"model": "vae", "vae.likelihood": "bernoulli", "vae.sigma": "0.5", "vae.arch": "mlp"})
     at.run()

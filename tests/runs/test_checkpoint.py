@@ -12,7 +12,8 @@ import torch
 from _helpers import fit_small
 from safetensors.torch import save_file
 
-from cvae_core.runs.folder import WEIGHTS, list_runs, load_run, model_name_of, read_run_info, save_run
+from cvae_core.runs.catalog import list_runs
+from cvae_core.runs.folder import WEIGHTS, load_run, model_name_of, read_run_info, save_run
 from cvae_core.errors import CheckpointError
 from cvae_core.registry import build_model
 from cvae_core.train import TrainConfig
@@ -112,8 +113,8 @@ def test_list_runs(tmp_path):
     (tmp_path / "not_a_run").mkdir()
     (tmp_path / ".a.tmp-123").mkdir()
     (tmp_path / ".a.tmp-123" / "config.json").write_text("{}")
-    assert [p.name for p in list_runs(tmp_path)] == ["a", "b"]
-    assert list_runs(tmp_path / "absent") == []
+    assert [r.name for r in list_runs([tmp_path])[0]] == ["a", "b"]
+    assert list_runs([tmp_path / "absent"]) == ([], [])
 
 
 def test_unregistered_model_cannot_be_saved(tmp_path):

@@ -178,11 +178,11 @@ def test_the_sequence_cvae_on_cuda_computes_what_it_does_on_the_cpu(latent):
 
 
 def test_the_image_pages_never_list_sequence_runs(tmp_path):
-    from cvae_core.runs.folder import list_runs
+    from cvae_core.runs.catalog import list_runs
 
     base, model = _model("discrete")
     save_seq_run(tmp_path / "seq", model, base, task=StrategyTask(), train={}, history=[], metrics={},
                  base_source="test")
     (tmp_path / "image").mkdir()
     (tmp_path / "image" / "config.json").write_text(json.dumps({"model": "vae", "config": {}}))
-    assert list_runs(tmp_path) == [tmp_path / "image"]
+    assert [r.path for r in list_runs([tmp_path])[0]] == [tmp_path / "image"]

@@ -1,0 +1,132 @@
+"""The pages' job plumbing over the server's one ``cvae_core.jobs.JobBoard``: submit a session's job (Train, the nu
+training of Class balance, the sequence CVAE of Strategies), mark jobs as seen, pause/step/stop, run names and
+saving. The training itself runs in the jobs' worker threads.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from pathlib import Path
+
+import streamlit as st
+
+from cvae_core.errors import LabError
+from cvae_core.eval.certificate import LiveCertificate
+from cvae_core.jobs import Job, JobBoard, TrainingJob
+from cvae_core.runs import catalog
+from cvae_core.runs.setup import TICK_IMAGES, build_run
+from cvae_core.train import TrainConfig
+from cvae_core.witness import config_of
+from pages._runs import get_dataset
+
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# One JobBoard per server (cvae_core.jobs): every session's jobs by owner (the session and a slot: "train", "nu",
+# "seq"). A job whose browser tab is gone (closed, reloaded) would otherwise train on until its step count is used
+# up: every page view marks its session's jobs as seen (app.py calls mark_session_job_seen; the Train page's live view
+# also touches its job at each tick), and a Start anywhere stops jobs no page has shown for ORPHAN_AGE seconds. The
+# age is long on purpose (see JobBoard); paused jobs are never stopped (someone is looking at them).
+ORPHAN_AGE = 600.0  # seconds (10 minutes)
+SLOTS = {"train": "job", "nu": "nu_job", "seq": "seq_job"}  # slot -> the session_state key of its job
+
+
+@st.cache_resource
+def board() -> JobBoard:
+    """The server's one job board, shared by all sessions."""
+    return JobBoard(orphan_age=ORPHAN_AGE)
+
+
+def owner(slot: str) -> tuple[str, str]:
+    """This browser session's owner key of a slot."""
+    if "_lab_session" not in st.session_state:
+        st.session_state["_lab_session"] = uuid.uuid4().hex
+    return st.session_state["_lab_session"], slot
+
+
+def submit(slot: str, job: Job) -> Job:
+    """Stop this session's job of the slot, stop orphans, register and start `job`; keep it in the session."""
+    board().submit(owner(slot), job)
+    st.session_state[SLOTS[slot]] = job
+    return job
+
+
+def touch(job: Job | None) -> None:
+    """Mark `job` as just seen by a page (no-op for None or a job this server did not start)."""
+    if job is not None:
+        board().touch_job(job)
+
+
+def mark_session_job_seen() -> None:
+    """Call on every page view: this session's jobs, if any, are still wanted (see ORPHAN_AGE)."""
+    for key in SLOTS.values():
+        touch(st.session_state.get(key))
+
+
+def stop_job(job: Job | None, timeout: float = 10.0) -> None:
+    if job is not None and job.alive:
+        job.stop()
+        job.join(timeout)
+
+
+AU_IMAGES = TICK_IMAGES  # test images whose encoder means each tick reads (one number for CLI, pages and jobs)
+
+
+def live_certificate(job: TrainingJob | None) -> LiveCertificate | None:
+    return next((c for c in job.callbacks if isinstance(c, LiveCertificate)), None) if job else None
+
+
+def start_training(setup: dict, options: dict) -> TrainingJob:
+    """Stop this session's old job, build the model and data set from the setup, start a new job.
+    Raises LabError (ConfigError / DataError) with a one-line message on bad values."""
+    rho = setup["rho"] if setup["dataset"].endswith("-lt") else 10.0
+    data = get_dataset(setup["dataset"], rho=rho)
+    train = TrainConfig(steps=setup["steps"], batch_size=setup["batch_size"], lr=setup["lr"], seed=setup["seed"],
+                        log_every=max(1, min(25, setup["steps"] // 8), setup["steps"] // 200))  # <= ~200 ticks
+    # the one set-up pipeline (cvae_core.runs.setup): options, data-fixed fields, seeded build, model/data check
+    run = build_run(setup["model"], data, dict(options, latent_dim=setup["latent_dim"], beta=setup["beta"]), train)
+    model = run.model
+    # GT each tick, the teacher read or fitted in the background (nothing for a latent too small for the witness)
+    live = LiveCertificate(data, data.x_test[:AU_IMAGES], config_of(model), latent_dim=model.config.latent_dim)
+    # only now that the new setup is known to be valid: the board stops this session's old job and any orphans
+    job = submit("train", TrainingJob(model, data, train, au_images=AU_IMAGES, callbacks=[live]))
+    st.session_state["job_setup"] = dict(setup, **options)
+    return job
+
+
+def step_and_wait(job: TrainingJob, timeout: float = 5.0) -> None:
+    """While paused: run one optimiser step and wait (bounded) until its log record is complete."""
+    n_before = len(job.snapshot()["records"])
+    job.step(1)
+    t0 = time.monotonic()
+    while job.alive and len(job.snapshot()["records"]) == n_before and time.monotonic() - t0 < timeout:
+        time.sleep(0.05)
+
+
+def suggested_run_name(setup: dict) -> str:
+    """A run name from the setup, e.g. ``bs_vae-mnist-beta1-m16-400steps-lr0.001-seed0``, so that runs with a
+    different model, data set, beta, latent size, length, learning rate or seed get different names. Falls back to
+    shorter labels in the rare case the full name would not fit RUN_NAME (64 characters)."""
+    data = setup["dataset"] + (f"-rho{setup['rho']:g}" if setup.get("rho") is not None else "")
+    for labels in (("beta", "m", "steps", "lr", "seed"), ("b", "m", "st", "lr", "s")):
+        b, m, st_, lr, sd = labels
+        name = (f"{setup['model']}-{data}-{b}{setup['beta']:g}-{m}{setup['latent_dim']}-{setup['steps']}{st_}"
+                f"-{lr}{setup['lr']:g}-{sd}{setup['seed']}")
+        if RUN_NAME.fullmatch(name):
+            return name
+    return name[:64].rstrip("-._")
+
+
+def save_job(job: TrainingJob, name: str, overwrite: bool = False, **save_kw) -> Path:
+    """Save the job as catalog.saved_root()/name. Refuses (LabError) a name that is already taken unless
+    `overwrite`, and a name that another session is saving at this moment (evaluating the test set takes a few
+    seconds)."""
+    if not RUN_NAME.fullmatch(name):
+        raise LabError(f"run name {name!r} may only use letters, digits, '.', '_' and '-' (up to 64 characters)")
+    path = catalog.saved_root() / name
+    with board().reserve(path):  # refused when another session trains or saves this name right now
+        if not overwrite and (path.exists() or path.is_symlink()):
+            raise LabError(f"a run named {name!r} is already saved; choose another name or tick "
+                           f"\"Overwrite an existing run of this name\"")
+        return job.save(path, **save_kw)
