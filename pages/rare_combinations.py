@@ -138,6 +138,7 @@ with st.expander("What am I looking at?"):
         "whatever you ask; flow_cvae learns p(z|y), a RealNVP flow over a Gaussian whose mean and spread depend on "
         "the condition. The two-stage flow is fitted after training, to where the encoder put the training images.\n"
         "- **What it does not show.** A learned prior moves *where* samples come from; if the decoder itself never "
-        "learnt a combination, no prior can fix that. docs/results/flow-prior.md has the three-seed experiment behind the claim.")
+        "learnt a combination, no prior can fix that. docs/results/flow-prior.md has the three-seed experiment "
+        "behind the claim.")
 # draw the conditions one move away in the background: most next moves are cached
 R.prefetch([(r.key, m) for r, m, _ in loaded], [(r.key, m) for r, m, _ in flows], data, digit, asked, int(seed))
