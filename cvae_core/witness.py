@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from cvae_core.data import default_data_root
 from cvae_core.errors import CheckpointError, ConfigError
+from cvae_core.integrity import check_hash, recorded_hashes, safetensors_problem
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,15 @@ def teacher_metadata(path: str | Path) -> dict | None:
 
 
 def read_teacher(path: str | Path) -> Teacher:
-    """The teacher in a file written by ``save_teacher``; its tensors must hash to the identity it records."""
+    """The teacher in a file written by ``save_teacher``; its tensors must hash to the identity it records, and the
+    file to the SHA-256 that a ``teacher.json`` beside it records (the shipped teachers have one:
+    ``scripts/record_hashes.py``). A pickle or a truncated file is refused before anything is read."""
+    path = Path(path)
+    problem = safetensors_problem(path)
+    if problem:
+        raise CheckpointError(f"{path} is damaged or not a teacher file ({problem})")
+    record = path.with_suffix(".json")  # teacher.safetensors -> teacher.json
+    check_hash(path, recorded_hashes(record), record)
     meta = teacher_metadata(path)
     if meta is None:
         raise CheckpointError(f"{path} is not a teacher file (safetensors with the teacher's metadata)")

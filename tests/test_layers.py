@@ -39,7 +39,7 @@ HEAVY_OPTIONAL = {
 }
 
 LAYERS = [
-    ["errors", "io", "fields"],
+    ["errors", "io", "fields", "integrity"],
     ["data", "data.celeba", "data.dataset", "data.local", "data.longtail", "data.mnist", "data.morpho",
      "data.strategies"],
     ["nets", "distributions", "witness", "sequence.lm"],

@@ -4,7 +4,8 @@ penultimate layer that classifier-FID is computed on (Heusel et al. 2017, arXiv:
 place of Inception: such an FID is *not* comparable with Inception FID or with numbers from other papers).
 
 Shipped in ``checkpoints/classifier-mnist/``: ``classifier.safetensors`` (weights, float16 storage; never a pickle)
-and ``classifier.json`` (the config, the exact training command, epochs, accuracy, training time). There is no
+and ``classifier.json`` (the config, the exact training command, epochs, accuracy, training time, and the ``sha256``
+of the weights file, checked on loading). There is no
 ``config.json`` there on purpose, so that the app's run lists ignore the folder. Rebuild it with
 ``python scripts/train_classifier.py``.
 """
@@ -30,6 +31,7 @@ from torch import nn
 
 from cvae_core.data import to_float
 from cvae_core.errors import CheckpointError
+from cvae_core.integrity import check_hash, pickle_note, record_hashes, safetensors_problem
 from cvae_core.io import swap_into_place
 
 REPO = Path(__file__).resolve().parents[2]
@@ -180,8 +182,9 @@ def default_classifier_dir() -> Path:
 
 
 def save_classifier(folder: str | Path, model: MnistClassifier, info: dict, half: bool = True) -> Path:
-    """Write classifier.safetensors (float16 floats when `half`) and classifier.json (info + config) atomically:
-    a sibling temporary folder renamed into place. Replaces only an earlier classifier folder or an empty one."""
+    """Write classifier.safetensors (float16 floats when `half`) and classifier.json (info + config + the weights'
+    SHA-256) atomically: a sibling temporary folder renamed into place. Replaces only an earlier classifier folder
+    or an empty one."""
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not (folder / INFO).is_file():
         raise CheckpointError(f"{folder} exists and is not a classifier folder; refusing to replace it")
@@ -198,6 +201,7 @@ def save_classifier(folder: str | Path, model: MnistClassifier, info: dict, half
         record = {**info, "config": dataclasses.asdict(model.config), "storage_dtype": "float16" if half
                   else "float32", "weights_bytes": (tmp / WEIGHTS).stat().st_size}
         (tmp / INFO).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        record_hashes(tmp, INFO)  # the weights' SHA-256 under classifier.json's "sha256" key
         swap_into_place(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -212,13 +216,15 @@ _LOCK = threading.Lock()
 def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu") -> MnistClassifier:
     """The trained classifier in eval mode with frozen float32 weights, cached per process (by folder, file
     modification time and device), so treat it as read-only. `path` is the folder (default:
-    ``default_classifier_dir()``). A missing or corrupt file raises a one-line CheckpointError saying how to
-    rebuild it."""
+    ``default_classifier_dir()``). A missing, truncated or corrupt file, a pickle where the weights should be (never
+    read), or weights whose SHA-256 is not the one classifier.json records raise a one-line CheckpointError saying
+    how to rebuild it."""
     folder = Path(path) if path is not None else default_classifier_dir()
     wpath, ipath = folder / WEIGHTS, folder / INFO
     for p in (wpath, ipath):
         if not p.is_file():
-            raise CheckpointError(f"the MNIST classifier is missing ({p} not found); {REBUILD}")
+            note = pickle_note(folder) if p == wpath else ""
+            raise CheckpointError(f"the MNIST classifier is missing ({p} not found){note}; {REBUILD}")
     key = (str(wpath.resolve()), wpath.stat().st_mtime_ns, ipath.stat().st_mtime_ns, str(torch.device(device)))
     with _LOCK:
         if key in _CACHE:
@@ -228,6 +234,13 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device =
             config = ClassifierConfig(**info["config"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{ipath} is corrupt ({type(e).__name__}: {e}); {REBUILD}") from None
+        problem = safetensors_problem(wpath)
+        if problem:
+            raise CheckpointError(f"{wpath} is corrupt or not a safetensors file ({problem}); {REBUILD}")
+        try:
+            check_hash(wpath, info.get("sha256"), ipath)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}; {REBUILD}") from None
         try:
             state = load_file(str(wpath), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:

@@ -1,8 +1,10 @@
-"""Run folders: ``config.json`` (model name, asdict(config), training config, data set), ``model.safetensors``
-(weights; safetensors never executes code) and ``metrics.json``, plus ``history.json`` (curves).
+"""Run folders: ``config.json`` (model name, asdict(config), training config, data set, and the ``sha256`` of every
+other file), ``model.safetensors`` (weights; safetensors never executes code) and ``metrics.json``, plus
+``history.json`` (curves).
 
 Saving writes a sibling temporary folder and renames it into place, so a crash never leaves a half-written run.
-Loading rejects a corrupt weights file or a config that does not match its weights with one clear line.
+Loading rejects a pickle, a truncated or corrupt weights file, weights that do not match the hash recorded in
+config.json, or a config that does not match its weights, with one clear line (``cvae_core.integrity``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cvae_core.errors import CheckpointError, ConfigError
+from cvae_core.integrity import check_hash, pickle_note, record_hashes, safetensors_problem
 from cvae_core.io import swap_into_place, write_json
 from cvae_core.models.base import LatentModel
 from cvae_core.registry import MODELS, build_model, make_config
@@ -57,10 +60,11 @@ def model_name_of(model: LatentModel) -> str:
     raise CheckpointError(f"{type(model).__name__} is not in the registry")
 
 
-def write_run_folder(run_dir: str | Path, write: Callable[[Path], None]) -> Path:
-    """Create a run folder atomically: `write(tmp)` fills a sibling temporary folder, which then replaces `run_dir`
-    (only an empty folder or an earlier run folder is ever replaced: see check_run_destination). A failure leaves
-    `run_dir` as it was; an OSError becomes one CheckpointError line."""
+def write_run_folder(run_dir: str | Path, write: Callable[[Path], None], record: str = "config.json") -> Path:
+    """Create a run folder atomically: `write(tmp)` fills a sibling temporary folder, the SHA-256 of its files is
+    recorded under the ``sha256`` key of its JSON file `record` (``integrity.record_hashes``), and the folder then
+    replaces `run_dir` (only an empty folder or an earlier run folder is ever replaced: see check_run_destination).
+    A failure leaves `run_dir` as it was; an OSError becomes one CheckpointError line."""
     run_dir = check_run_destination(run_dir)
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +74,7 @@ def write_run_folder(run_dir: str | Path, write: Callable[[Path], None]) -> Path
         raise CheckpointError(f"cannot create {run_dir}: {e.strerror or e}") from None
     try:
         write(tmp)
+        record_hashes(tmp, record)
         swap_into_place(tmp, run_dir)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -150,8 +155,9 @@ def read_run_info(run_dir: str | Path) -> dict:
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[LatentModel, dict]:
     """(model in eval mode, info dict: config.json with ``metrics``, ``history`` and ``check``). Never unpickles:
-    weights come from safetensors. A folder that is not a run, or weights that do not match the config, are one
-    CheckpointError line.
+    weights come from safetensors, and a pickle where they should be is refused unread. A folder that is not a run,
+    a truncated weights file, weights whose SHA-256 is not the one config.json records (when it records one), or
+    weights that do not match the config, are one CheckpointError line.
 
     Example:
         >>> import pathlib, cvae_core
@@ -175,7 +181,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[L
         raise CheckpointError(f"{run_dir}/config.json: {e}") from None
     wpath = run_dir / WEIGHTS
     if not wpath.is_file():
-        raise CheckpointError(f"{run_dir} has no {WEIGHTS}")
+        raise CheckpointError(f"{run_dir} has no {WEIGHTS}{pickle_note(run_dir)}")
+    problem = safetensors_problem(wpath)
+    if problem:
+        raise CheckpointError(f"{wpath} is corrupt or not a safetensors file ({problem})")
+    check_hash(wpath, info.get("sha256"), run_dir / "config.json")
     try:
         state = load_file(str(wpath), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:

@@ -9,6 +9,7 @@ int64.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from cvae_core.data.strategies import StrategySplit, Vocab
 from cvae_core.errors import CheckpointError, ConfigError
+from cvae_core.integrity import check_hash, pickle_note, recorded_hashes, safetensors_problem
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,30 @@ def build_base_lm(vocab: Vocab, config: BaseLMConfig = BaseLMConfig(), seed: int
         return GPT2LMHeadModel(cfg)
 
 
-def load_base_lm(path: str | Path, vocab: Vocab):
-    """A causal LM from a local folder in the ``transformers`` format (``save_pretrained``); never downloads.
-    Its vocabulary must hold the task's tokens (same ids): a one-line CheckpointError otherwise."""
+SAFE_WEIGHTS, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"  # transformers' names
+
+
+def base_weight_files(path: Path) -> list[Path]:
+    """The safetensors files of a transformers folder: model.safetensors, or the shards its index names. A folder
+    with neither (only pytorch_model.bin, say: a pickle) is one CheckpointError line; pickles are never read."""
+    if (path / SAFE_WEIGHTS).is_file():
+        return [path / SAFE_WEIGHTS]
+    if (path / SAFE_INDEX).is_file():
+        try:
+            shards = sorted(set(json.loads((path / SAFE_INDEX).read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{path / SAFE_INDEX} is not a safetensors index ({type(e).__name__}: {e})"
+                                  ) from None
+        return [path / s for s in shards]
+    raise CheckpointError(f"{path} has no {SAFE_WEIGHTS}{pickle_note(path)}")
+
+
+def load_base_lm(path: str | Path, vocab: Vocab, record: str | None = None):
+    """A causal LM from a local folder in the ``transformers`` format (``save_pretrained``); never downloads and
+    never unpickles: its weights are read from safetensors only (``use_safetensors=True``, so a pytorch_model.bin
+    beside them is ignored), each checked first for truncation and, when the folder's JSON file `record` holds a
+    ``sha256`` record, against its hash. Its vocabulary must hold the task's tokens (same ids). Each failure is a
+    one-line CheckpointError."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -55,7 +78,19 @@ def load_base_lm(path: str | Path, vocab: Vocab):
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} is not a transformers model folder (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    hashes = recorded_hashes(path / record) if record else None
+    for wpath in base_weight_files(path):
+        if not wpath.is_file():
+            raise CheckpointError(f"{path} has no {wpath.name} (named by {SAFE_INDEX})")
+        problem = safetensors_problem(wpath)
+        if problem:
+            raise CheckpointError(f"{wpath} is corrupt or not a safetensors file ({problem})")
+        check_hash(wpath, hashes, path / str(record))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: transformers cannot load it ({str(e).splitlines()[0] if str(e) else e})"
+                              ) from None
     size = model.get_input_embeddings().num_embeddings
     if size < len(vocab):
         raise CheckpointError(f"{path} has {size} token embeddings; the task needs {len(vocab)}")

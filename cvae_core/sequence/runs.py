@@ -1,11 +1,14 @@
 """Run folders of the sequence CVAE and of its base model: train, save (atomically), load, evaluate.
 
 - A base model folder is a ``transformers`` folder (``save_pretrained``: config.json + model.safetensors) plus
-  ``base_info.json`` (the task it was trained on, its loss curve, its test loss and the command).
+  ``base_info.json`` (the task it was trained on, its loss curve, its test loss and the command, and the ``sha256``
+  of every other file of the folder). It is read from safetensors only (``use_safetensors=True``): a
+  ``pytorch_model.bin`` beside it is never unpickled.
 - A sequence run folder holds ``config.json`` (``{"model": "seq_cvae", "config", "task", "data", "train",
   "base_config", "base_source"}``), ``weights.safetensors`` (the base weights once, under ``base.``, then every
   tensor of the CVAE that is not a frozen copy of them: LoRA adapters, heads, latent embeddings, fully trained
-  backbones), ``history.json`` and ``metrics.json``. It needs nothing else to load: the base travels with it.
+  backbones), ``history.json`` and ``metrics.json``; config.json records the ``sha256`` of the other files. It
+  needs nothing else to load: the base travels with it.
 - The shipped ones live in ``checkpoints/strategies/`` (``base``, ``discrete``, ``continuous``), out of the image
   pages' way.
 """
@@ -23,6 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from cvae_core.data.strategies import StrategyTask, Vocab, make_split
 from cvae_core.errors import CheckpointError, ConfigError, LabError
+from cvae_core.integrity import check_hash, pickle_note, safetensors_problem
 from cvae_core.io import write_json
 from cvae_core.runs.folder import check_run_destination, is_sequence_run, read_run_info, write_run_folder
 from cvae_core.runs.setup import build_run
@@ -34,6 +38,7 @@ from cvae_core.train import History, TrainConfig, TrainControl
 
 MODEL = "seq_cvae"
 WEIGHTS = "weights.safetensors"
+BASE_INFO = "base_info.json"  # a base folder's own file (transformers' config.json is not ours): holds its record
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "strategies"
 DEFAULT_BASE = SHIPPED / "base"
 DATA = {"n_train": 20_000, "n_test": 2_000, "seed": 0}  # the split every shipped model uses
@@ -76,17 +81,18 @@ def save_base(lm, info: dict, dest: str | Path, weights_dtype: str = "float32") 
     def write(tmp: Path) -> None:
         model = copy.deepcopy(lm).half() if weights_dtype == "float16" else lm
         model.save_pretrained(tmp)
-        write_json(tmp / "base_info.json", {**info, "weights_dtype": weights_dtype})
+        write_json(tmp / BASE_INFO, {**info, "weights_dtype": weights_dtype})
 
-    return write_run_folder(dest, write)
+    return write_run_folder(dest, write, record=BASE_INFO)
 
 
 def load_base(path: str | Path | None = None):
-    """(model in float32 eval mode, base_info dict or {}) from a transformers folder; the shipped base by default."""
+    """(model in float32 eval mode, base_info dict or {}) from a transformers folder; the shipped base by default.
+    Its safetensors weights are checked against the hashes base_info.json records (when it records them)."""
     path = Path(path) if path is not None else DEFAULT_BASE
-    lm = load_base_lm(path, Vocab()).float().eval()
-    p = path / "base_info.json"
-    info = json.loads(p.read_text()) if p.is_file() else {}
+    lm = load_base_lm(path, Vocab(), record=BASE_INFO).float().eval()
+    p = path / BASE_INFO
+    info = json.loads(p.read_text()) if p.is_file() else {}  # valid JSON: load_base_lm read its record
     return lm, info
 
 
@@ -133,10 +139,17 @@ def load_seq_run(run_dir: str | Path, device: str | torch.device = "cpu"):
         base_cfg = AutoConfig.for_model(bcfg.pop("model_type"), **bcfg)
     except (LabError, TypeError, KeyError, ValueError) as e:
         raise CheckpointError(f"{run_dir}/config.json: {e}") from None
+    wpath = run_dir / WEIGHTS
+    if not wpath.is_file():
+        raise CheckpointError(f"{run_dir} has no {WEIGHTS}{pickle_note(run_dir)}")
+    problem = safetensors_problem(wpath)
+    if problem:
+        raise CheckpointError(f"{wpath} is missing or corrupt ({problem})")
+    check_hash(wpath, info.get("sha256"), run_dir / "config.json")
     try:
-        state = load_file(str(run_dir / WEIGHTS), device="cpu")
+        state = load_file(str(wpath), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{run_dir}/{WEIGHTS} is missing or corrupt ({e})") from None
+        raise CheckpointError(f"{wpath} is missing or corrupt ({e})") from None
     with torch.random.fork_rng(devices=[]):
         base = AutoModelForCausalLM.from_config(base_cfg).float()  # computes in float32 whatever dtype it was saved in
     prefix = "base."

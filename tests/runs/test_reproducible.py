@@ -31,6 +31,7 @@ from cvae_core import witness as W
 from cvae_core.runs.folder import load_run, save_run
 from cvae_core.data import load_dataset
 from cvae_core.errors import CheckpointError
+from cvae_core.integrity import record_hashes
 from cvae_core.eval.likelihood import encoder_means
 
 REPO = Path(__file__).resolve().parents[2]
@@ -193,6 +194,7 @@ def test_a_run_saved_before_the_witness_buffer_loads_with_its_legacy_witness(bin
     state = load_file(str(path))
     del state["witness"]
     save_file(state, str(path))
+    record_hashes(path.parent, "config.json")  # as an old run's folder: its record (if any) matches its weights
     old, _ = load_run(tmp_path / "old")
     assert torch.equal(old.witness, W.legacy_simplex_vectors(10))
     assert torch.equal(W.witness_of(old), W.legacy_simplex_vectors(10))
