@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import json
 import math
+import re
 import signal
 import sys
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cvae_core.data import DATASETS, load_dataset, prepare_offline
+from cvae_core.data import DATASETS, LONG_TAILED, load_dataset, prepare_offline
 from cvae_core.data.morpho import cache_path, load_morpho
 from cvae_core.errors import ConfigError, LabError
 from cvae_core.eval import full_evaluation
@@ -29,6 +30,7 @@ from cvae_core.eval.certificate import LiveCertificate
 from cvae_core.eval.likelihood import TickMeans, check_numbers
 from cvae_core.eval.samples import load_inception
 from cvae_core.io import json_safe
+from cvae_core.models.base import check_tau
 from cvae_core.registry import MODELS, make_config
 from cvae_core.runs.folder import check_run_destination, is_sequence_run, load_run, round_to_half, save_run
 from cvae_core.runs.setup import TICK_IMAGES, build_run
@@ -37,6 +39,7 @@ from cvae_core.train import TrainConfig, TrainControl, fit, resolve_device
 from cvae_core.witness import config_of, load_or_fit_teacher, teacher_source
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 1
+MAX_SAMPLES = 10_000  # the most images `sample` puts in one PNG grid
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,6 +58,13 @@ def _nonneg_int(s: str) -> int:
     v = int(s)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return v
+
+
+def _sample_count(s: str) -> int:
+    v = int(s)
+    if not 1 <= v <= MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"must be >= 1 and at most {MAX_SAMPLES} (one PNG grid), got {s}")
     return v
 
 
@@ -104,14 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--dataset", default=None, help="required for the image models; seq_cvae trains on the strategies "
                                                    "task")
-    s.add_argument("--rho", type=_finite_float, default=10.0,
-                   help="imbalance ratio of a long-tailed set (mnist-lt, svhn-lt, cifar100-lt; >= 1)")
+    s.add_argument("--rho", type=_finite_float, default=None,
+                   help="imbalance ratio of a long-tailed set (mnist-lt, svhn-lt, cifar100-lt; >= 1, default 10)")
     s.add_argument("--beta", type=_finite_float, default=None, help="KL weight (model default if omitted)")
     s.add_argument("--latent-dim", type=_positive_int, default=None)
     s.add_argument("--nu", type=_finite_float, default=None,
-                   help="Student-t degrees of freedom (> 2) for t3vae / ct3vae (model default 10)")
+                   help="Student-t degrees of freedom (> 2, at most 1e4) for t3vae / ct3vae (model default 10)")
     s.add_argument("--tau", type=_finite_float, default=None,
-                   help="Student-t sampling scale stored with the run (0 or omitted: the theoretical tau)")
+                   help="Student-t sampling scale stored with the run, in [0, 1000] (0 or omitted: the theoretical "
+                        "tau)")
     g = s.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=_finite_float, default=None)
     g.add_argument("--steps", type=_positive_int, default=None)
@@ -168,11 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="write a grid of samples to a PNG")
     s.add_argument("run", type=Path)
-    s.add_argument("--n", type=_positive_int, default=64)
+    s.add_argument("--n", type=_sample_count, default=64, help=f"samples in the grid (1 .. {MAX_SAMPLES})")
     s.add_argument("--class", dest="klass", type=int, default=None, help="class to condition on")
     s.add_argument("--tau", type=_finite_float, default=None,
-                   help="sampling scale around the prior mean (default: the model's own: 1 for Gaussian priors, "
-                        "the run's tau for Student-t ones)")
+                   help="sampling scale around the prior mean, in [0, 1000] (default: the model's own: 1 for "
+                        "Gaussian priors, the run's tau for Student-t ones)")
     s.add_argument("--attrs", default=None, metavar="NAME=VALUE,...",
                    help="attribute-conditional models: the combination to draw, e.g. digit=4,thick=1,slant=0,red=1,"
                         "large=0 (values in [0, 1], continuous allowed; attributes left out are 0)")
@@ -280,6 +291,8 @@ def cmd_train(a) -> int:
         return 0
     if a.dataset is None:
         raise ConfigError(f"--dataset is required for {a.model}")
+    if a.rho is not None and a.dataset not in LONG_TAILED:
+        raise ConfigError(f"--rho shapes the long-tailed sets ({', '.join(LONG_TAILED)}); {a.dataset} is not one")
     tcfg = TrainConfig(epochs=a.epochs if a.epochs is not None else 2.0, steps=a.steps,
                        batch_size=a.batch_size if a.batch_size is not None else 128,
                        lr=a.lr if a.lr is not None else 1e-3, seed=a.seed, device=a.device)
@@ -293,8 +306,8 @@ def cmd_train(a) -> int:
             overrides[key] = getattr(a, key)
     make_config(a.model, **overrides)  # validate before checking --out and loading data
     check_run_destination(a.out)  # before training, so a bad --out never costs a run
-    run = build_run(a.model, a.dataset, overrides, tcfg, data_root=a.data_root, rho=a.rho, data_seed=a.seed,
-                    download=a.download)
+    run = build_run(a.model, a.dataset, overrides, tcfg, data_root=a.data_root,
+                    rho=a.rho if a.rho is not None else 10.0, data_seed=a.seed, download=a.download)
     model, data = run.model, run.data
     total = tcfg.total_steps(len(data.x_train))
     print(f"training {a.model} on {a.dataset} ({len(data.x_train)} images) for {total} steps", file=sys.stderr)
@@ -408,11 +421,10 @@ def _attrs_example(info: dict) -> str:
 def cmd_sample(a) -> int:
     from torchvision.utils import save_image
 
-    model, info = load_run(a.run)
-    if a.tau is not None and a.tau < 0:
-        raise ConfigError(f"--tau must be >= 0 (got {a.tau})")
+    check_tau(a.tau, "--tau")
     if a.out.suffix.lower() != ".png":
         raise ConfigError(f"--out must be a .png file (got {a.out})")
+    model, info = load_run(a.run)
     n, y, nrow = a.n, None, int(math.ceil(math.sqrt(a.n)))
     K = model.config.num_classes
     if a.weighting is not None and (a.klass is not None or not model.class_conditional):
@@ -466,6 +478,22 @@ def cmd_prepare(a) -> int:
     return 0
 
 
+def _out_of_memory(e: BaseException) -> str | None:
+    """The line for an allocation that failed (torch raises a RuntimeError saying so on the CPU, OutOfMemoryError on
+    a GPU), naming the size asked for; None for any other error."""
+    text = str(e)
+    if not (isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text
+            or "out of memory" in text.lower()):
+        return None
+    size = ""
+    if m := re.search(r"allocate (\d+) bytes", text):
+        size = f" (tried to allocate {int(m.group(1)) / 2**30:.3g} GiB)"
+    elif m := re.search(r"[Tt]ried to allocate ([\d.]+ [KMGT]iB)", text):
+        size = f" (tried to allocate {m.group(1)})"
+    return (f"out of memory{size}: ask for less (--batch-size, --n, --latent-dim, --option hidden=..., "
+            "--option num_classes=...)")
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     cmd = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
@@ -474,6 +502,12 @@ def main(argv: list[str] | None = None) -> int:
         return cmd(a)
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (MemoryError, RuntimeError) as e:  # sizes past this machine's memory: one line, not a traceback
+        line = _out_of_memory(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:  # e.g. an output path whose parent is a file
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""

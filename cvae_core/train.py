@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import numbers
 import threading
 import time
 from collections.abc import Callable
@@ -23,10 +24,18 @@ from typing import Any, Protocol
 
 import torch
 
-from cvae_core.data import Dataset
-from cvae_core.errors import ConfigError
+from cvae_core.data import Dataset, check_labels
+from cvae_core.errors import ConfigError, DataError
 
 DEVICES = ("auto", "cpu", "cuda")  # "auto": CUDA when present
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 @dataclass
@@ -55,23 +64,32 @@ class TrainConfig:
     grad_clip: float | None = field(default=None, metadata={"help": "max gradient norm, None = off"})
 
     def __post_init__(self) -> None:
-        if self.steps is not None and self.steps < 1:
-            raise ConfigError(f"steps must be >= 1 (got {self.steps})")
-        if self.steps is None and not (self.epochs > 0 and math.isfinite(self.epochs)):
-            raise ConfigError(f"epochs must be a finite number > 0 (got {self.epochs})")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be >= 1 (got {self.batch_size})")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"learning rate must be a finite number > 0 (got {self.lr})")
+        if self.steps is not None:
+            if not _is_int(self.steps):
+                raise ConfigError(f"steps must be an integer >= 1, or None to count epochs (got {self.steps!r})")
+            if self.steps < 1:
+                raise ConfigError(f"steps must be >= 1 (got {self.steps})")
+            self.steps = int(self.steps)
+        if not _is_real(self.epochs) or (self.steps is None and not (self.epochs > 0 and math.isfinite(self.epochs))):
+            raise ConfigError(f"epochs must be a finite number > 0 (got {self.epochs!r})")
+        if not (_is_int(self.batch_size) and self.batch_size >= 1):
+            raise ConfigError(f"batch size must be an integer >= 1 (got {self.batch_size!r})")
+        if not (_is_real(self.lr) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"learning rate must be a finite number > 0 (got {self.lr!r})")
+        if not (_is_int(self.seed) and 0 <= self.seed < 2**32):
+            raise ConfigError(f"seed must be an integer in 0 .. 2^32-1 (got {self.seed!r})")
         if self.device not in DEVICES:
             raise ConfigError(f"device must be auto, cpu or cuda (got {self.device!r})")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device cuda was asked for but no CUDA GPU is available (use --device auto or cpu)")
-        if self.log_every < 1:
-            raise ConfigError(f"log_every must be >= 1 (got {self.log_every})")
-        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
+        if not (_is_int(self.log_every) and self.log_every >= 1):
+            raise ConfigError(f"log_every must be an integer >= 1 (got {self.log_every!r})")
+        if self.grad_clip is not None and not (_is_real(self.grad_clip) and self.grad_clip > 0
+                                               and math.isfinite(self.grad_clip)):
             # a negative max-norm would flip the gradient's sign in clip_grad_norm_ (ascent); 0 or NaN zero it
-            raise ConfigError(f"grad_clip must be a finite number > 0 or None for off (got {self.grad_clip})")
+            raise ConfigError(f"grad_clip must be a finite number > 0 or None for off (got {self.grad_clip!r})")
+        self.epochs, self.lr = float(self.epochs), float(self.lr)  # numpy scalars would be saved as strings
+        self.batch_size, self.seed, self.log_every = int(self.batch_size), int(self.seed), int(self.log_every)
 
     def total_steps(self, n_train: int) -> int:
         if self.steps is not None:
@@ -221,7 +239,22 @@ def _phase_params(model: torch.nn.Module, phase) -> list[torch.nn.Parameter]:
 
 
 def check_model_data(model: torch.nn.Module, data: Dataset) -> None:
-    """Refuse, in one line, a model that cannot train on this data set (before any work starts)."""
+    """Refuse, in one line, a model that cannot train on this data set (before any work starts): images of another
+    shape than the model's, no training images, class labels outside the model's classes, an attribute condition
+    without attribute vectors. (``Dataset`` itself holds uint8 images (N, C, H, W) and integer labels.)"""
+    if not isinstance(data, Dataset):
+        raise ConfigError(f"the data must be a cvae_core.data.Dataset (from load_dataset), got {type(data).__name__}")
+    cfg = getattr(model, "config", None)
+    shape = getattr(cfg, "image_shape", None)
+    if shape is not None and tuple(data.image_shape) != tuple(shape):
+        raise DataError(f"{data.name} has images of shape {tuple(data.image_shape)} (C, H, W) but the model was built "
+                        f"for {tuple(shape)}; build it with image_shape={list(data.image_shape)} (build_run does)")
+    if len(data.x_train) == 0:
+        raise DataError(f"{data.name} has no training images")
+    if getattr(model, "class_conditional", False):  # once per run: one pass over the labels
+        for split, y in (("training", data.y_train), ("test", data.y_test)):
+            check_labels(y, cfg.num_classes, what=f"{data.name}: {split} labels for a model of "
+                                                  f"{cfg.num_classes} classes")
     data.y_for(model, "train")  # an attribute condition needs the data set's attribute vectors (one-line DataError)
 
 
@@ -342,6 +375,8 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
         >>> hist.status, hist.step
         ('finished', 4)
     """
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"fit needs a TrainConfig, got {type(config).__name__}")
     device = resolve_device(config.device)
     history = history if history is not None else History()
     torch.manual_seed(config.seed)

@@ -5,21 +5,23 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cvae_core.data.celeba import load_celeba
-from cvae_core.data.dataset import Dataset, to_float
+from cvae_core.data.dataset import Dataset, check_images, check_labels, to_float
 from cvae_core.data.local import cifar100, cifar100_lt, svhn, svhn_lt
-from cvae_core.data.longtail import long_tail_counts, long_tail_indices
+from cvae_core.data.longtail import check_rho, long_tail_counts, long_tail_indices
 from cvae_core.data.mnist import default_data_root, load_mnist_arrays, prepare_offline
 from cvae_core.data.morpho import morpho_mnist
 from cvae_core.errors import DataError
 
-__all__ = ["Dataset", "DATASETS", "load_dataset", "long_tail_counts", "long_tail_indices",
-           "prepare_offline", "default_data_root", "to_float"]
+__all__ = ["Dataset", "DATASETS", "LONG_TAILED", "check_images", "check_labels", "load_dataset", "long_tail_counts",
+           "long_tail_indices", "prepare_offline", "default_data_root", "to_float"]
 
 
 def _mnist(root, source, download, **_) -> Dataset:
@@ -47,6 +49,8 @@ def _mnist_lt(root, source, download, rho: float = 10.0, seed: int = 0, **_) -> 
     lt.name, lt.info = "mnist-lt", {"source": source, "rho": float(rho), "seed": seed}
     return lt
 
+
+LONG_TAILED = ("mnist-lt", "svhn-lt", "cifar100-lt")  # the sets that `rho` shapes
 
 # name -> (builder, one-line description). Later issues add attribute sets, CelebA, sequences.
 DATASETS = {
@@ -82,6 +86,16 @@ def load_dataset(name: str, *, root: str | Path | None = None, source: str = "au
         >>> load_dataset("mnist-lt", rho=100).class_counts()[-1]
         54
     """
-    if name not in DATASETS:
+    if not isinstance(name, str) or name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
-    return DATASETS[name][0](root=root, source=source, download=download, rho=rho, seed=seed, limit=limit)
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise DataError(f"root must be a folder path (a str or Path), got {type(root).__name__} {root!r}")
+    check_rho(rho)  # every set, so that a ratio below 1 is never silently ignored
+    if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and 0 <= seed < 2**32):
+        raise DataError(f"seed must be an integer in 0 .. 2^32-1 (got {seed!r})")
+    if limit is not None and not (isinstance(limit, numbers.Integral) and not isinstance(limit, bool) and limit >= 1):
+        raise DataError(f"limit must be None or an integer >= 1 (got {limit!r})")
+    data = DATASETS[name][0](root=root, source=source, download=download, rho=rho, seed=int(seed), limit=limit)
+    for split, y in (("training", data.y_train), ("test", data.y_test)):  # a damaged label file, once per load
+        check_labels(y, data.num_classes, what=f"{name}: {split} labels")
+    return data

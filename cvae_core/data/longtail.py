@@ -10,10 +10,15 @@ import numpy as np
 from cvae_core.errors import DataError
 
 
-def long_tail_counts(n_max: int, rho: float, num_classes: int) -> list[int]:
+def check_rho(rho: float) -> None:
+    """The imbalance ratio (largest / smallest class) must be a finite number >= 1; one-line DataError."""
     # numbers.Real admits numpy scalars (np.int64 from a sweep, np.float32); bool is not a ratio
     if not (isinstance(rho, numbers.Real) and not isinstance(rho, bool) and math.isfinite(rho)) or rho < 1:
         raise DataError(f"imbalance ratio rho must be a number >= 1 (got {rho}); rho = 1 is the balanced set")
+
+
+def long_tail_counts(n_max: int, rho: float, num_classes: int) -> list[int]:
+    check_rho(rho)
     if num_classes < 2:
         raise DataError("a long-tailed set needs at least 2 classes")
     k = np.arange(num_classes)

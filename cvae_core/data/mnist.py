@@ -100,6 +100,8 @@ def load_folder(root: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         x, y = _read_idx(raw, img), _read_idx(raw, lbl)
         if x.ndim != 3 or x.shape[1:] != (28, 28) or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{raw}: {split} images {x.shape} and labels {y.shape} are not MNIST-shaped")
+        if y.size and y.max() > 9:
+            raise DataError(f"{raw}: {split} labels must be digits 0..9, got values up to {y.max()}")
         out[split] = (x, y)
     return out
 

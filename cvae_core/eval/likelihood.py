@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from cvae_core.data import check_images, check_labels
+from cvae_core.errors import ConfigError, DataError
 from cvae_core.models.base import LatentModel
 from cvae_core.models.gaussian import gaussian_nll
 
@@ -76,7 +78,10 @@ class TickMeans:
 
 
 def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
-    """AU = #{j : Var_x(E_q[z_j]) > threshold} (Burda et al. 2016), from encoder means (N, m)."""
+    """AU = #{j : Var_x(E_q[z_j]) > threshold} (Burda et al. 2016), from encoder means (N, m); 0 for one image
+    (no spread to measure)."""
+    if len(means) < 2:
+        return 0
     return int((means.var(0) > threshold).sum())
 
 
@@ -99,6 +104,23 @@ def train_sigma(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None =
             sq += (x - xhat).pow(2).sum().item()
             count += x.numel()
     return math.sqrt(sq / count)
+
+
+def check_inputs(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None, what: str) -> None:
+    """One-line errors, before any work, for images that are not the model's (``check_images``: shape, dtype, NaN,
+    range; one host sync) and for a condition y that a conditional model lacks, of another length than x, or with class
+    indices outside the model's classes."""
+    check_images(x, model.config.image_shape, what=what, min_items=1)
+    if not model.conditional:
+        return
+    if y is None:
+        raise ConfigError(f"{what}: {type(model).__name__} is conditional: it needs the {model.config.condition} "
+                          "condition y of the images")
+    if model.class_conditional:
+        check_labels(y, model.config.num_classes, len(x), what=f"{what}: y")
+    elif not (torch.is_tensor(y) and y.dim() == 2 and y.shape == (len(x), model.cond_dim)):
+        got = f"{y.dtype} of shape {tuple(y.shape)}" if torch.is_tensor(y) else type(y).__name__
+        raise DataError(f"{what}: y must be the attribute vectors ({len(x)}, {model.cond_dim}), got {got}")
 
 
 @torch.no_grad()
@@ -129,6 +151,9 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
         >>> abs(m["neg_elbo"] - info["check"]["neg_elbo"]) < 1e-3 * abs(info["check"]["neg_elbo"])
         True
     """
+    check_inputs(model, x_u8, y, what="evaluate")
+    if train_x is not None:
+        check_inputs(model, train_x, train_y if model.conditional else None, what="evaluate: train_x")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

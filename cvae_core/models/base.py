@@ -19,7 +19,6 @@ rebuilds a conditional model; ``condition_vector(y)`` turns y into the (B, d) fl
 from __future__ import annotations
 
 import abc
-import dataclasses
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -28,11 +27,21 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from cvae_core.data import to_float
+from cvae_core.data import check_images, check_labels, to_float
 from cvae_core.errors import ConfigError
+from cvae_core.fields import check_field_types
 
 CONDITIONS = ("class", "attributes")
 ARCHS = ("conv", "mlp")  # the bodies of cvae_core.nets
+TAU_MAX = 1000.0  # the largest sampling scale: a multiple of the prior's spread far past where samples saturate
+
+
+def check_tau(tau: float | None, name: str = "tau") -> None:
+    """A sampling scale is None (the family's default) or a number in [0, TAU_MAX]; else a one-line ConfigError."""
+    if tau is None:
+        return
+    if not (isinstance(tau, numbers.Real) and not isinstance(tau, bool) and 0 <= tau <= TAU_MAX):
+        raise ConfigError(f"{name} must be >= 0 and at most {TAU_MAX:g} (got {tau!r}); it scales the prior's spread")
 
 
 @dataclass
@@ -48,10 +57,12 @@ class ModelConfig:
     beta: float = field(default=1.0, metadata={"help": "weight of the KL (rate) term"})
 
     def __post_init__(self) -> None:
-        _check_field_types(self)
-        self.image_shape = tuple(int(v) for v in self.image_shape)  # JSON gives a list
-        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
-            raise ValueError(f"image_shape must be three positive sizes (C, H, W) (got {self.image_shape})")
+        check_field_types(self)
+        shape = self.image_shape  # JSON gives a list
+        if (not isinstance(shape, (tuple, list)) or len(shape) != 3
+                or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in shape)):
+            raise ValueError(f"image_shape must be three positive integers (C, H, W) (got {shape!r})")
+        self.image_shape = tuple(int(v) for v in shape)
         for name in ("latent_dim", "hidden", "num_classes"):  # layer sizes (already checked to be integers)
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 and an integer (got {getattr(self, name)!r})")
@@ -97,30 +108,6 @@ class Phase:
         if not isinstance(self.params, tuple) or not all(isinstance(p, str) for p in self.params):
             raise ConfigError(f"phase {self.name!r}: params must be a tuple of parameter-name prefixes "
                               f"(got {self.params!r})")
-
-
-def _check_field_types(config) -> None:
-    """Every field whose default is a bool/int/float/str must hold that kind of value (an int is accepted for a
-    float; floats must be finite), so a typo in --option or config.json fails here in one line, not in torch."""
-    for f in dataclasses.fields(config):
-        v, d = getattr(config, f.name), f.default
-        if isinstance(d, bool):
-            ok, kind = isinstance(v, bool), "true or false"
-        elif isinstance(d, int):
-            ok, kind = isinstance(v, numbers.Integral) and not isinstance(v, bool), "an integer"
-            if ok:
-                setattr(config, f.name, int(v))  # numpy integers would be saved as floats in config.json
-        elif isinstance(d, float):
-            ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-            kind = "a finite number"
-            if ok:
-                setattr(config, f.name, float(v))
-        elif isinstance(d, str):
-            ok, kind = isinstance(v, str), "a string"
-        else:
-            continue
-        if not ok:
-            raise ValueError(f"{f.name} must be {kind} (got {v!r})")
 
 
 class LatentModel(nn.Module, abc.ABC):
@@ -215,6 +202,12 @@ class LatentModel(nn.Module, abc.ABC):
         """Per-latent-dimension KL (B, m) when it factorises; None otherwise."""
         return None
 
+    def check_images(self, x: torch.Tensor, what: str, *, floats_only: bool = False, values: bool = True) -> None:
+        """One-line DataError unless `x` is a batch of this model's images (N, C, H, W): uint8 in 0..255 or floats in
+        [0, 1] (``cvae_core.data.check_images``). `values` costs one host sync: once per public call, not per step."""
+        check_images(x, self.config.image_shape, what=f"{type(self).__name__}.{what}", floats_only=floats_only,
+                     values=values)
+
     def prepare_batch(self, x: torch.Tensor) -> torch.Tensor:
         """Stored batch -> model input. Images are kept as uint8 and become floats in [0, 1] here; a family
         with other data (token ids) or another input transform (dynamic binarisation) overrides this."""
@@ -292,6 +285,9 @@ class LatentModel(nn.Module, abc.ABC):
         """n images in [0, 1], (n, C, H, W). tau scales the prior's spread around its mean (None: the family's
         ``default_tau``); pass `eps` (noise from ``prior_noise``) to decode fixed noise (the app does, so that samples
         evolve smoothly while a model trains)."""
+        check_tau(tau)
+        if y is not None and self.class_conditional:
+            check_labels(y, self.config.num_classes, what=f"{type(self).__name__}.sample: y")
         device = next(self.parameters()).device
         noise = self.prior_noise(n) if eps is None else eps
         y = None if y is None else y.to(device)
@@ -336,7 +332,12 @@ class LatentModel(nn.Module, abc.ABC):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder mean at the encoder mean, (B, C, H, W) in [0, 1]."""
+        """Decoder mean at the encoder mean, (B, C, H, W) in [0, 1], of images x (B, C, H, W): uint8 or floats in
+        [0, 1] (anything else is a one-line DataError)."""
+        self.check_images(x, "reconstruct")
+        if y is not None and self.class_conditional:
+            check_labels(y, self.config.num_classes, len(x), what=f"{type(self).__name__}.reconstruct: y")
+        x = self.prepare_batch(x)
         return self.mean_image(self.decode(self.encode(x, y).mean, y))
 
 

@@ -131,7 +131,11 @@ class GaussianVAE(LatentModel):
         self.decoder = make_decoder(c.arch, c.latent_dim + d, c.image_shape, c.hidden)
 
     def encoder_params(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's mu and log Sigma, (B, m) each (families with another encoder distribution reuse them)."""
+        """The encoder's mu and log Sigma, (B, m) each (families with another encoder distribution reuse them). `x`:
+        model inputs, floats (B, C, H, W) in [0, 1]; its shape and dtype are checked here (no host sync), float64 or
+        float16 pixels are cast to the weights' dtype."""
+        self.check_images(x, "encode", floats_only=True, values=False)
+        x = x.to(self.enc_head.weight.dtype)  # a no-op unless the caller's floats differ from the model's
         h = _with(self.encoder(x), self.condition_vector(y))  # (B, F + d)
         mu, log_var = self.enc_head(h).chunk(2, dim=-1)  # (B, m) each
         return mu, log_var

@@ -34,7 +34,7 @@ from cvae_core.distributions import (
     t3_regulariser,
 )
 from cvae_core.errors import ConfigError
-from cvae_core.models.base import ConditionFields, LatentModel, ModelConfig
+from cvae_core.models.base import TAU_MAX, ConditionFields, LatentModel, ModelConfig
 from cvae_core.models.gaussian import CVAE, GaussianVAE, VAEConfig, gaussian_nll, kl_std_normal_per_dim
 
 
@@ -75,8 +75,9 @@ class T3VAEConfig(ModelConfig):
         check_nu(self.nu)
         if not self.sigma > 0:
             raise ValueError(f"decoder sigma must be > 0 (got {self.sigma})")
-        if not self.tau >= 0:
-            raise ValueError(f"tau must be >= 0 (got {self.tau}); 0 means the theoretical value")
+        if not 0 <= self.tau <= TAU_MAX:
+            raise ValueError(f"tau must be >= 0 and at most {TAU_MAX:g} (got {self.tau}); 0 means the theoretical "
+                             "value")
 
 
 @dataclass

@@ -14,7 +14,16 @@ from cvae_core.runs.folder import check_run_destination
 from cvae_core.sequence.lm import BaseLMConfig
 from cvae_core.sequence.metrics import sequence_metrics
 from cvae_core.sequence.model import SeqCVAEConfig
-from cvae_core.sequence.runs import load_base, load_seq_run, save_base, splits, task_from, train_and_save, train_base
+from cvae_core.sequence.runs import (
+    check_base_training,
+    load_base,
+    load_seq_run,
+    save_base,
+    splits,
+    task_from,
+    train_and_save,
+    train_base,
+)
 from cvae_core.train import resolve_device
 
 SEQ_DEFAULTS = {"steps": 1200, "batch_size": 32, "lr": 3e-3}
@@ -39,9 +48,14 @@ def _task(a, info: dict | None = None):
 
 
 def _bar(total: int, unit: str):
-    bar = tqdm(total=total, file=sys.stderr, unit=unit, dynamic_ncols=True)
+    """A progress callback whose bar appears at its first call, so that an argument refused before any work leaves
+    the one error line alone on stderr."""
+    bars = []
 
     def progress(frac: float, text: str) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, file=sys.stderr, unit=unit, dynamic_ncols=True))
+        bar = bars[0]
         bar.update(round(frac * total) - bar.n)
         bar.set_postfix_str(text)
         if frac >= 1:
@@ -51,6 +65,7 @@ def _bar(total: int, unit: str):
 
 
 def cmd_train_base(a) -> int:
+    check_base_training(a.steps, a.batch_size, a.lr)
     task = _task(a)
     check_run_destination(a.out)  # before training, so a bad --out never costs a run
     cfg = BaseLMConfig(n_embd=a.width, n_layer=a.layers, n_head=a.heads, n_positions=2 * task.max_len + 12)
@@ -69,6 +84,8 @@ def cmd_train_seq(a) -> dict:
     (``__main__`` prints them)."""
     if a.dataset not in (None, "strategies"):
         raise ConfigError(f"seq_cvae trains on the strategies task, not {a.dataset!r} (leave --dataset out)")
+    if getattr(a, "rho", None) is not None:
+        raise ConfigError("--rho shapes the long-tailed image sets; seq_cvae trains on the strategies task")
     if a.epochs is not None:
         raise ConfigError("seq_cvae counts --steps, not --epochs")
     bs = a.batch_size if a.batch_size is not None else SEQ_DEFAULTS["batch_size"]

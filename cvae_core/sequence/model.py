@@ -26,6 +26,7 @@ from torch import nn
 
 from cvae_core.data.strategies import Vocab
 from cvae_core.errors import ConfigError
+from cvae_core.fields import check_field_types
 from cvae_core.sequence.lm import answer_nll, batch
 
 MODES = ("frozen", "lora", "full")  # how a part uses the base LM
@@ -52,6 +53,7 @@ class SeqCVAEConfig:
         "help": "the latent embeddings start at the empty slot's plus this times the token-embedding std"})
 
     def __post_init__(self) -> None:
+        check_field_types(self, ConfigError)  # "K=1.5" or "beta=abc" in one line, before the value checks below
         if self.latent not in LATENTS:
             raise ConfigError(f"latent must be discrete or continuous (got {self.latent!r})")
         if self.K < 2 or self.latent_dim < 1:
@@ -61,6 +63,11 @@ class SeqCVAEConfig:
                 raise ConfigError(f"{part} must be one of {', '.join(MODES)} (got {getattr(self, part)!r})")
         if not self.beta >= 0:
             raise ConfigError(f"beta must be >= 0 (got {self.beta})")
+        if self.lora_r < 1 or not self.lora_alpha > 0:
+            raise ConfigError(f"LoRA needs lora_r >= 1 and lora_alpha > 0 (got lora_r={self.lora_r}, "
+                              f"lora_alpha={self.lora_alpha})")
+        if not self.z_init >= 0:
+            raise ConfigError(f"z_init is a multiple of a standard deviation, >= 0 (got {self.z_init})")
 
 
 def _wrap(base, mode: str, cfg: SeqCVAEConfig):

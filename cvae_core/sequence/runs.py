@@ -18,6 +18,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
+import numbers
 from pathlib import Path
 
 import torch
@@ -60,9 +62,19 @@ def splits(task: StrategyTask, data: dict | None = None):
 
 
 # ---------------------------------------------------------------------------------------------------- base model
+def check_base_training(steps: int, batch_size: int, lr: float) -> None:
+    """One-line ConfigError for a training budget ``train_base`` cannot use."""
+    if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"the base model's learning rate must be a finite number > 0 (got {lr!r})")
+    for name, v in (("steps", steps), ("batch size", batch_size)):
+        if not (isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1):
+            raise ConfigError(f"the base model's {name} must be an integer >= 1 (got {v!r})")
+
+
 def train_base(task: StrategyTask, config: BaseLMConfig | None = None, *, steps: int = 3000, batch_size: int = 64,
                lr: float = 3e-3, seed: int = 0, device: str = "cpu", progress=None):
     """(model, info): a base LM trained on the task's training split, with its test loss and the entropy floor."""
+    check_base_training(steps, batch_size, lr)
     vocab, config = Vocab(), config or BaseLMConfig()
     train, test = splits(task)
     lm = build_base_lm(vocab, config, seed=seed)
