@@ -10,9 +10,9 @@ hashes it records. The lowest layer beside ``errors`` and ``io``: nothing here k
 - The hash record of a folder is the key ``sha256`` of one JSON file in it (``record_of``): ``{file name: SHA-256
   hex digest}`` of every other file in the folder. ``record_hashes`` writes it (the run-folder writers call it
   inside their atomic write); a loader checks its weights file against it with ``check_hash`` (only the weights:
-  about 2 ms for a 2.7 MB run on a 2-core CPU). ``verify_folder`` checks every file (the shipped runs' test and
-  ``scripts/record_hashes.py --check``). A folder without a record (saved before there were records) loads as
-  before.
+  about 2 ms for a 2.7 MB run on a 2-core CPU); ``read_weights`` does both checks, then reads. ``verify_folder``
+  checks every file (the shipped runs' test and ``scripts/record_hashes.py --check``). A folder without a record
+  (saved before there were records) loads as before.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ import hashlib
 import json
 import struct
 from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from cvae_core.errors import CheckpointError
 from cvae_core.io import write_json
@@ -140,6 +144,26 @@ def check_hash(path: str | Path, hashes: dict | None, record: str | Path) -> Non
     if sha256_file(path) != want.lower():
         raise CheckpointError(f"{path} does not match the hash recorded in {record} (the file was changed or "
                               "damaged after it was saved)")
+
+
+def read_weights(path: str | Path, hashes: dict | None, record: str | Path, *,
+                 damaged: str = "is corrupt or not a safetensors file", then: str = "") -> dict[str, torch.Tensor]:
+    """The tensors (on the CPU) of the safetensors weights file `path`, read only after its header was checked (a
+    pickle is refused unread, a truncated file named) and its SHA-256 matched `hashes` (the record in `record`; None:
+    no record). Anything wrong is one CheckpointError line: ``{path} {damaged} ({why}){then}`` (`then`: what to do
+    about it, e.g. "; rebuild it with ...")."""
+    path = Path(path)
+    problem = safetensors_problem(path)
+    if problem:
+        raise CheckpointError(f"{path} {damaged} ({problem}){then}")
+    try:
+        check_hash(path, hashes, record)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}{then}") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} {damaged} ({e}){then}") from None
 
 
 def verify_folder(folder: str | Path) -> list[str]:

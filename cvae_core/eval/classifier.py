@@ -25,13 +25,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from cvae_core.data import to_float
 from cvae_core.errors import CheckpointError
-from cvae_core.integrity import check_hash, pickle_note, record_hashes, safetensors_problem
+from cvae_core.integrity import pickle_note, read_weights, record_hashes
 from cvae_core.io import swap_into_place
 
 REPO = Path(__file__).resolve().parents[2]
@@ -234,17 +233,7 @@ def load_classifier(path: str | Path | None = None, device: str | torch.device =
             config = ClassifierConfig(**info["config"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{ipath} is corrupt ({type(e).__name__}: {e}); {REBUILD}") from None
-        problem = safetensors_problem(wpath)
-        if problem:
-            raise CheckpointError(f"{wpath} is corrupt or not a safetensors file ({problem}); {REBUILD}")
-        try:
-            check_hash(wpath, info.get("sha256"), ipath)
-        except CheckpointError as e:
-            raise CheckpointError(f"{e}; {REBUILD}") from None
-        try:
-            state = load_file(str(wpath), device="cpu")
-        except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"{wpath} is corrupt or not a safetensors file ({e}); {REBUILD}") from None
+        state = read_weights(wpath, info.get("sha256"), ipath, then=f"; {REBUILD}")
         model = MnistClassifier(config)
         own = model.state_dict()
         if set(own) != set(state) or any(own[k].shape != state[k].shape for k in own):

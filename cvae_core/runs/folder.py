@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from cvae_core.errors import CheckpointError, ConfigError
-from cvae_core.integrity import check_hash, pickle_note, record_hashes, safetensors_problem
+from cvae_core.integrity import pickle_note, read_weights, record_hashes
 from cvae_core.io import swap_into_place, write_json
 from cvae_core.models.base import LatentModel
 from cvae_core.registry import MODELS, build_model, make_config
@@ -182,14 +182,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[L
     wpath = run_dir / WEIGHTS
     if not wpath.is_file():
         raise CheckpointError(f"{run_dir} has no {WEIGHTS}{pickle_note(run_dir)}")
-    problem = safetensors_problem(wpath)
-    if problem:
-        raise CheckpointError(f"{wpath} is corrupt or not a safetensors file ({problem})")
-    check_hash(wpath, info.get("sha256"), run_dir / "config.json")
-    try:
-        state = load_file(str(wpath), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{wpath} is corrupt or not a safetensors file ({e})") from None
+    state = read_weights(wpath, info.get("sha256"), run_dir / "config.json")
     model = build_model(name, config)
     state = model.upgrade_state(state)  # a tensor added since the run was saved
     own = model.state_dict()

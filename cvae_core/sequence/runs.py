@@ -23,12 +23,11 @@ import numbers
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from cvae_core.data.strategies import StrategyTask, Vocab, make_split
 from cvae_core.errors import CheckpointError, ConfigError, LabError
-from cvae_core.integrity import check_hash, pickle_note, safetensors_problem
+from cvae_core.integrity import pickle_note, read_weights
 from cvae_core.io import write_json
 from cvae_core.runs.folder import check_run_destination, is_sequence_run, read_run_info, write_run_folder
 from cvae_core.runs.setup import build_run
@@ -154,14 +153,7 @@ def load_seq_run(run_dir: str | Path, device: str | torch.device = "cpu"):
     wpath = run_dir / WEIGHTS
     if not wpath.is_file():
         raise CheckpointError(f"{run_dir} has no {WEIGHTS}{pickle_note(run_dir)}")
-    problem = safetensors_problem(wpath)
-    if problem:
-        raise CheckpointError(f"{wpath} is missing or corrupt ({problem})")
-    check_hash(wpath, info.get("sha256"), run_dir / "config.json")
-    try:
-        state = load_file(str(wpath), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{wpath} is missing or corrupt ({e})") from None
+    state = read_weights(wpath, info.get("sha256"), run_dir / "config.json", damaged="is missing or corrupt")
     with torch.random.fork_rng(devices=[]):
         base = AutoModelForCausalLM.from_config(base_cfg).float()  # computes in float32 whatever dtype it was saved in
     prefix = "base."
