@@ -4,16 +4,18 @@
 Every job (image training, a ct3vae at another nu, a sequence CVAE) has the same controls (``start``, ``pause``,
 ``resume``, ``step``, ``stop``, ``join``, ``alive``) and ``snapshot()`` returns one schema (``SNAPSHOT_KEYS``):
 
-- ``kind``: "image", "nu" or "sequence"; ``status``: "running", "saving", then "finished", "saved", "stopped",
-  "diverged" or "failed"; ``message``: how it ended (or the error);
+- ``kind``: "image", "nu" or "sequence"; ``status``: "queued" (waiting for a free slot on the board), "running",
+  "saving", then "finished", "saved", "stopped", "diverged" or "failed"; ``message``: how it ended (or the error);
+  ``queue_position``: 1 for the next job to start, None when not waiting;
 - ``step``, ``total_steps``, ``fraction`` (0..1, saving included), ``text`` (one line for a progress bar),
   ``paused``;
 - ``records`` (the metric history, one dict per log tick), ``previews`` (image jobs: samples and reconstructions at
   the last tick; {} otherwise), ``device``, ``saved`` (the run folder once saved, else None).
 
 The worker thread of a job never calls the UI; pages poll ``snapshot()``. The ``JobBoard`` is one per server: it
-keeps each owner's (a browser session's) jobs, stops the jobs no page has shown for a while, and reserves run names
-while a run is being saved, so two sessions never write the same folder.
+runs at most ``max_running`` jobs at once (``CVAE_MAX_JOBS``, else one per two cores) and queues the rest, keeps each
+owner's (a browser session's) jobs, stops the jobs no page has shown for a while, and reserves run names while a run
+is being trained or saved, so two sessions never write the same folder.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from cvae_core.sequence.runs import load_base, task_from, train_and_save
 from cvae_core.train import History, TrainConfig, TrainControl, fit, resolve_device
 
 SNAPSHOT_KEYS = ("kind", "status", "message", "step", "total_steps", "fraction", "text", "paused", "records",
-                 "previews", "device", "saved")
+                 "previews", "device", "saved", "queue_position")
 ENDED = ("finished", "saved", "stopped", "diverged", "failed")
 
 
@@ -65,6 +67,9 @@ class Job:
         self._saving_now = False
         self._device = str(resolve_device(device))
         self._thread = threading.Thread(target=self._main, name=f"cvae-{self.kind}", daemon=True)
+        self.queue_position: int | None = None  # set by a JobBoard while the job waits for a free slot
+        self.done = False  # True once the worker has ended (before on_done runs)
+        self.on_done: list[Callable[[Job], None]] = []  # called in the worker thread when it ends
 
     # ------------------------------------------------------------------ control
     def start(self) -> Job:
@@ -82,7 +87,10 @@ class Job:
         self.control.step(n)
 
     def stop(self) -> None:
+        """Stop the job; a job still waiting in a board's queue is cancelled (it never starts)."""
         self.control.stop()
+        if self.queue_position is not None and not self.started:
+            self.history.status, self.history.message = "stopped", "cancelled while waiting in the queue"
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread.is_alive() or self._thread.ident is not None:
@@ -90,7 +98,12 @@ class Job:
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        """Running, or waiting in a board's queue to run."""
+        return self._thread.is_alive() or (self.queued and not self.control.stopped)
+
+    @property
+    def queued(self) -> bool:
+        return self.queue_position is not None and not self.started
 
     @property
     def started(self) -> bool:
@@ -111,6 +124,9 @@ class Job:
             self.history.status, self.history.message = "failed", self.error
         finally:
             self._saving_now = False
+            self.done = True
+            for fn in self.on_done:
+                fn(self)
 
     def _records(self) -> list[dict]:
         return [dict(r) for r in self.history.records]
@@ -124,9 +140,15 @@ class Job:
         h = self.history
         records, previews = self._records(), self._previews()
         status = "saving" if self._saving_now else ("saved" if self.saved is not None else h.status)
+        position = self.queue_position if self.queued and h.status == "running" else None
+        if position is not None:
+            status = "queued"
         total = max(h.total_steps, 1)
         fraction = 1.0 if status == "saved" else min(1.0, 0.9 * h.step / total + 0.1 * self.saving)
-        if status == "running":
+        if status == "queued":
+            text = ("waiting for a free training slot: next in the queue" if position == 1 else
+                    f"waiting for a free training slot: {position - 1} job(s) ahead in the queue")
+        elif status == "running":
             text = f"step {h.step:,} of {h.total_steps:,}" if h.total_steps else "starting"
         elif status == "saving":
             text = f"evaluating and saving ({100 * self.saving:.0f}%)"
@@ -136,7 +158,8 @@ class Job:
             text = h.message or status
         return {"kind": self.kind, "status": status, "message": h.message, "step": h.step, "total_steps": h.total_steps,
                 "fraction": fraction, "text": text, "paused": self.control.paused and status == "running",
-                "records": records, "previews": previews, "device": self._device, "saved": self.saved}
+                "records": records, "previews": previews, "device": self._device, "saved": self.saved,
+                "queue_position": position}
 
     def _save_progress(self, fraction: float, text: str = "") -> None:
         self.saving = fraction
@@ -342,41 +365,100 @@ class SeqTrainingJob(Job):
 
 # ------------------------------------------------------------------ the server-wide job board
 ORPHAN_AGE = 600.0  # seconds (10 minutes)
+MAX_JOBS_ENV = "CVAE_MAX_JOBS"
+
+
+def default_max_jobs() -> int:
+    """How many jobs a board runs at once: ``$CVAE_MAX_JOBS``, else one per two CPU cores (at least one). Training
+    uses every core it is given; two jobs on two cores each run at less than half speed and slow every page."""
+    raw = os.environ.get(MAX_JOBS_ENV, "").strip()
+    if not raw:
+        return max(1, (os.cpu_count() or 2) // 2)
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 1024:
+        raise ConfigError(f"{MAX_JOBS_ENV} must be a whole number of jobs from 1 to 1024 (got {raw!r})")
+    return n
 
 
 class JobBoard:
     """Every job a server runs, by owner (a browser session and a slot, e.g. ``(session_id, "train")``); one per
     server, shared by all sessions. Thread-safe.
 
-    - ``submit(owner, job)`` stops the owner's previous job, stops orphans, registers the new job and starts it.
-    - ``touch(owner)`` marks the owner's job as shown by a page. A running, unpaused job that no page has shown for
-      `orphan_age` seconds is an orphan (its tab was closed or reloaded): the next ``submit`` (or
+    - ``submit(owner, job)`` stops the owner's previous job, stops orphans, registers the new job and starts it when
+      fewer than `max_running` jobs run; otherwise the job waits in a first-come queue (status "queued", its
+      ``queue_position`` in the snapshot) and starts when a running job ends. ``stop()`` on a waiting job (or
+      ``release``) cancels it.
+    - ``touch(owner)`` marks the owner's job as shown by a page. A running, unpaused job (or a waiting one) that no
+      page has shown for `orphan_age` seconds is an orphan (its tab was closed or reloaded): the next ``submit`` (or
       ``stop_orphans()``) stops it. The age is long on purpose: a teacher may sit on the Home page, or a background
       tab may be throttled, for minutes while a student presses Start; stopping their run then would be worse than
       letting an abandoned one finish its bounded number of steps. Paused jobs are never stopped.
-    - ``reserve(path)`` holds a run folder's name while it is being saved (a context manager): a second save to
-      the same folder, from any session, is refused in one line.
+    - ``reserve(path)`` holds a run folder's name while it is being saved (a context manager); a job that will save
+      (``save_to``, ``out``) holds it from submit to its end. A second claim, from any session, is refused in one
+      line.
     """
 
-    def __init__(self, orphan_age: float = ORPHAN_AGE):
+    def __init__(self, orphan_age: float = ORPHAN_AGE, max_running: int | None = None):
         self.orphan_age = orphan_age
-        self._lock = threading.Lock()
+        self.max_running = default_max_jobs() if max_running is None else int(max_running)
+        if self.max_running < 1:
+            raise ConfigError(f"a job board runs at least one job at once (got max_running={max_running})")
+        self._lock = threading.RLock()
         self._jobs: dict[Hashable, list] = {}  # owner -> [job, last time a page showed it]
+        self._queue: deque[Job] = deque()  # waiting jobs, first come first served
         self._reserved: set[Path] = set()
 
+    # ------------------------------------------------------------------ jobs
     def submit(self, owner: Hashable, job: Job, *, now: float | None = None) -> Job:
         self.release(owner)
         self.stop_orphans(now=now)
         reserve = getattr(job, "save_to", None) or getattr(job, "out", None)
         if reserve is not None:
             self._claim(Path(reserve))
+        job.on_done.append(self._job_ended)
         with self._lock:
             self._jobs[owner] = [job, time.monotonic() if now is None else now]
-        try:
-            return job.start()
-        except Exception:
-            self.release(owner)
-            raise
+            start = self._running() < self.max_running and not self._queue
+            if not start:
+                self._queue.append(job)
+                self._number_queue()
+        if start:
+            try:
+                job.start()
+            except Exception:
+                self.release(owner)
+                raise
+        return job
+
+    def _running(self) -> int:
+        """Jobs whose worker runs (call with the lock held)."""
+        return sum(1 for job, _ in self._jobs.values() if job.started and not job.done)
+
+    def _number_queue(self) -> None:
+        """Drop cancelled jobs from the queue and number the rest 1, 2, ... (call with the lock held)."""
+        self._queue = deque(j for j in self._queue if not j.control.stopped)
+        for i, job in enumerate(self._queue, start=1):
+            job.queue_position = i
+
+    def _job_ended(self, ended: Job) -> None:
+        """A worker ended (called in its thread): free its run name, start the next waiting jobs."""
+        self._unclaim(ended)
+        self.promote()
+
+    def promote(self) -> list[Job]:
+        """Start waiting jobs while there are free slots; returns those started."""
+        started = []
+        with self._lock:
+            self._number_queue()
+            while self._queue and self._running() + len(started) < self.max_running:
+                started.append(self._queue.popleft())
+            self._number_queue()
+        for job in started:
+            job.start()
+        return started
 
     def get(self, owner: Hashable) -> Job | None:
         with self._lock:
@@ -396,7 +478,7 @@ class JobBoard:
                     entry[1] = time.monotonic() if now is None else now
 
     def release(self, owner: Hashable, timeout: float = 10.0) -> None:
-        """Stop the owner's job (bounded wait) and forget it."""
+        """Stop (or cancel, when waiting) the owner's job, wait for it (bounded) and forget it."""
         with self._lock:
             entry = self._jobs.pop(owner, None)
         if entry is not None:
@@ -404,28 +486,39 @@ class JobBoard:
             if job.alive:
                 job.stop()
                 job.join(timeout)
+            with self._lock:
+                self._number_queue()
             self._unclaim(job)
 
     def stop_orphans(self, now: float | None = None) -> list[Hashable]:
-        """Forget ended jobs; stop running, unpaused jobs no page has shown for `orphan_age` s. Returns their owners."""
+        """Forget ended jobs; stop running, unpaused jobs (and cancel waiting ones) no page has shown for
+        `orphan_age` s. Returns their owners."""
         now = time.monotonic() if now is None else now
         stopped = []
         with self._lock:
             items = list(self._jobs.items())
         for owner, (job, seen) in items:
-            if job.started and not job.alive:
+            if not job.alive:
                 with self._lock:
                     self._jobs.pop(owner, None)
                 self._unclaim(job)
             elif now - seen > self.orphan_age and not job.snapshot()["paused"]:
                 job.stop()
                 stopped.append(owner)
+        with self._lock:
+            self._number_queue()
         return stopped
 
     def running(self) -> list[tuple[Hashable, Job]]:
-        """(owner, job) of every job that is still alive."""
+        """(owner, job) of every job that runs or waits."""
         with self._lock:
             return [(o, e[0]) for o, e in self._jobs.items() if e[0].alive]
+
+    def counts(self) -> dict[str, int]:
+        """{"running": jobs whose worker runs, "queued": jobs waiting, "max": max_running}: for a page's status line."""
+        with self._lock:
+            self._number_queue()
+            return {"running": self._running(), "queued": len(self._queue), "max": self.max_running}
 
     # ------------------------------------------------------------------ run-name reservation
     def _claim(self, path: Path) -> None:
@@ -438,7 +531,7 @@ class JobBoard:
 
     def _unclaim(self, job: Job) -> None:
         path = getattr(job, "save_to", None) or getattr(job, "out", None)
-        if path is not None and not job.alive:
+        if path is not None and (job.done or not job.alive):  # done: called from the ending worker itself
             with self._lock:
                 self._reserved.discard(Path(path).resolve())
 

@@ -5,6 +5,7 @@ saving. The training itself runs in the jobs' worker threads.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from cvae_core.errors import LabError
+from cvae_core.errors import ConfigError, LabError
 from cvae_core.eval.certificate import LiveCertificate
 from cvae_core.jobs import Job, JobBoard, TrainingJob
 from cvae_core.runs import catalog
@@ -32,10 +33,25 @@ ORPHAN_AGE = 600.0  # seconds (10 minutes)
 SLOTS = {"train": "job", "nu": "nu_job", "seq": "seq_job"}  # slot -> the session_state key of its job
 
 
+PROBLEMS: list[str] = []  # a bad CVAE_MAX_JOBS, said on every page (mark_session_job_seen)
+
+
 @st.cache_resource
 def board() -> JobBoard:
-    """The server's one job board, shared by all sessions."""
-    return JobBoard(orphan_age=ORPHAN_AGE)
+    """The server's one job board, shared by all sessions: at most CVAE_MAX_JOBS trainings at once (default one per
+    two cores), the rest wait in a queue."""
+    try:
+        return JobBoard(orphan_age=ORPHAN_AGE)
+    except ConfigError as e:
+        fallback = max(1, (os.cpu_count() or 2) // 2)
+        PROBLEMS.append(f"{e}; the server runs {fallback} training(s) at once instead.")
+        return JobBoard(orphan_age=ORPHAN_AGE, max_running=fallback)
+
+
+def load_line() -> str:
+    """How busy the server is, e.g. "1 of 1 training slots busy, 2 waiting"."""
+    c = board().counts()
+    return f"{c['running']} of {c['max']} training slots busy, {c['queued']} waiting"
 
 
 def owner(slot: str) -> tuple[str, str]:
@@ -60,6 +76,9 @@ def touch(job: Job | None) -> None:
 
 def mark_session_job_seen() -> None:
     """Call on every page view: this session's jobs, if any, are still wanted (see ORPHAN_AGE)."""
+    board()
+    for problem in PROBLEMS:
+        st.warning(problem, icon=":material/settings:")
     for key in SLOTS.values():
         touch(st.session_state.get(key))
 

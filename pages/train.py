@@ -67,6 +67,10 @@ def live_view() -> None:
         st.error(snap["message"])
     elif snap["status"] in ("finished", "stopped"):
         st.success(snap["message"])
+    elif snap["status"] == "queued":  # the server trains a few runs at once (CVAE_MAX_JOBS); this one waits
+        st.info(f"{snap['text'].capitalize()} ({_jobs.load_line()}). It starts by itself; **Stop** cancels it.",
+                icon=":material/hourglass_top:")
+        return
     if not recs:
         st.info("Training has started; the first curves appear at the first log tick.")
         return

@@ -5,6 +5,7 @@ The gpu marker skips tests when no CUDA device is present; slow tests are exclud
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# The app's job board runs one training per two cores; page tests in one process share one board, so a slow test's
+# job must not make the next test's Start wait in the queue. The queue has its own tests (tests/test_jobs.py and one
+# page test that lowers the limit).
+os.environ.setdefault("CVAE_MAX_JOBS", "8")
 if str(REPO) not in sys.path:  # so `import cvae_core` works without installing the package
     sys.path.insert(0, str(REPO))
 

@@ -4,13 +4,14 @@ forgets ended jobs and reserves run names."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from cvae_core import jobs
-from cvae_core.errors import LabError
+from cvae_core.errors import ConfigError, LabError
 from cvae_core.registry import build_model
 from cvae_core.sequence.model import SeqCVAEConfig
 from cvae_core.train import TrainConfig
@@ -76,7 +77,7 @@ def test_a_failing_job_reports_instead_of_dying(tiny):
 
 
 def test_board_replaces_an_owners_job_and_stops_orphans_but_not_paused_ones(tiny):
-    board = jobs.JobBoard(orphan_age=100.0)
+    board = jobs.JobBoard(orphan_age=100.0, max_running=4)
     a = board.submit(("s1", "train"), _image_job(tiny), now=0.0)
     b = board.submit(("s1", "train"), _image_job(tiny), now=1.0)  # the same owner: the old job is stopped
     assert not a.alive and a.snapshot()["status"] == "stopped" and board.get(("s1", "train")) is b
@@ -96,7 +97,7 @@ def test_board_replaces_an_owners_job_and_stops_orphans_but_not_paused_ones(tiny
 
 
 def test_board_reserves_run_names(tiny, tmp_path):
-    board = jobs.JobBoard()
+    board = jobs.JobBoard(max_running=4)
     with board.reserve(tmp_path / "x"):
         with pytest.raises(LabError, match="'x' is being trained or saved"):
             with board.reserve(tmp_path / "x"):
@@ -130,3 +131,55 @@ def test_sequence_job_has_the_same_interface(tmp_path):
     job.join(60)
     snap = job.snapshot()
     assert snap["status"] == "stopped" and snap["saved"] is None and not (tmp_path / "seq").exists()
+
+
+def test_board_queues_past_its_limit_and_starts_in_order(tiny):
+    board = jobs.JobBoard(max_running=1)
+    a = board.submit("a", _image_job(tiny))
+    b = board.submit("b", _image_job(tiny))
+    c = board.submit("c", _image_job(tiny, steps=3))
+    assert a.started and not b.started and not c.started and b.alive and c.alive  # waiting counts as alive
+    sb, sc = b.snapshot(), c.snapshot()
+    assert (sb["status"], sb["queue_position"], sc["status"], sc["queue_position"]) == ("queued", 1, "queued", 2)
+    assert "next in the queue" in sb["text"] and "1 job(s) ahead" in sc["text"]
+    assert a.snapshot()["queue_position"] is None
+    assert board.counts() == {"running": 1, "queued": 2, "max": 1}
+    b.stop()  # a waiting job is cancelled: it never starts, and the queue closes up
+    assert not b.alive and b.snapshot()["status"] == "stopped" and "cancelled" in b.snapshot()["message"]
+    assert board.counts()["queued"] == 1 and c.snapshot()["queue_position"] == 1
+    a.stop()
+    a.join(30)
+    _wait(lambda: c.started)  # a's end starts the next waiting job
+    c.join(60)
+    assert c.snapshot()["status"] == "finished" and not b.started and board.counts()["running"] == 0
+    board.stop_orphans()
+    assert board.running() == [] and board.counts() == {"running": 0, "queued": 0, "max": 1}
+
+
+def test_board_releases_a_waiting_job_and_cancels_orphans_in_the_queue(tiny, tmp_path):
+    board = jobs.JobBoard(orphan_age=100.0, max_running=1)
+    a = board.submit("a", _image_job(tiny), now=0.0)
+    b = board.submit("b", _image_job(tiny, save_to=tmp_path / "b"), now=0.0)
+    with pytest.raises(LabError, match="'b'"):  # its name is held while it waits
+        board.submit("x", _image_job(tiny, save_to=tmp_path / "b"))
+    board.release("b")  # the session closed its tab: cancelled, its name freed
+    assert not b.alive and not b.started and board.get("b") is None and board.counts()["queued"] == 0
+    with board.reserve(tmp_path / "b"):
+        pass
+    c = board.submit("c", _image_job(tiny), now=0.0)
+    board.touch("a", now=150.0)
+    assert board.stop_orphans(now=150.0) == ["c"]  # unseen while waiting for 150 s: cancelled
+    assert not c.alive and not c.started and a.alive
+    a.stop()
+    a.join(30)
+
+
+def test_the_default_limit_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(jobs.MAX_JOBS_ENV, raising=False)
+    assert jobs.default_max_jobs() == max(1, (os.cpu_count() or 2) // 2)
+    monkeypatch.setenv(jobs.MAX_JOBS_ENV, "3")
+    assert jobs.default_max_jobs() == 3 and jobs.JobBoard().max_running == 3
+    for bad in ("0", "-1", "abc", "1e9", "2.5"):
+        monkeypatch.setenv(jobs.MAX_JOBS_ENV, bad)
+        with pytest.raises(ConfigError, match="CVAE_MAX_JOBS must be a whole number"):
+            jobs.default_max_jobs()

@@ -450,6 +450,32 @@ def test_another_sessions_start_leaves_a_recently_seen_job_running(train_page):
     assert time.monotonic() - seen < 30
 
 
+def test_a_start_past_the_servers_limit_waits_in_the_queue_and_stop_cancels_it(train_page):
+    from pages import _jobs
+
+    board = _jobs.board()
+    limit, board.max_running = board.max_running, 1 + board.counts()["running"]  # one free slot, whatever runs
+    student = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
+    try:
+        teacher = train_page
+        teacher.number_input(key="steps").set_value(100_000).run()
+        teacher.button(key="start").click().run()
+        assert teacher.session_state["job"].snapshot()["status"] == "running"
+        student.number_input(key="steps").set_value(100_000).run()
+        student.button(key="start").click().run()
+        job = student.session_state["job"]
+        assert not student.exception and not job.started and job.snapshot()["queue_position"] == 1
+        info = texts(student.info)
+        assert "Waiting for a free training slot: next in the queue" in info and "1 waiting" in info, info
+        student.button(key="stop").click().run()  # Stop cancels a waiting job: it never starts
+        snap = job.snapshot()
+        assert not job.alive and not job.started and snap["status"] == "stopped" and "cancelled" in snap["message"]
+        assert board.counts()["queued"] == 0
+    finally:
+        board.max_running = limit
+        stop_job_of(student)
+
+
 def stop_job_of(at: AppTest) -> None:
     job = at.session_state["job"] if "job" in at.session_state else None
     if job is not None and job.alive:
