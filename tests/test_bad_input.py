@@ -367,7 +367,7 @@ def test_sample_refuses_a_class_outside_the_model(models):
      "imbalance ratio rho must be a number >= 1 (got nan); rho = 1 is the balanced set"),
     (dict(name="mnist-lt", seed=-1), "seed must be an integer in 0 .. 2^32-1 (got -1)"),
     (dict(name="mnist", root=3), "root must be a folder path (a str or Path), got int 3"),
-    (dict(name="celeba", limit=0), "limit must be None or an integer >= 1 (got 0)"),
+    (dict(name="celeba", limit=0), "limit must be a positive integer (images per split) or None (got 0)"),
 ])
 def test_load_dataset_refuses_bad_arguments_before_reading(kw, msg):
     with pytest.raises(DataError) as e:

@@ -94,7 +94,7 @@ def load_dataset(name: str, *, root: str | Path | None = None, source: str = "au
     if not (isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and 0 <= seed < 2**32):
         raise DataError(f"seed must be an integer in 0 .. 2^32-1 (got {seed!r})")
     if limit is not None and not (isinstance(limit, numbers.Integral) and not isinstance(limit, bool) and limit >= 1):
-        raise DataError(f"limit must be None or an integer >= 1 (got {limit!r})")
+        raise DataError(f"limit must be a positive integer (images per split) or None (got {limit!r})")
     data = DATASETS[name][0](root=root, source=source, download=download, rho=rho, seed=int(seed), limit=limit)
     for split, y in (("training", data.y_train), ("test", data.y_test)):  # a damaged label file, once per load
         check_labels(y, data.num_classes, what=f"{name}: {split} labels")
