@@ -18,7 +18,7 @@ import torch
 
 from cvae_core.data import Dataset
 from cvae_core.eval.likelihood import encoder_means
-from cvae_core.eval.projection import allocation_shares, pca_2d, umap_2d, warm_up_umap
+from cvae_core.eval.projection import allocation_shares, import_umap, pca_2d, umap_2d, warm_up_umap
 from cvae_core.runs import catalog
 from pages import _runs
 
@@ -44,8 +44,16 @@ class WarmUp:
 
 @st.cache_resource(show_spinner=False)
 def umap_warmup() -> WarmUp:
-    """Start compiling UMAP's numba code in a daemon thread, once per server process; returns its state."""
+    """Start compiling UMAP's numba code in a daemon thread, once per server process; returns its state. The import
+    itself (2.5 s) happens here, in the page's thread, so that no page imports pandas or scikit-learn at the same time
+    as the warm-up thread (a half-imported module otherwise)."""
     state = WarmUp()
+    try:
+        import_umap()
+    except Exception as e:  # shown on the page; PCA keeps working
+        state.error = f"{type(e).__name__}: {e}"
+        state.ready.set()
+        return state
 
     def work() -> None:
         try:

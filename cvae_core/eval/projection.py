@@ -101,6 +101,14 @@ def umap_2d(means: Any, seed: int = 0, *, n_neighbors: int = UMAP_SETTINGS["n_ne
     return coords, reducer
 
 
+def import_umap() -> None:
+    """Import umap-learn and what it imports (numba, pynndescent, scikit-learn, scipy, pandas): about 2.5 s once per
+    process. Call it in the thread that serves pages before ``warm_up_umap`` runs in a background thread: two threads
+    importing the same packages at once can hand one of them a partially initialised module (seen as "partially
+    initialized module 'pandas' has no attribute 'Series'" on a page opened while UMAP was warming up)."""
+    import umap  # noqa: F401
+
+
 def warm_up_umap(seed: int = 0) -> float:
     """Compile umap-learn's numba code (fit and transform, with ``umap_2d``'s settings) on a tiny random array;
     returns the seconds it took (~8 s in a fresh process on 2 cores, milliseconds afterwards)."""
