@@ -47,39 +47,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def _positive_int(s: str) -> int:
-    v = int(s)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {s}")
-    return v
+def _int_arg(name: str, ok, why: str):
+    """An argparse type: an int for which ``ok(v)``, else one line "{why}, got {s}". `name` is what argparse calls the
+    type when the text is not an integer at all ("invalid {name} value: ...")."""
+    def parse(s: str) -> int:
+        v = int(s)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{why}, got {s}")
+        return v
+
+    parse.__name__ = name
+    return parse
 
 
-def _nonneg_int(s: str) -> int:
-    v = int(s)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
-    return v
-
-
-def _sample_count(s: str) -> int:
-    v = int(s)
-    if not 1 <= v <= MAX_SAMPLES:
-        raise argparse.ArgumentTypeError(f"must be >= 1 and at most {MAX_SAMPLES} (one PNG grid), got {s}")
-    return v
-
-
-def _at_least_two(s: str) -> int:
-    v = int(s)
-    if v < 2:
-        raise argparse.ArgumentTypeError(f"must be >= 2 (a covariance needs two images), got {s}")
-    return v
-
-
-def _seed(s: str) -> int:
-    v = int(s)
-    if not 0 <= v < 2**32:
-        raise argparse.ArgumentTypeError(f"must be an integer in 0 .. 2^32-1, got {s}")
-    return v
+_positive_int = _int_arg("_positive_int", lambda v: v >= 1, "must be >= 1")
+_nonneg_int = _int_arg("_nonneg_int", lambda v: v >= 0, "must be >= 0")
+_sample_count = _int_arg("_sample_count", lambda v: 1 <= v <= MAX_SAMPLES,
+                         f"must be >= 1 and at most {MAX_SAMPLES} (one PNG grid)")
+_at_least_two = _int_arg("_at_least_two", lambda v: v >= 2, "must be >= 2 (a covariance needs two images)")
+_seed = _int_arg("_seed", lambda v: 0 <= v < 2**32, "must be an integer in 0 .. 2^32-1")
 
 
 def _finite_float(s: str) -> float:

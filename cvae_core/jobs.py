@@ -20,6 +20,7 @@ is being trained or saved, so two sessions never write the same folder.
 
 from __future__ import annotations
 
+import abc
 import atexit
 import contextlib
 import copy
@@ -51,7 +52,7 @@ SNAPSHOT_KEYS = ("kind", "status", "message", "step", "total_steps", "fraction",
 ENDED = ("finished", "saved", "stopped", "diverged", "failed")
 
 
-class Job:
+class Job(abc.ABC):
     """The one interface of a background job (see the module docstring). A subclass implements ``_work()``, which
     runs in the job's thread with ``self.control`` and ``self.history`` (a ``train.History``) and may set
     ``self.saved``; an exception escaping it ends the job as "failed" with the error as its message."""
@@ -93,7 +94,7 @@ class Job:
             self.history.status, self.history.message = "stopped", "cancelled while waiting in the queue"
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread.is_alive() or self._thread.ident is not None:
+        if self.started:  # a job that never started (or waits in a queue) has nothing to wait for
             self._thread.join(timeout)
 
     @property
@@ -110,8 +111,9 @@ class Job:
         return self._thread.ident is not None
 
     # ------------------------------------------------------------------ worker side
+    @abc.abstractmethod
     def _work(self) -> None:
-        raise NotImplementedError
+        """The job's work, in its thread (see the class docstring)."""
 
     def _main(self) -> None:
         try:
@@ -368,12 +370,18 @@ ORPHAN_AGE = 600.0  # seconds (10 minutes)
 MAX_JOBS_ENV = "CVAE_MAX_JOBS"
 
 
+def per_core_max_jobs() -> int:
+    """One job per two CPU cores, at least one. Training uses every core it is given; two jobs on two cores each run
+    at less than half speed and slow every page."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def default_max_jobs() -> int:
-    """How many jobs a board runs at once: ``$CVAE_MAX_JOBS``, else one per two CPU cores (at least one). Training
-    uses every core it is given; two jobs on two cores each run at less than half speed and slow every page."""
+    """How many jobs a board runs at once: ``$CVAE_MAX_JOBS``, else ``per_core_max_jobs()``; a bad value is one
+    ConfigError line."""
     raw = os.environ.get(MAX_JOBS_ENV, "").strip()
     if not raw:
-        return max(1, (os.cpu_count() or 2) // 2)
+        return per_core_max_jobs()
     try:
         n = int(raw)
     except ValueError:

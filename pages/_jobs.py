@@ -5,7 +5,6 @@ saving. The training itself runs in the jobs' worker threads.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import uuid
@@ -15,7 +14,7 @@ import streamlit as st
 
 from cvae_core.errors import ConfigError, LabError
 from cvae_core.eval.certificate import LiveCertificate
-from cvae_core.jobs import Job, JobBoard, TrainingJob
+from cvae_core.jobs import Job, JobBoard, TrainingJob, per_core_max_jobs
 from cvae_core.runs import catalog
 from cvae_core.runs.setup import TICK_IMAGES, build_run
 from cvae_core.train import TrainConfig
@@ -43,7 +42,7 @@ def board() -> JobBoard:
     try:
         return JobBoard(orphan_age=ORPHAN_AGE)
     except ConfigError as e:
-        fallback = max(1, (os.cpu_count() or 2) // 2)
+        fallback = per_core_max_jobs()
         PROBLEMS.append(f"{e}; the server runs {fallback} training(s) at once instead.")
         return JobBoard(orphan_age=ORPHAN_AGE, max_running=fallback)
 

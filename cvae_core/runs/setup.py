@@ -89,9 +89,9 @@ def build_run(name: str, data: Dataset | StrategyTask | str, overrides: dict[str
     """
     overrides = dict(overrides or {})
     train = train or TrainConfig()
-    make_config(name, **overrides)  # the options alone, before any data is read
-    if MODELS[name].family in SEQUENCE_FAMILIES:
-        return _build_sequence_run(name, data, overrides, train, base)
+    config = make_config(name, **overrides)  # the options alone, before any data is read
+    if MODELS[name].family in SEQUENCE_FAMILIES:  # nothing is fixed by the task: these options are the config
+        return _build_sequence_run(name, data, config, train, base)
     if isinstance(data, str):
         data = load_dataset(data, root=data_root, rho=rho, seed=data_seed, download=download)
     overrides.update(data_fixed_fields(name, data, overrides))
@@ -102,7 +102,7 @@ def build_run(name: str, data: Dataset | StrategyTask | str, overrides: dict[str
     return RunSetup(name, model, data, config, train)
 
 
-def _build_sequence_run(name: str, task, overrides: dict[str, Any], train: TrainConfig, base) -> RunSetup:
+def _build_sequence_run(name: str, task, config: ModelConfig, train: TrainConfig, base) -> RunSetup:
     """The sequence family's steps 3 and 4: a seeded build over a copy of `base`, after checking that the base can
     hold the task's sequences."""
     if not isinstance(task, StrategyTask):
@@ -114,7 +114,6 @@ def _build_sequence_run(name: str, task, overrides: dict[str, Any], train: Train
     if have is not None and have < need:
         raise ConfigError(f"the base model's context ({have} tokens) is shorter than the task's longest sequence "
                           f"({need}); train a base for this task (python -m cvae_core train-base)")
-    config = make_config(name, **overrides)
     with torch.random.fork_rng(devices=[]):  # seeding must not reset the stream of another thread's job
         torch.manual_seed(train.seed)
         model = SeqCVAE(base, Vocab(), config)
