@@ -205,8 +205,12 @@ def run_line(ref: RunRef, model, info: dict) -> str:
 # ------------------------------------------------------------------ train another nu in the background
 def nu_training_form(sweep: dict[float, RunRef], ref: RunRef | None) -> None:
     """Inside the "Train another ν" popover: the exact ν, the steps (default: the sweep run's own) and Start.
-    The new run copies the settings of `ref` (the sweep run on show) or of the sweep's first run."""
-    base = ref or next(iter(sweep.values()))
+    The new run copies the settings of `ref` (the sweep run on show) or of the sweep's first run. With no ct3vae run
+    at this ρ there is nothing to copy (the popover is disabled, but Streamlit still runs its body)."""
+    base = ref or next(iter(sweep.values()), None)
+    if base is None:
+        st.caption("No ct3vae run at this ρ: a new ν copies the settings of one.")
+        return
     try:
         _, info, data = load(base)
     except LabError as e:
