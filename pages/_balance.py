@@ -27,6 +27,9 @@ PER_ROW = 12  # samples shown per class row
 TAU_STEPS = 20  # slider positions per theoretical tau; the slider spans 0 .. 3x theory
 WEIGHTINGS = {"equal": "equal weights (1/K)", "frequency": "training frequencies"}
 TRAIN_COLOR, MAIN_COLOR, OTHER_COLOR = "#94A3B8", "#4F46E5", "#F97316"
+# the runs' heading swatches in markdown colours, no HTML: .streamlit/config.toml sets theme.primaryColor to MAIN_COLOR
+# and theme.orangeTextColor to OTHER_COLOR (tests/app/test_exposure.py checks both)
+SWATCHES = (":primary[■]", ":orange[■]")
 
 
 URL_KEYS = ("rho", "run", "cmp", "tau", "weighting", "seed", "nu")
