@@ -4,7 +4,7 @@
     .venv/bin/python scripts/train_sweeps.py --only bs_vae  # one family
     .venv/bin/python scripts/train_sweeps.py --table        # print the table of docs/results/rd_sweep.md
 
-Three families at beta in BETAS, everything else equal (MLP encoder/decoder of width 64, m = 16, 3 epochs of batch
+Three families at beta in BETAS, everything else equal (MLP encoder/decoder of width 64, m = 16, 6 epochs of batch
 128, seed 0, float16 weights where the test metrics move by < 1%):
 
 - ``bs``: ``bs_vae``, the Beta-Sigma VAE (an optimal decoder variance per image);
@@ -35,7 +35,7 @@ FAMILIES = {  # tag -> (model, extra options, what it is)
     "sigma1": ("vae", ["--option", "sigma=1.0"], "vae, sigma = 1"),
 }
 COMMON = ["--dataset", "mnist", "--latent-dim", "16", "--option", "arch=mlp", "--option", "hidden=64", "--epochs",
-          "3", "--seed", "0", "--n-per-class", "100", "--weights-dtype", "float16"]
+          "6", "--seed", "0", "--log-every", "250", "--n-per-class", "100", "--weights-dtype", "float16"]
 
 
 def run_name(tag: str, beta: float) -> str:
