@@ -13,10 +13,10 @@ from typing import Any
 import streamlit as st
 
 from cvae_core.data import Dataset, load_dataset
-from cvae_core.errors import CheckpointError, DataError
+from cvae_core.errors import CheckpointError, DataError, LabError
 from cvae_core.runs import catalog
 from cvae_core.runs.catalog import RunEntry
-from cvae_core.runs.folder import is_sequence_run, load_run
+from cvae_core.runs.folder import is_sequence_run, load_run, read_run_info
 
 
 # ------------------------------------------------------------------ the run list
@@ -105,3 +105,13 @@ def load_source(path: Path):
         raise DataError(f"{path.name} expects images of shape {tuple(model.config.image_shape)}, but its data set "
                         f"{data.name} has {tuple(data.image_shape)}")
     return model, info, data
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def run_metrics(path: str, key: str) -> dict:
+    """A run folder's test metrics (metrics.json through its config reader); {} when it cannot be read. `key`
+    (``catalog.run_key``) keys the cache, so a re-saved run is read again."""
+    try:
+        return dict(read_run_info(Path(path)).get("metrics") or {})
+    except (LabError, OSError):
+        return {}

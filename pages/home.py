@@ -4,7 +4,7 @@ import streamlit as st
 
 from cvae_core.registry import MODELS
 from cvae_core.runs import catalog
-from pages import _runs, _runtable, _ui, _url
+from pages import _lessons, _runs, _runtable, _ui, _url
 
 _ui.leave_legacy_pages_mode()
 st.title("Interactive VAE lab")
@@ -31,6 +31,8 @@ with st.container(border=True):
         "samples appear within seconds on a laptop CPU. Then change β (try 0.1 and 10) and start again. "
         "**Save** a run to list it here. The page address holds the setup, so you can share a link to it."
     )
+
+_lessons.lessons_section()
 
 RUN_SECTIONS = [  # (title, runs, caption, what to say when it is empty)
     ("Pretrained runs shipped with the lab", [r for r in runs if r.shipped],

@@ -446,3 +446,81 @@ def test_strategies_page_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text("x may hold only the digits 0-9; remove 'a'.").first).to_be_visible(timeout=30_000)
         assert page.locator('[data-testid="stException"]').count() == 0
     assert time.monotonic() - t0 < 120, "the Strategies browser test took too long"
+
+
+@contextlib.contextmanager
+def chromium_browser():
+    """Debian's headless chromium (see chromium_page), for tests that need several sessions (browser contexts)."""
+    if sync_playwright is None:
+        pytest.skip(PLAYWRIGHT_MISSING)
+    if not CHROMIUM.exists():
+        pytest.skip(f"BROWSER TEST SKIPPED: {CHROMIUM} not found (install Debian's chromium package)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def test_closing_a_tab_stops_its_run_and_another_session_resumes_it(server, tmp_path):
+    """Session A starts a run and closes its tab after the first checkpoint: the server stops the run (so it appears
+    under "Runs the server lost" in a new session B, within CLOSE_GRACE + WATCH_EVERY s), and B resumes it from the
+    checkpoint's step."""
+    with chromium_browser() as browser:
+        a = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+        a.goto(f"{server}/train?steps=3000", wait_until="domcontentloaded")  # a checkpoint every 150 steps
+        expect(a.get_by_role("heading", name="Train a VAE live")).to_be_visible(timeout=30_000)
+        a.get_by_role("button", name=re.compile("Start")).click()
+        deadline = time.monotonic() + 90
+        while progress_step(a) < 200 and time.monotonic() < deadline:
+            a.wait_for_timeout(500)
+        assert progress_step(a) >= 200, "training did not pass its first checkpoint (step 150)"
+        a.context.close()  # the tab (the whole session) goes away while the run trains
+        t_closed = time.monotonic()
+        b = browser.new_context(viewport={"width": 1440, "height": 900}).new_page()
+        lost = b.get_by_text(re.compile(r"Runs the server lost \(1\)"))
+        while True:  # the panel appears once the board's watcher has stopped A's run
+            b.goto(f"{server}/train", wait_until="domcontentloaded")
+            expect(b.get_by_role("heading", name="Train a VAE live")).to_be_visible(timeout=30_000)
+            wait_settled(b, 30_000)
+            if lost.count():
+                break
+            assert time.monotonic() - t_closed < 60, "the closed session's run was not stopped within 60 s"
+            b.wait_for_timeout(3000)
+        stopped_after = time.monotonic() - t_closed
+        lost.click()
+        expect(b.get_by_text(re.compile(r"step (150|300|450|600) of 3,000"))).to_be_visible(timeout=15_000)
+        assert b.locator('[data-testid="stException"]').count() == 0
+        screenshot(b, tmp_path, "train_page_lost_run.png")
+        b.set_viewport_size({"width": 1440, "height": 900})
+        b.get_by_role("button", name=re.compile("Resume")).first.click()
+        deadline = time.monotonic() + 30
+        while progress_step(b) < 150 and time.monotonic() < deadline:
+            b.wait_for_timeout(300)
+        assert progress_step(b) >= 150, "the resumed run did not start at its checkpoint's step"
+        b.get_by_role("button", name=re.compile("Stop")).click()
+        expect(b.get_by_text(re.compile("stopped by the user"))).to_be_visible(timeout=20_000)
+    assert stopped_after < 45, f"the run of a closed tab was stopped only after {stopped_after:.0f} s"
+
+
+def test_compare_page_in_a_real_browser(server, tmp_path):
+    """The default comparison (bs_vae and its sigma^2 = 1/2 baseline at beta = 1): two sample grids, the RD curve of
+    the sweeps; adding a run redraws and goes to the URL."""
+    if not (REPO / "checkpoints" / "sweeps" / "sweeps.json").is_file():
+        pytest.skip("BROWSER TEST SKIPPED: the beta sweeps are not shipped (python scripts/train_sweeps.py)")
+    with chromium_page() as page:
+        page.goto(f"{server}/compare", wait_until="domcontentloaded")
+        expect(page.get_by_role("heading", name="Compare runs")).to_be_visible(timeout=30_000)
+        wait_for_plots(page, 1, timeout=60_000)
+        expect(page.locator('[data-testid="stImage"]')).to_have_count(2, timeout=30_000)
+        assert "runs=bs_beta1%2Csse_beta1" in page.url or "runs=bs_beta1,sse_beta1" in page.url
+        page.get_by_role("combobox").first.click()
+        page.get_by_role("option", name="sigma1_beta1", exact=True).click()
+        page.keyboard.press("Escape")
+        expect(page.locator('[data-testid="stImage"]')).to_have_count(3, timeout=30_000)
+        page.wait_for_url(re.compile("sigma1_beta1"), timeout=30_000)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.mouse.move(5, 890)
+        screenshot(page, tmp_path, "compare_page.png")

@@ -1,0 +1,86 @@
+"""Compare page (AppTest) on the shipped runs and beta sweeps: two runs by default, the URL round trip, warnings for
+bad URL values, and the rate-distortion numbers against the runs' own metrics.json read here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from _apptest import open_page, plotly_values, texts
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from cvae_core.registry import build_model  # noqa: E402
+from cvae_core.runs.folder import save_run  # noqa: E402
+
+PAGE = str(REPO / "pages/compare.py")
+SWEEPS = REPO / "checkpoints" / "sweeps"
+TIMEOUT = 120
+
+
+@pytest.fixture(autouse=True)
+def saved_runs(tmp_path, monkeypatch):
+    """The shipped runs as they are, saved runs in a tmp folder."""
+    monkeypatch.setenv("CVAE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("CVAE_CHECKPOINTS_DIR", raising=False)
+    return tmp_path / "runs"
+
+
+def metrics(name: str) -> dict:
+    return json.loads((SWEEPS / name / "metrics.json").read_text())
+
+
+def test_the_default_view_compares_bs_vae_with_its_baseline_at_beta_1():
+    at = open_page(PAGE, TIMEOUT)
+    assert not at.exception and not at.warning, texts(at.warning)
+    assert at.multiselect(key="compare_runs").value == ["bs_beta1", "sse_beta1"]
+    assert at.query_params["runs"] == "bs_beta1,sse_beta1"
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["bs_beta1", "sse_beta1"] and len(at.get("image")) == 2
+    assert list(table["rate"]) == pytest.approx([metrics("bs_beta1")["rate"], metrics("sse_beta1")["rate"]])
+
+
+def test_the_rd_curve_and_the_equal_rate_table_are_the_sweeps_numbers():
+    at = open_page(PAGE, TIMEOUT)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    manifest = json.loads((SWEEPS / "sweeps.json").read_text())
+    for family in ("bs", "sse", "sigma1"):
+        names = [n for n, r in manifest["runs"].items() if r["family"] == family]
+        want = sorted((metrics(n)["rate"], metrics(n)["distortion_train_sigma"]) for n in names)
+        trace = next(t for t in spec["data"] if t.get("legendgroup") == family and t.get("xaxis", "x") == "x")
+        got = list(zip(plotly_values(trace["x"]), plotly_values(trace["y"]), strict=True))
+        assert got == pytest.approx(want) and len(got) == 9
+    # the table: the sse curve read at each bs rate, by numpy's linear interpolation here
+    import numpy as np
+
+    sse = sorted((metrics(n)["rate"], metrics(n)["distortion_train_sigma"]) for n in manifest["runs"]
+                 if manifest["runs"][n]["family"] == "sse")
+    rows = at.dataframe[-1].value
+    for _, row in rows.iterrows():
+        ref = float(np.interp(row["rate R (nats)"], [r for r, _ in sse], [d for _, d in sse]))
+        assert row["sse baseline D at that rate"] == pytest.approx(ref, abs=0.06 + 1e-3 * abs(ref))
+
+
+def test_runs_in_the_url_round_trip_and_bad_values_are_named(saved_runs):
+    save_run(saved_runs / "mine", build_model("vae", seed=0, arch="mlp", hidden=16, latent_dim=2),
+             dataset={"name": "mnist"})
+    at = open_page(PAGE, TIMEOUT, runs="mnist_vae,runs/mine,bs_beta10")
+    assert not at.exception and not at.warning
+    assert at.multiselect(key="compare_runs").value == ["mnist_vae", "runs/mine", "bs_beta10"]
+    assert at.query_params["runs"] == "mnist_vae,runs/mine,bs_beta10"
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    marked = [t["text"][0] for t in spec["data"] if t.get("mode") == "markers+text"]
+    assert "bs_beta10" in marked and "mnist_vae" in marked  # chosen runs with the numbers are marked
+    bad = open_page(PAGE, TIMEOUT, runs="../../etc/passwd,nope,mnist_vae," + "x" * 3000)
+    assert not bad.exception
+    w = texts(bad.warning)
+    assert "'../../etc/passwd' is not a run name" in w and "No run named 'nope'" in w and "longer than 100" in w
+    assert bad.multiselect(key="compare_runs").value == ["mnist_vae"]
+    assert "Pick at least two runs." in texts(bad.info)
+    many = open_page(PAGE, TIMEOUT, runs="bs_beta0.01,bs_beta0.1,bs_beta1,bs_beta10,bs_beta100")
+    assert "compares at most 4, using the first 4" in texts(many.warning)
+    assert many.multiselect(key="compare_runs").value == ["bs_beta0.01", "bs_beta0.1", "bs_beta1", "bs_beta10"]
