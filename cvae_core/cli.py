@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from cvae_core.data import DATASETS, LONG_TAILED, load_dataset, prepare_offline
 from cvae_core.data.morpho import cache_path, load_morpho
-from cvae_core.errors import ConfigError, LabError
+from cvae_core.errors import CheckpointError, ConfigError, LabError
 from cvae_core.eval import full_evaluation
 from cvae_core.eval.attributes import parse_attrs
 from cvae_core.eval.certificate import LiveCertificate
@@ -32,10 +32,11 @@ from cvae_core.eval.samples import load_inception
 from cvae_core.io import json_safe
 from cvae_core.models.base import check_tau
 from cvae_core.registry import MODELS, make_config
+from cvae_core.runs.checkpoint import Checkpoint, checkpointing, read_checkpoint
 from cvae_core.runs.folder import check_run_destination, is_sequence_run, load_run, round_to_half, save_run
 from cvae_core.runs.setup import TICK_IMAGES, build_run
 from cvae_core.sequence import cli as seq_cli
-from cvae_core.train import TrainConfig, TrainControl, fit, resolve_device
+from cvae_core.train import History, TrainConfig, TrainControl, fit, resolve_device
 from cvae_core.witness import config_of, load_or_fit_teacher, teacher_source
 
 EXIT_USAGE, EXIT_DIVERGED = 2, 1
@@ -96,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                "and render the morpho-mnist attribute set from it")
     s.add_argument("--root", type=Path, default=None, help="default: $CVAE_DATA_DIR or <repo>/.data")
 
-    s = sub.add_parser("train", help="train a model and save a run folder")
-    s.add_argument("--model", required=True)
+    s = sub.add_parser("train", help="train a model and save a run folder (or continue one: --resume RUN_DIR)")
+    s.add_argument("--model", default=None, help="a registry name (python -m cvae_core list); required unless --resume")
     s.add_argument("--dataset", default=None, help="required for the image models; seq_cvae trains on the strategies "
                                                    "task")
     s.add_argument("--rho", type=_finite_float, default=None,
@@ -136,7 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
                    help="float16 halves the run's size; kept only if the headline test metrics (loss, -ELBO, "
                         "rate, MSE, classifier-FID, mode coverage) move by < 1%% when rounded (else float32)")
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--out", type=Path, default=None, help="the run folder to save (required unless --resume)")
+    s.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                   help="every N steps, write the weights, the optimiser and random state and the history to "
+                        "OUT/checkpoint.safetensors (atomically), so that --resume OUT can continue after a crash "
+                        "or a kill")
+    s.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue the run checkpointed in RUN_DIR with the options it was started with, to the same "
+                        "final weights as an uninterrupted run (give no other training option)")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("train-base", help="train the sequence CVAE's base language model on the strategies task")
@@ -271,8 +279,54 @@ def _report(metrics: dict, as_json: bool, keys=SUMMARY_KEYS) -> None:
         print(_json_line(metrics))
 
 
+CLI_TRAIN = "cli-train"  # the `kind` of a checkpoint's spec written by `train --checkpoint-every`
+RESUME_KEEPS = ("cmd", "json", "resume")  # what may be given beside --resume; the rest comes from the checkpoint
+PATH_ARGS = ("out", "data_root", "base_model")
+
+
+def _train_defaults() -> dict:
+    return vars(build_parser().parse_args(["train"]))
+
+
+def _resumed(a) -> tuple[argparse.Namespace, Checkpoint]:
+    """The arguments a checkpointed run was started with (its spec), and the checkpoint. Other training options
+    beside --resume are refused in one line: a resumed run is the run that was started."""
+    defaults = _train_defaults()
+    given = sorted("--" + k.replace("_", "-") for k, v in vars(a).items()
+                   if k not in RESUME_KEEPS and v != defaults.get(k))
+    if given:
+        raise ConfigError(f"--resume continues the run with the options it was started with; drop {', '.join(given)}")
+    ck = read_checkpoint(a.resume)
+    if ck.spec.get("kind") != CLI_TRAIN:
+        raise ConfigError(f"{a.resume} was checkpointed by {ck.spec.get('kind', 'another program')!r}, not by "
+                          "`train --checkpoint-every` (a Train page run resumes on the Train page)")
+    args = dict(defaults, **ck.spec["args"])
+    for k in PATH_ARGS:
+        args[k] = None if args.get(k) is None else Path(args[k])
+    args["option"] = [tuple(kv) for kv in args.get("option", [])]
+    args.update(out=Path(a.resume), resume=Path(a.resume), json=a.json)
+    return argparse.Namespace(**args), ck
+
+
+def _load_resumed_weights(model, ck: Checkpoint) -> None:
+    try:
+        model.load_state_dict(ck.weights)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{ck.path}: its weights do not fit the model its options build ({first})") from None
+
+
 def cmd_train(a) -> int:
+    ck = None
+    if a.resume is not None:
+        a, ck = _resumed(a)
+        print(f"resuming {a.out} at step {ck.step:,} of {ck.total_steps:,}", file=sys.stderr)
+    elif a.model is None or a.out is None:
+        raise ConfigError("train needs --model and --out (or --resume RUN_DIR to continue a checkpointed run)")
     if a.model == "seq_cvae":
+        if a.checkpoint_every is not None:
+            raise ConfigError("--checkpoint-every is for the image models; seq_cvae runs train in minutes and are "
+                              "not checkpointed")
         _report(seq_cli.cmd_train_seq(a), a.json, seq_cli.METRIC_KEYS)
         return 0
     if a.dataset is None:
@@ -296,13 +350,21 @@ def cmd_train(a) -> int:
                     rho=a.rho if a.rho is not None else 10.0, data_seed=a.seed, download=a.download)
     model, data = run.model, run.data
     total = tcfg.total_steps(len(data.x_train))
+    history, checkpoint = History(), None
+    if ck is not None:
+        _load_resumed_weights(model, ck)
+        history = ck.history
+    if a.checkpoint_every is not None:
+        spec = {"kind": CLI_TRAIN, "args": {k: v for k, v in vars(a).items() if k not in RESUME_KEEPS}}
+        spec["args"].update({k: None if spec["args"].get(k) is None else str(spec["args"][k]) for k in PATH_ARGS})
+        checkpoint = checkpointing(a.out, model, a.checkpoint_every, spec)
     print(f"training {a.model} on {a.dataset} ({len(data.x_train)} images) for {total} steps", file=sys.stderr)
 
     control = TrainControl()
 
     class Bar:
         def __init__(self):
-            self.bar = tqdm(total=total, file=sys.stderr, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=history.step, file=sys.stderr, unit="step", dynamic_ncols=True)
 
         def on_log(self, model, rec, hist):
             self.bar.update(rec["step"] - self.bar.n)
@@ -321,7 +383,8 @@ def cmd_train(a) -> int:
     live = LiveCertificate(data, x_tick, config_of(model), background=False, latent_dim=model.config.latent_dim)
     tick = TickMeans(x_tick, cond[:TICK_IMAGES], data.y_test[:TICK_IMAGES], [live])
     with _stop_on_ctrl_c(control):
-        hist = fit(model, data, tcfg, callbacks=[tick, Bar()], control=control)
+        hist = fit(model, data, tcfg, callbacks=[tick, Bar()], control=control, history=history,
+                   checkpoint=checkpoint, resume=ck.state if ck is not None else None)
     metrics = _evaluate_all(model, data, a)
     dtype = "float32"
     if a.weights_dtype == "float16":

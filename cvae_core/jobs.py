@@ -366,7 +366,10 @@ class SeqTrainingJob(Job):
 
 
 # ------------------------------------------------------------------ the server-wide job board
-ORPHAN_AGE = 600.0  # seconds (10 minutes)
+ORPHAN_AGE = 600.0  # seconds (10 minutes): a running job no page has shown for this long is stopped
+PAUSED_AGE = 1800.0  # seconds (30 minutes): the same for a paused job
+CLOSE_GRACE = 15.0  # seconds a job's browser session may be disconnected (a network blip) before its job is stopped
+WATCH_EVERY = 5.0  # seconds between two looks of the board's watcher thread
 MAX_JOBS_ENV = "CVAE_MAX_JOBS"
 
 
@@ -399,18 +402,27 @@ class JobBoard:
       fewer than `max_running` jobs run; otherwise the job waits in a first-come queue (status "queued", its
       ``queue_position`` in the snapshot) and starts when a running job ends. ``stop()`` on a waiting job (or
       ``release``) cancels it.
-    - ``touch(owner)`` marks the owner's job as shown by a page. A running, unpaused job (or a waiting one) that no
-      page has shown for `orphan_age` seconds is an orphan (its tab was closed or reloaded): the next ``submit`` (or
-      ``stop_orphans()``) stops it. The age is long on purpose: a teacher may sit on the Home page, or a background
-      tab may be throttled, for minutes while a student presses Start; stopping their run then would be worse than
-      letting an abandoned one finish its bounded number of steps. Paused jobs are never stopped.
+    - A job whose owner is gone is stopped (a waiting one is cancelled) by ``stop_orphans()``, which ``submit`` and
+      the watcher thread (``watch()``, every `WATCH_EVERY` s) call:
+      * closed: `session_alive(owner)` (given by the app: is the browser session still connected?) has said False for
+        `close_grace` seconds, paused or not;
+      * idle: no page has shown the job (``touch``) for `orphan_age` seconds while it runs or waits, or for
+        `paused_age` seconds while it is paused. These ages are long on purpose: a teacher may sit on the Home page,
+        or a background tab may be throttled, for minutes while a student's run trains; stopping it then would be
+        worse than letting an abandoned one finish its bounded number of steps.
     - ``reserve(path)`` holds a run folder's name while it is being saved (a context manager); a job that will save
       (``save_to``, ``out``) holds it from submit to its end. A second claim, from any session, is refused in one
       line.
     """
 
-    def __init__(self, orphan_age: float = ORPHAN_AGE, max_running: int | None = None):
-        self.orphan_age = orphan_age
+    def __init__(self, orphan_age: float = ORPHAN_AGE, max_running: int | None = None, *,
+                 session_alive: Callable[[Hashable], bool] | None = None, close_grace: float = CLOSE_GRACE,
+                 paused_age: float = PAUSED_AGE):
+        self.orphan_age, self.paused_age, self.close_grace = orphan_age, paused_age, close_grace
+        self.session_alive = session_alive
+        self._gone_since: dict[Hashable, float] = {}  # owner -> when session_alive first said False
+        self._watcher: threading.Thread | None = None
+        self._closing = threading.Event()
         self.max_running = default_max_jobs() if max_running is None else int(max_running)
         if self.max_running < 1:
             raise ConfigError(f"a job board runs at least one job at once (got max_running={max_running})")
@@ -499,8 +511,8 @@ class JobBoard:
             self._unclaim(job)
 
     def stop_orphans(self, now: float | None = None) -> list[Hashable]:
-        """Forget ended jobs; stop running, unpaused jobs (and cancel waiting ones) no page has shown for
-        `orphan_age` s. Returns their owners."""
+        """Forget ended jobs; stop (or cancel, when waiting) the jobs whose session closed or that no page has shown
+        for too long (see the class docstring). Returns their owners."""
         now = time.monotonic() if now is None else now
         stopped = []
         with self._lock:
@@ -509,13 +521,41 @@ class JobBoard:
             if not job.alive:
                 with self._lock:
                     self._jobs.pop(owner, None)
+                    self._gone_since.pop(owner, None)
                 self._unclaim(job)
-            elif now - seen > self.orphan_age and not job.snapshot()["paused"]:
+                continue
+            connected = self.session_alive is None or self.session_alive(owner)
+            with self._lock:
+                if connected:
+                    self._gone_since.pop(owner, None)
+                gone = None if connected else self._gone_since.setdefault(owner, now)
+            closed = gone is not None and now - gone >= self.close_grace
+            idle = now - seen > (self.paused_age if job.snapshot()["paused"] else self.orphan_age)
+            if closed or idle:
                 job.stop()
                 stopped.append(owner)
         with self._lock:
             self._number_queue()
         return stopped
+
+    def watch(self, every: float = WATCH_EVERY) -> JobBoard:
+        """Start (once) the daemon thread that calls ``stop_orphans()`` every `every` seconds, so that a closed or idle
+        session's job ends without waiting for the next ``submit``. ``close()`` stops it."""
+        with self._lock:
+            if self._watcher is None:
+                def loop() -> None:
+                    while not self._closing.wait(every):
+                        with contextlib.suppress(Exception):  # one bad look must not end the watcher
+                            self.stop_orphans()
+                self._watcher = threading.Thread(target=loop, name="job-board-watcher", daemon=True)
+                self._watcher.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the watcher thread (jobs keep running)."""
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
 
     def running(self) -> list[tuple[Hashable, Job]]:
         """(owner, job) of every job that runs or waits."""

@@ -259,6 +259,19 @@ def check_model_data(model: torch.nn.Module, data: Dataset) -> None:
 
 
 @dataclass
+class Checkpointing:
+    """Where ``run_loop`` sends its checkpoints: ``write(state)`` every `every` steps and at the end of the run (see
+    ``run_loop``; ``cvae_core.runs.checkpoint`` writes them to a run folder atomically)."""
+
+    every: int
+    write: Callable[[dict], None]
+
+    def __post_init__(self) -> None:
+        if not (_is_int(self.every) and self.every >= 1):
+            raise ConfigError(f"checkpoint every must be an integer number of steps >= 1 (got {self.every!r})")
+
+
+@dataclass
 class LoopPhase:
     """One phase of ``run_loop``: steps ``start`` (inclusive) to ``end`` (exclusive); ``enter()`` is called when the
     phase begins and returns the optimiser of its steps (a fresh one, or the previous phase's to carry its state)."""
@@ -272,7 +285,8 @@ class LoopPhase:
 def run_loop(model: torch.nn.Module, phases: list[LoopPhase], step_fn, *, log_every: int,
              grad_clip: float | None = None, epoch_of: Callable[[int], float] = float,
              control: TrainControl | None = None, history: History | None = None, callbacks=(),
-             cleanup: Callable[[], None] | None = None) -> History:
+             cleanup: Callable[[], None] | None = None, checkpoint: Checkpointing | None = None,
+             loop_state: Callable[[], dict] | None = None, resume: dict | None = None) -> History:
     """The one training engine of the lab, for images (``fit``) and sequences (``sequence.train.fit_seq``).
 
     `step_fn(step, phase_index)` draws a batch and returns ``(objective, terms)``: the scalar tensor to minimise and
@@ -281,7 +295,13 @@ def run_loop(model: torch.nn.Module, phases: list[LoopPhase], step_fn, *, log_ev
     device-side sums of the terms with one host sync per log tick (every `log_every` steps, at a phase's end, after a
     single step and at a stop), the NaN/inf check that restores the weights of the last good tick and says what to
     change, and the callbacks' ``on_log`` / ``on_end``. `epoch_of(step)` gives records their ``epoch`` (passes over
-    the data). `cleanup()` runs before ``on_end`` whatever the outcome."""
+    the data). `cleanup()` runs before ``on_end`` whatever the outcome.
+
+    Checkpoints: with `checkpoint`, every ``checkpoint.every`` steps and when the run finishes, the loop logs a tick
+    and calls ``checkpoint.write(state)`` with everything a resumed run needs besides the weights: ``step``,
+    ``phase`` (index), ``optimizer`` (its state_dict), ``history`` (a dict) and the front end's `loop_state()`
+    (random streams, batch order). A run continues from such a state with `history` = its history and `resume` = the
+    state: the loop starts at its step and the optimiser of its phase gets its state back."""
     control = control or TrainControl()
     history = history if history is not None else History()
     total = phases[-1].end if phases else 0
@@ -330,6 +350,8 @@ def run_loop(model: torch.nn.Module, phases: list[LoopPhase], step_fn, *, log_ev
                 phase_i = next(i for i, p in enumerate(phases) if p.start <= step < p.end)
                 opt = phases[phase_i].enter()
                 params = [p for g in opt.param_groups for p in g["params"]]
+                if resume is not None and resume["step"] == step and resume["phase"] == phase_i:
+                    opt.load_state_dict(resume["optimizer"])  # (at a phase's first step the phase starts afresh)
             go, single = control.wait()
             if not go:
                 history.status, history.message = "stopped", f"stopped by the user at step {step}"
@@ -345,10 +367,16 @@ def run_loop(model: torch.nn.Module, phases: list[LoopPhase], step_fn, *, log_ev
                 v = v.detach()
                 sums[k] = sums[k] + v if k in sums else v.clone()
             window += 1
-            if step % log_every == 0 or step == total or single:
+            save = checkpoint is not None and (step % checkpoint.every == 0 or step == total)
+            if step % log_every == 0 or step == total or single or save:
                 if not flush(step):
                     diverge(step)
                     break
+            if save:
+                checkpoint.write({"step": step, "phase": phase_i, "optimizer": opt.state_dict(),
+                                  "history": dict(history.to_dict(), status="finished" if step == total else
+                                                  "running"),
+                                  **(loop_state() if loop_state is not None else {})})
         else:
             history.status, history.message = "finished", f"finished {total} steps"
         if history.status == "stopped" and not flush(step):
@@ -364,9 +392,16 @@ def run_loop(model: torch.nn.Module, phases: list[LoopPhase], step_fn, *, log_ev
 
 
 def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=(),
-        control: TrainControl | None = None, history: History | None = None) -> History:
+        control: TrainControl | None = None, history: History | None = None,
+        checkpoint: Checkpointing | None = None, resume: dict | None = None) -> History:
     """Train `model` on `data.x_train` (uint8) with Adam through ``run_loop``; returns the History. See the module
     docstring.
+
+    `checkpoint` writes the loop's state every few steps (``run_loop``), with this front end's random streams (torch's
+    global one, the batch order's generator, CUDA's) and batch position. `resume` is such a state: with the model's
+    weights of the same step (loaded by the caller), `history` = ``History(**resume["history"])`` and the same data
+    and config, the run continues exactly where it was: on the CPU its final weights equal those of an uninterrupted
+    run.
 
     Example:
         >>> from cvae_core import TrainConfig, build_model, fit, load_dataset
@@ -408,6 +443,17 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
     plan = [LoopPhase(p.name, a, b, entering(i)) for i, (p, (a, b)) in enumerate(zip(phases, phase_plan(phases, total),
                                                                                    strict=True))]
     batches = {"perm": torch.randperm(n, generator=gen).to(device), "pos": 0}
+    if resume is not None:
+        check_resume(resume, history, total)
+        torch.set_rng_state(resume["rng"])
+        gen.set_state(resume["batch_rng"])
+        batches["perm"], batches["pos"] = resume["perm"].to(device), int(resume["pos"])
+        if device.type == "cuda" and resume.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(resume["cuda_rng"], device)
+
+    def loop_state() -> dict:
+        return {"rng": torch.get_rng_state(), "batch_rng": gen.get_state(), "perm": batches["perm"].cpu(),
+                "pos": batches["pos"], "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
     def step_fn(step: int, phase_i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if batches["pos"] + bs > n:
@@ -427,4 +473,16 @@ def fit(model: torch.nn.Module, data: Dataset, config: TrainConfig, callbacks=()
 
     return run_loop(model, plan, step_fn, log_every=config.log_every, grad_clip=config.grad_clip,
                     epoch_of=lambda at: at * bs / n, control=control, history=history, callbacks=callbacks,
-                    cleanup=cleanup)
+                    cleanup=cleanup, checkpoint=checkpoint, loop_state=loop_state, resume=resume)
+
+
+def check_resume(resume: dict, history: History, total: int) -> None:
+    """One line when a checkpoint does not fit the run it is to continue."""
+    missing = [k for k in ("step", "phase", "optimizer", "rng", "batch_rng", "perm", "pos") if k not in resume]
+    if missing:
+        raise ConfigError(f"the checkpoint lacks {', '.join(missing)}; it was not written by fit")
+    if history.step != resume["step"]:
+        raise ConfigError(f"resuming needs the checkpoint's history (at step {resume['step']}), got one at step "
+                          f"{history.step}")
+    if not 0 < resume["step"] <= total:
+        raise ConfigError(f"the checkpoint is at step {resume['step']} but this run has {total} steps")

@@ -27,6 +27,9 @@ PER_ROW = 12  # samples shown per class row
 TAU_STEPS = 20  # slider positions per theoretical tau; the slider spans 0 .. 3x theory
 WEIGHTINGS = {"equal": "equal weights (1/K)", "frequency": "training frequencies"}
 TRAIN_COLOR, MAIN_COLOR, OTHER_COLOR = "#94A3B8", "#4F46E5", "#F97316"
+# the runs' heading swatches in markdown colours, no HTML: .streamlit/config.toml sets theme.primaryColor to MAIN_COLOR
+# and theme.orangeTextColor to OTHER_COLOR (tests/app/test_exposure.py checks both)
+SWATCHES = (":primary[■]", ":orange[■]")
 
 
 URL_KEYS = ("rho", "run", "cmp", "tau", "weighting", "seed", "nu")
@@ -205,8 +208,12 @@ def run_line(ref: RunRef, model, info: dict) -> str:
 # ------------------------------------------------------------------ train another nu in the background
 def nu_training_form(sweep: dict[float, RunRef], ref: RunRef | None) -> None:
     """Inside the "Train another ν" popover: the exact ν, the steps (default: the sweep run's own) and Start.
-    The new run copies the settings of `ref` (the sweep run on show) or of the sweep's first run."""
-    base = ref or next(iter(sweep.values()))
+    The new run copies the settings of `ref` (the sweep run on show) or of the sweep's first run. With no ct3vae run
+    at this ρ there is nothing to copy (the popover is disabled, but Streamlit still runs its body)."""
+    base = ref or next(iter(sweep.values()), None)
+    if base is None:
+        st.caption("No ct3vae run at this ρ: a new ν copies the settings of one.")
+        return
     try:
         _, info, data = load(base)
     except LabError as e:

@@ -11,7 +11,10 @@ import uuid
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime import Runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from cvae_core import jobs
 from cvae_core.errors import ConfigError, LabError
 from cvae_core.eval.certificate import LiveCertificate
 from cvae_core.jobs import Job, JobBoard, TrainingJob, per_core_max_jobs
@@ -23,13 +26,28 @@ from pages._runs import get_dataset
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
-# One JobBoard per server (cvae_core.jobs): every session's jobs by owner (the session and a slot: "train", "nu",
-# "seq"). A job whose browser tab is gone (closed, reloaded) would otherwise train on until its step count is used
-# up: every page view marks its session's jobs as seen (app.py calls mark_session_job_seen; the Train page's live view
-# also touches its job at each tick), and a Start anywhere stops jobs no page has shown for ORPHAN_AGE seconds. The
-# age is long on purpose (see JobBoard); paused jobs are never stopped (someone is looking at them).
-ORPHAN_AGE = 600.0  # seconds (10 minutes)
+# One JobBoard per server (cvae_core.jobs): every session's jobs by owner (the Streamlit session and a slot: "train",
+# "nu", "seq"). The board's watcher thread stops a job whose browser session has closed (tab closed or reloaded) after
+# CLOSE_GRACE seconds, paused or not, and a job no page has shown for ORPHAN_AGE seconds (PAUSED_AGE when paused): every
+# page view marks its session's jobs as seen (app.py calls mark_session_job_seen; the Train page's live view also
+# touches its job at each tick).
+ORPHAN_AGE = jobs.ORPHAN_AGE
 SLOTS = {"train": "job", "nu": "nu_job", "seq": "seq_job"}  # slot -> the session_state key of its job
+
+
+SESSION_IDS: dict[str, str] = {}  # owner key -> Streamlit's id of that browser session
+
+
+def session_alive(owner: tuple[str, str]) -> bool:
+    """Is the owner's browser session still connected to this server? True when unknown (no Streamlit runtime, as
+    under AppTest): only a session Streamlit knows to be gone ends a job."""
+    session_id = SESSION_IDS.get(owner[0])
+    if session_id is None or not Runtime.exists():
+        return True
+    try:
+        return bool(Runtime.instance().is_active_session(session_id))
+    except Exception:  # a runtime that is starting or stopping
+        return True
 
 
 PROBLEMS: list[str] = []  # a bad CVAE_MAX_JOBS, said on every page (mark_session_job_seen)
@@ -40,11 +58,11 @@ def board() -> JobBoard:
     """The server's one job board, shared by all sessions: at most CVAE_MAX_JOBS trainings at once (default one per
     two cores), the rest wait in a queue."""
     try:
-        return JobBoard(orphan_age=ORPHAN_AGE)
+        return JobBoard(session_alive=session_alive).watch()
     except ConfigError as e:
         fallback = per_core_max_jobs()
         PROBLEMS.append(f"{e}; the server runs {fallback} training(s) at once instead.")
-        return JobBoard(orphan_age=ORPHAN_AGE, max_running=fallback)
+        return JobBoard(session_alive=session_alive, max_running=fallback).watch()
 
 
 def load_line() -> str:
@@ -57,6 +75,9 @@ def owner(slot: str) -> tuple[str, str]:
     """This browser session's owner key of a slot."""
     if "_lab_session" not in st.session_state:
         st.session_state["_lab_session"] = uuid.uuid4().hex
+        ctx = get_script_run_ctx()  # the server's id of this browser session, which session_alive asks about
+        if ctx is not None:  # (not the owner key itself: AppTest gives every session the same id)
+            SESSION_IDS[st.session_state["_lab_session"]] = ctx.session_id
     return st.session_state["_lab_session"], slot
 
 

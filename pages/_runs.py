@@ -45,13 +45,14 @@ class Unreadable:
 
 
 def unreadable(kind: str = "image") -> list[Unreadable]:
-    """The folders under the roots that look like runs of this kind (a config.json) but ``runs`` could not read."""
+    """The folders under the roots that look like runs of this kind (a config.json) but ``runs`` could not read (a
+    name that is not ``catalog.admissible`` is only a problem line of ``runs``, never an option)."""
     roots = catalog.default_roots(kind)
     listed = {str(r.path) for r in runs(kind)[0]}
     out = []
     for folder, *_ in catalog.signature(roots, kind):
         path = Path(folder)
-        if folder in listed or is_sequence_run(path) != (kind == "sequence"):
+        if folder in listed or not catalog.admissible(path.name) or is_sequence_run(path) != (kind == "sequence"):
             continue
         shipped = path.parent == roots[0]
         out.append(Unreadable(path, path.name if shipped else f"saved: {path.name}",

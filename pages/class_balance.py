@@ -85,7 +85,7 @@ if "nu_job" in st.session_state:
 names, train = tuple(data.class_names), balance.class_counts(data.y_train, data.num_classes)
 chart, cols = st.container(), st.columns(2, gap="large")
 loaded, series = [], []
-for col, r, color in zip(cols, (ref, refs[other]), (B.MAIN_COLOR, B.OTHER_COLOR), strict=True):
+for col, r, swatch in zip(cols, (ref, refs[other]), B.SWATCHES, strict=True):
     with col:
         try:
             m, i, d = (model, info, data) if r is ref else B.load(r)
@@ -94,7 +94,7 @@ for col, r, color in zip(cols, (ref, refs[other]), (B.MAIN_COLOR, B.OTHER_COLOR)
         except LabError as e:
             st.error(str(e))
             continue
-        st.markdown(f"### <span style='color:{color}'>■</span> {r.label}", unsafe_allow_html=True)
+        st.markdown(f"### {swatch} {_url.plain(r.label)}")
         st.markdown(B.run_line(r, m, i))
         rows = "asked for" if view["asked"] is not None else "as the classifier reads it"
         st.image(view["png"], width="stretch", output_format="PNG",

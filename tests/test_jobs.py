@@ -161,7 +161,7 @@ def test_board_releases_a_waiting_job_and_cancels_orphans_in_the_queue(tiny, tmp
     a = board.submit("a", _image_job(tiny), now=0.0)
     b = board.submit("b", _image_job(tiny, save_to=tmp_path / "b"), now=0.0)
     with pytest.raises(LabError, match="'b'"):  # its name is held while it waits
-        board.submit("x", _image_job(tiny, save_to=tmp_path / "b"))
+        board.submit("x", _image_job(tiny, save_to=tmp_path / "b"), now=0.0)
     board.release("b")  # the session closed its tab: cancelled, its name freed
     assert not b.alive and not b.started and board.get("b") is None and board.counts()["queued"] == 0
     with board.reserve(tmp_path / "b"):
@@ -172,6 +172,59 @@ def test_board_releases_a_waiting_job_and_cancels_orphans_in_the_queue(tiny, tmp
     assert not c.alive and not c.started and a.alive
     a.stop()
     a.join(30)
+
+
+def test_a_closed_sessions_jobs_stop_after_the_grace_even_when_paused_or_waiting(tiny):
+    connected = {"s1": True, "s2": True, "s3": True}
+    board = jobs.JobBoard(orphan_age=100.0, max_running=2, close_grace=10.0,
+                          session_alive=lambda owner: connected[owner[0]])
+    a = board.submit(("s1", "train"), _image_job(tiny), now=0.0)
+    b = board.submit(("s2", "train"), _image_job(tiny), now=0.0)
+    c = board.submit(("s3", "train"), _image_job(tiny), now=0.0)  # waits: two slots
+    b.pause()
+    connected["s3"] = False  # a tab closed
+    assert board.stop_orphans(now=1.0) == []  # gone for 0 s: within the grace (a network blip)
+    connected["s3"] = True  # it came back within the grace: its clock is reset
+    assert board.stop_orphans(now=4.0) == []
+    connected["s3"] = False
+    assert board.stop_orphans(now=5.0) == []
+    connected["s2"] = False
+    assert board.stop_orphans(now=6.0) == []
+    assert board.stop_orphans(now=12.0) == []  # s3 gone 7 s since it came back (11 s since it first left)
+    assert board.stop_orphans(now=15.0) == [("s3", "train")]  # the waiting job: cancelled, never started
+    assert not c.alive and not c.started and board.counts() == {"running": 2, "queued": 0, "max": 2}
+    assert board.stop_orphans(now=16.0) == [("s2", "train")]  # paused, but its session closed 10 s ago
+    b.join(30)
+    assert not b.alive and b.snapshot()["status"] == "stopped" and a.alive
+    a.stop()
+    a.join(30)
+
+
+def test_an_idle_paused_job_is_stopped_after_the_longer_paused_age(tiny):
+    board = jobs.JobBoard(orphan_age=100.0, paused_age=1000.0, max_running=2)
+    a = board.submit("a", _image_job(tiny), now=0.0)
+    a.pause()
+    assert board.stop_orphans(now=999.0) == [] and a.alive
+    assert board.stop_orphans(now=1001.0) == ["a"]
+    a.join(30)
+    assert not a.alive
+
+
+def test_the_watcher_thread_stops_a_closed_sessions_job_without_a_submit(tiny):
+    connected = {"s": True}
+    board = jobs.JobBoard(max_running=1, close_grace=0.2, session_alive=lambda owner: connected[owner])
+    board.watch(every=0.05)
+    try:
+        job = board.submit("s", _image_job(tiny))
+        time.sleep(0.5)
+        assert job.alive  # connected: the watcher leaves it alone
+        connected["s"] = False
+        job.join(30)
+        assert job.snapshot()["status"] == "stopped" and board.counts()["running"] == 0
+        _wait(lambda: board.get("s") is None, timeout=10)  # the ended job is forgotten by the next look
+    finally:
+        board.close()
+    assert not board._watcher.is_alive()
 
 
 def test_the_default_limit_comes_from_the_environment(monkeypatch):

@@ -49,7 +49,7 @@ LAYERS = [
     ["train", "sequence.train"],
     ["eval", "eval.likelihood", "eval.samples", "eval.classifier", "eval.attributes",
      "eval.projection", "eval.certificate", "eval.balance", "sequence.metrics"],
-    ["runs", "runs.folder", "runs.catalog", "runs.setup", "sequence.runs"],
+    ["runs", "runs.checkpoint", "runs.folder", "runs.catalog", "runs.setup", "sequence.runs"],
     ["jobs"],
     ["cli", "__main__", "sequence.cli", ""],  # "" is the package's __init__ (its public API sits on top)
 ]

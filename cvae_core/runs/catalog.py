@@ -4,7 +4,9 @@ A run folder is a folder with a ``config.json`` directly under a root. There are
 (``$CVAE_CHECKPOINTS_DIR`` or ``<repo>/checkpoints``) and the runs users save (``$CVAE_RUNS_DIR`` or ``<repo>/runs``);
 the sequence CVAE's runs sit in a ``strategies/`` folder of each. ``list_runs`` reads only config.json (and
 metrics.json for the ν of a Student-t run's config), never weights, and reports a folder it cannot read as a one-line
-problem instead of failing the whole list.
+problem instead of failing the whole list. Only folders whose name is ``admissible`` are listed (letters, digits, ``.``,
+``_``, ``-``): the pages show run names in markdown, chart text and URLs, so a folder named ``<img src=x ...>`` or
+``[x](javascript:...)`` under a root someone else can write to is a problem line that shows no markup, never a label.
 
 One cache signature, ``signature(entries)``, changes whenever a listed run is written again (its weights or its
 config.json), so a page's cached list and its cached models are re-read exactly then.
@@ -32,6 +34,9 @@ from cvae_core.runs.folder import read_run_info
 REPO = Path(__file__).resolve().parents[2]
 SEQUENCE_MODEL = "seq_cvae"
 KINDS = ("image", "sequence")
+# The names a run folder may have to be listed: the characters the app saves run names with; 95 characters at most, so
+# that a saved run's URL id ``runs/NAME`` stays within the 100 characters a URL may name a run with (pages/_url.py).
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,94}")
 
 
 def shipped_root(kind: str = "image") -> Path:
@@ -97,6 +102,20 @@ class RunEntry:
         return self.name if self.shipped else f"runs/{self.name}"
 
 
+def admissible(name: str) -> bool:
+    """Whether a folder of this name may be listed as a run (``FOLDER_NAME``): no markup, spaces or control
+    characters, so a page may put the name in markdown, a chart or a URL as it is."""
+    return FOLDER_NAME.fullmatch(name) is not None
+
+
+def refused_name(path: Path) -> str:
+    """The one-line problem of a run folder whose name is not ``admissible``; the name is shown with every character
+    outside ``FOLDER_NAME``'s as '?', so the line itself carries no markup."""
+    shown = re.sub(r"[^A-Za-z0-9._-]", "?", path.name[:60]) + ("..." if len(path.name) > 60 else "")
+    return (f"run folder '{shown}' in {path.parent} is not listed: a run folder's name may hold only letters, "
+            f"digits, dots, underscores and hyphens (at most 95 characters, the first a letter or digit); rename it")
+
+
 def _kind_of(config: dict) -> str:
     return "sequence" if config.get("model") == SEQUENCE_MODEL else "image"
 
@@ -142,6 +161,9 @@ def list_runs(roots: Iterable[str | Path] | None = None, *, dataset: str | None 
         for path in _folders(root):
             quick = _quick_kind(path)
             if quick is not None and quick != kind:
+                continue
+            if not admissible(path.name):
+                problems.append(refused_name(path))
                 continue
             try:
                 info = read_run_info(path)

@@ -27,21 +27,24 @@ from cvae_core.integrity import pickle_note, read_weights, record_hashes
 from cvae_core.io import swap_into_place, write_json
 from cvae_core.models.base import LatentModel
 from cvae_core.registry import MODELS, build_model, make_config
+from cvae_core.runs.checkpoint import is_checkpoint_file
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 
 
 def check_run_destination(run_dir: str | Path) -> Path:
-    """Raise CheckpointError unless `run_dir` can become a run folder: it must not exist, be an empty folder, or
-    be a run folder (which is then replaced). Anything else a user may keep there is never deleted."""
+    """Raise CheckpointError unless `run_dir` can become a run folder: it must not exist, be an empty folder, be a
+    run folder (which is then replaced) or hold only a training checkpoint (``runs.checkpoint``: the run being
+    trained into it). Anything else a user may keep there is never deleted."""
     run_dir = Path(run_dir)
     if run_dir.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise CheckpointError(f"{run_dir} is the current folder or above it; name a new folder for the run")
     if run_dir.exists():
         if not run_dir.is_dir():
             raise CheckpointError(f"{run_dir} exists and is a file; name a new folder for the run")
-        if any(run_dir.iterdir()) and not (run_dir / "config.json").is_file():
+        others = [f for f in run_dir.iterdir() if not is_checkpoint_file(f.name)]
+        if others and not (run_dir / "config.json").is_file():
             raise CheckpointError(f"{run_dir} exists and is not a run folder; refusing to replace its contents")
     parent = run_dir.resolve().parent
     while not parent.exists():
