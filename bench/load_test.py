@@ -74,10 +74,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(runs_dir: Path, log_path: Path, max_jobs: int) -> tuple[subprocess.Popen, str]:
+def start_server(runs_dir: Path, log_path: Path, max_jobs: int, extra_env: dict | None = None,
+                 ) -> tuple[subprocess.Popen, str]:
     """``streamlit run app.py`` on a free localhost port in its own process group (as tests/app/test_browser.py)."""
     port = free_port()
-    env = dict(os.environ, CVAE_RUNS_DIR=str(runs_dir), CVAE_MAX_JOBS=str(max_jobs), PYTHONPATH=str(REPO))
+    env = dict(os.environ, CVAE_RUNS_DIR=str(runs_dir), CVAE_MAX_JOBS=str(max_jobs), PYTHONPATH=str(REPO),
+               **(extra_env or {}))
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
@@ -336,7 +338,9 @@ def run(args) -> dict:
                      "end_timeout": args.end_timeout, "notes": []}
     figures["other_cpu_before_pct"] = wait_for_quiet(args.quiet, QUIET_WAIT)
     deadline = time.monotonic() + args.time_limit  # the wait above (at most QUIET_WAIT s) does not count
-    proc, base = start_server(tmp / "runs", log_path, args.max_jobs)
+    extra_env = dict(kv.split("=", 1) for kv in args.server_env)
+    figures["server_env"] = extra_env
+    proc, base = start_server(tmp / "runs", log_path, args.max_jobs, extra_env)
     sampler = Sampler(proc.pid)
     watchdog = threading.Timer(args.time_limit + 60, lambda: (kill_group(proc), os._exit(3)))
     watchdog.daemon = True
@@ -567,11 +571,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=360, help="seconds for the whole test")
     ap.add_argument("--quiet", type=float, default=50, help=f"first wait (at most {QUIET_WAIT:.0f} s) until other "
                     "processes use less than this %% of one core")
+    ap.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an extra environment variable for the server (e.g. OMP_NUM_THREADS=1); repeatable")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
     if not 1 <= args.sessions <= 16:
         ap.error("--sessions must be 1-16")
     args.close_at = args.close_at or max(1, (args.sessions + 1) // 2)
+    if any("=" not in kv for kv in args.server_env):
+        ap.error("--server-env takes NAME=VALUE")
     if not CHROMIUM.exists():
         print(f"error: {CHROMIUM} not found (apt-get install chromium; never 'playwright install')", file=sys.stderr)
         return 2
