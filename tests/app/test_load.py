@@ -49,7 +49,8 @@ def test_eight_sessions_at_once(tmp_path):
     assert f["sessions_answering"] == SESSIONS, report
     assert f["home_load_s"] is not None and f["home_load_s"] < 15, report
     assert f["peak_rss_mib"] < 2048, report
-    assert f["max_busy"] <= f["max_jobs"], report
+    assert f["max_busy"] <= f["max_jobs"], report  # the board's own count
+    assert f["max_advancing"] <= f["max_jobs"], report  # runs seen moving at once on the pages
     assert f["exception_boxes"] == 0, report
     assert f["server_tracebacks"] == 0, report
     # closing the sessions ends their jobs: the board reads 0 busy, 0 waiting, and the server goes quiet
@@ -76,10 +77,26 @@ def test_tracebacks_tell_streamlits_websocket_close_from_app_errors():
     assert [e.startswith(load_test.WS_CLOSED) for e in errors] == [True, True, False]
 
 
+def test_runs_seen_moving_at_once_from_the_pages():
+    """Two runs whose steps move in the same stretch of time count as two, however fast; one after another, one."""
+    def session(i: int, trace: list) -> load_test.Session:
+        s = load_test.Session(i, None, None)
+        s.t_start, s.trace = 100.0, trace
+        return s
+
+    a = session(0, [[3.2, "running", 0], [4.2, "running", 25], [7.1, "running", 50], [11.3, "running", 75]])
+    b = session(1, [[3.1, "running", 0], [6.3, "running", 25], [12.3, "running", 50]])
+    c = session(2, [[3.0, "queued", 0], [11.5, "running", 0], [11.6, "running", 25], [11.7, "running", 50]])
+    assert load_test.most_advancing([a, b, c], 100.0) == 2
+    assert load_test.most_advancing([a, c], 100.0) == 1
+    assert load_test.most_advancing([], 100.0) == 0
+
+
 def test_criteria_and_table_on_canned_figures():
     good = {"sessions": 8, "steps": 300, "max_jobs": 1, "model": "vae", "date": "2026-12-07",
             "machine": "x86_64, 2 cores", "end_timeout": 60, "sessions_answering": 8, "home_load_s": 4.2,
-            "home_table_s": 6.0, "peak_rss_mib": 1500, "max_busy": 1, "max_waiting": 7, "jobs_end_s": 12.5,
+            "home_table_s": 6.0, "peak_rss_mib": 1500, "max_busy": 1, "max_advancing": 1, "max_waiting": 7,
+            "jobs_end_s": 12.5,
             "cpu_after_close_pct": 3.0, "exception_boxes": 0, "server_tracebacks": 0, "server_ws_close_errors": 1,
             "jobs_started": 4, "queue_wait_s": {"min": 1.0, "median": 20.0, "max": 45.0}, "wall_s": 200.0,
             "load_after_close": [[3.0, [1, 1, 3]], [12.5, [0, 1, 0]]]}
