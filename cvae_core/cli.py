@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -241,6 +242,11 @@ def _stop_on_ctrl_c(control):
         signal.signal(signal.SIGINT, previous)
 
 
+def command_line() -> str:
+    """This process's command line as `python -m cvae_core ...` (recorded in the run folders it saves)."""
+    return shlex.join(["python", "-m", "cvae_core", *sys.argv[1:]])
+
+
 def _json_line(metrics: dict) -> str:
     """One line of strict JSON: non-finite numbers become null."""
     return json.dumps(json_safe(metrics), allow_nan=False)
@@ -355,7 +361,8 @@ def cmd_train(a) -> int:
         _load_resumed_weights(model, ck)
         history = ck.history
     if a.checkpoint_every is not None:
-        spec = {"kind": CLI_TRAIN, "args": {k: v for k, v in vars(a).items() if k not in RESUME_KEEPS}}
+        spec = {"kind": CLI_TRAIN, "args": {k: v for k, v in vars(a).items() if k not in RESUME_KEEPS},
+                "command": ck.spec.get("command") if ck is not None else command_line()}
         spec["args"].update({k: None if spec["args"].get(k) is None else str(spec["args"][k]) for k in PATH_ARGS})
         checkpoint = checkpointing(a.out, model, a.checkpoint_every, spec)
     print(f"training {a.model} on {a.dataset} ({len(data.x_train)} images) for {total} steps", file=sys.stderr)
@@ -394,8 +401,9 @@ def cmd_train(a) -> int:
     ds_info = {"name": a.dataset, **data.info}
     if a.data_root is not None:
         ds_info["root"] = str(a.data_root)
-    save_run(a.out, model, train_config=tcfg, dataset=ds_info, metrics=metrics, history=hist.to_dict(),
-             check=check_numbers(model, data), weights_dtype=dtype)
+    command = ck.spec.get("command") if ck is not None else command_line()  # a resumed run: the one that started it
+    save_run(a.out, model, command=command, train_config=tcfg, dataset=ds_info, metrics=metrics,
+             history=hist.to_dict(), check=check_numbers(model, data), weights_dtype=dtype)
     print(f"{hist.message}; saved to {a.out}", file=sys.stderr)
     _report(metrics, a.json)
     if hist.status == "diverged":

@@ -36,11 +36,12 @@ from typing import Any
 import torch
 
 from cvae_core.data import Dataset
-from cvae_core.errors import ConfigError, LabError
+from cvae_core.errors import CheckpointError, ConfigError, LabError
 from cvae_core.eval import full_evaluation
 from cvae_core.eval.likelihood import TickMeans, check_numbers
 from cvae_core.models.base import LatentModel
 from cvae_core.registry import build_model
+from cvae_core.runs.checkpoint import Checkpoint, checkpointing
 from cvae_core.runs.folder import check_run_destination, model_name_of, save_run
 from cvae_core.runs.setup import TICK_IMAGES, build_run
 from cvae_core.sequence.model import SeqCVAEConfig
@@ -136,6 +137,13 @@ class Job(abc.ABC):
     def _previews(self) -> dict:
         return {}
 
+    @property
+    def claims(self) -> list[Path]:
+        """The folders this job writes (a run it will save, its checkpoints): a board holds their names while the
+        job runs or waits, so no other job writes them."""
+        return [Path(p) for p in (getattr(self, "save_to", None), getattr(self, "out", None),
+                                  getattr(self, "checkpoint_to", None)) if p is not None]
+
     # ------------------------------------------------------------------ reader side
     def snapshot(self) -> dict:
         """The job's state in the one schema ``SNAPSHOT_KEYS`` (copies: safe to keep and read from any thread)."""
@@ -177,7 +185,8 @@ class TrainingJob(Job):
 
     def __init__(self, model: LatentModel, data: Dataset, config: TrainConfig, *, n_preview: int = 32,
                  preview_per_class: int = 8, au_images: int = TICK_IMAGES, dataset_info: dict | None = None,
-                 callbacks=(), save_to: str | Path | None = None):
+                 callbacks=(), save_to: str | Path | None = None, checkpoint_to: str | Path | None = None,
+                 checkpoint_every: int = 100, checkpoint_spec: dict | None = None, resume: Checkpoint | None = None):
         """`callbacks`: extra fit() callbacks (e.g. a live certificate). Their on_log runs in the worker with the
         model in eval mode, before the tick is published, so keys they add to the record appear in snapshots.
         A callback with ``on_means(model, record, means, labels)`` also gets the encoder means (N, m) of the first
@@ -185,9 +194,24 @@ class TrainingJob(Job):
 
         Previews: `n_preview` samples from fixed prior noise; for a conditional model, one row of
         `preview_per_class` samples per class instead (the same noise in every row, so rows differ only by class).
+
+        Checkpoints: with `checkpoint_to` (a folder), the weights, optimiser and random state and history are written
+        there every `checkpoint_every` steps and at the end (``runs.checkpoint``, with `checkpoint_spec`: how to
+        rebuild the run). `resume` (a read ``Checkpoint`` of this model and data) continues that run: its weights and
+        history are taken over here, its state when training starts.
         """
         super().__init__(config.device)
         self.model, self.data, self.config = model, data, config
+        self.checkpoint_to = None if checkpoint_to is None else Path(checkpoint_to)
+        self.checkpoint_every, self.checkpoint_spec = checkpoint_every, dict(checkpoint_spec or {})
+        self._resume = resume
+        if resume is not None:
+            try:
+                model.load_state_dict(resume.weights)
+            except RuntimeError as e:
+                raise CheckpointError(f"{resume.path}: its weights do not fit this model "
+                                      f"({str(e).strip().splitlines()[0]})") from None
+            self.history = resume.history
         self.callbacks = list(callbacks)
         self.dataset_info = dataset_info or {"name": data.name, **data.info}
         self.save_to = None if save_to is None else Path(save_to)
@@ -195,9 +219,10 @@ class TrainingJob(Job):
             check_run_destination(self.save_to)  # before any training
         self._lock = threading.Lock()
         self._state = copy.deepcopy(model.state_dict())  # weights at the last log tick
-        self._state_step = 0  # the step those weights are from
+        self._state_step = self.history.step  # the step those weights are from
         self._preview_images: dict[str, torch.Tensor] = {}
-        self._n_logged = 0  # records whose on_log has finished (fit appends a record before on_log fills it in)
+        # records whose on_log has finished (fit appends a record before on_log fills it in; a resumed run's are)
+        self._n_logged = len(self.history.records)
         gen = torch.Generator().manual_seed(config.seed + 1)
         cond = data.y_for(model, "test")  # class labels, or attribute vectors for an attribute condition
         if model.class_conditional:
@@ -217,7 +242,10 @@ class TrainingJob(Job):
 
     # ------------------------------------------------------------------ worker side
     def _work(self) -> None:
-        fit(self.model, self.data, self.config, callbacks=[self], control=self.control, history=self.history)
+        ckpt = None if self.checkpoint_to is None else checkpointing(self.checkpoint_to, self.model,
+                                                                     self.checkpoint_every, self.checkpoint_spec)
+        fit(self.model, self.data, self.config, callbacks=[self], control=self.control, history=self.history,
+            checkpoint=ckpt, resume=self._resume.state if self._resume is not None else None)
         if self.save_to is not None and self.history.status == "finished":
             self._saving_now = True
             self.saved = self.save(self.save_to, progress=self._save_progress)
@@ -435,9 +463,15 @@ class JobBoard:
     def submit(self, owner: Hashable, job: Job, *, now: float | None = None) -> Job:
         self.release(owner)
         self.stop_orphans(now=now)
-        reserve = getattr(job, "save_to", None) or getattr(job, "out", None)
-        if reserve is not None:
-            self._claim(Path(reserve))
+        claimed = []
+        try:
+            for path in getattr(job, "claims", ()):
+                self._claim(path)
+                claimed.append(path)
+        except LabError:
+            with self._lock:
+                self._reserved.difference_update(p.resolve() for p in claimed)
+            raise
         job.on_done.append(self._job_ended)
         try:
             with self._lock:
@@ -579,10 +613,15 @@ class JobBoard:
             self._reserved.add(path)
 
     def _unclaim(self, job: Job) -> None:
-        path = getattr(job, "save_to", None) or getattr(job, "out", None)
-        if path is not None and (job.done or not job.alive):  # done: called from the ending worker itself
+        claims = getattr(job, "claims", ())
+        if claims and (job.done or not job.alive):  # done: called from the ending worker itself
             with self._lock:
-                self._reserved.discard(Path(path).resolve())
+                self._reserved.difference_update(Path(p).resolve() for p in claims)
+
+    def held(self, path: str | Path) -> bool:
+        """Is the folder `path` held by a job that runs or waits, or by a save in progress?"""
+        with self._lock:
+            return Path(path).resolve() in self._reserved
 
     @contextlib.contextmanager
     def reserve(self, path: str | Path) -> Iterator[Path]:

@@ -6,6 +6,7 @@ saving. The training itself runs in the jobs' worker threads.
 from __future__ import annotations
 
 import re
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +20,7 @@ from cvae_core.errors import ConfigError, LabError
 from cvae_core.eval.certificate import LiveCertificate
 from cvae_core.jobs import Job, JobBoard, TrainingJob, per_core_max_jobs
 from cvae_core.runs import catalog
+from cvae_core.runs.checkpoint import Checkpoint, list_checkpoints, read_checkpoint
 from cvae_core.runs.setup import TICK_IMAGES, build_run
 from cvae_core.train import TrainConfig
 from cvae_core.witness import config_of
@@ -116,9 +118,51 @@ def live_certificate(job: TrainingJob | None) -> LiveCertificate | None:
     return next((c for c in job.callbacks if isinstance(c, LiveCertificate)), None) if job else None
 
 
-def start_training(setup: dict, options: dict) -> TrainingJob:
-    """Stop this session's old job, build the model and data set from the setup, start a new job.
-    Raises LabError (ConfigError / DataError) with a one-line message on bad values."""
+CHECKPOINTS = ".checkpoints"  # under the saved-runs folder (hidden from the run catalog): one folder per Start
+KEEP_CHECKPOINTS = 12  # the newest this many checkpoints no job holds are kept; older ones are deleted at a Start
+PAGE_SPEC = "train-page"  # the `kind` of the spec the Train page writes into its checkpoints
+
+
+def checkpoint_root() -> Path:
+    return catalog.saved_root() / CHECKPOINTS
+
+
+def checkpoint_every(steps: int) -> int:
+    """Steps between two checkpoints of a Train page run: about 20 per run, at least 100 steps apart."""
+    return max(100, steps // 20)
+
+
+def lost_runs() -> list[dict]:
+    """The Train page checkpoints no job on this server holds (``runs.checkpoint.list_checkpoints``), newest first:
+    runs the server lost (restarted, a tab closed, a Start that replaced them) or finished and never saved."""
+    return [c for c in list_checkpoints(checkpoint_root())
+            if c["spec"].get("kind") == PAGE_SPEC and not board().held(c["folder"])]
+
+
+def _prune_checkpoints() -> None:
+    for old in lost_runs()[KEEP_CHECKPOINTS:]:
+        shutil.rmtree(old["folder"], ignore_errors=True)
+
+
+def discard_checkpoint(folder: Path) -> None:
+    if board().held(folder):
+        raise LabError("that run is training right now; stop it first")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def resume_training(folder: Path) -> TrainingJob:
+    """Continue the Train page run checkpointed in `folder` (``start_training`` with its setup and options)."""
+    ck = read_checkpoint(folder)
+    if ck.spec.get("kind") != PAGE_SPEC:
+        raise LabError(f"{folder.name} is not a Train page checkpoint")
+    return start_training(ck.spec["setup"], ck.spec["options"], resume=ck)
+
+
+def start_training(setup: dict, options: dict, resume: Checkpoint | None = None) -> TrainingJob:
+    """Stop this session's old job, build the model and data set from the setup, start a new job (or continue the
+    run checkpointed in `resume`). It writes checkpoints (``checkpoint_every``) to a folder under
+    ``checkpoint_root()``, so that nothing is lost if the server or the session goes.
+    Raises LabError (ConfigError / DataError / CheckpointError) with a one-line message on bad values."""
     rho = setup["rho"] if setup["dataset"].endswith("-lt") else 10.0
     data = get_dataset(setup["dataset"], rho=rho)
     train = TrainConfig(steps=setup["steps"], batch_size=setup["batch_size"], lr=setup["lr"], seed=setup["seed"],
@@ -128,8 +172,14 @@ def start_training(setup: dict, options: dict) -> TrainingJob:
     model = run.model
     # GT each tick, the teacher read or fitted in the background (nothing for a latent too small for the witness)
     live = LiveCertificate(data, data.x_test[:AU_IMAGES], config_of(model), latent_dim=model.config.latent_dim)
+    folder = resume.path.parent if resume is not None else \
+        checkpoint_root() / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    job = TrainingJob(model, data, train, au_images=AU_IMAGES, callbacks=[live], checkpoint_to=folder,
+                      checkpoint_every=checkpoint_every(train.steps), resume=resume,
+                      checkpoint_spec={"kind": PAGE_SPEC, "setup": setup, "options": options})
     # only now that the new setup is known to be valid: the board stops this session's old job and any orphans
-    job = submit("train", TrainingJob(model, data, train, au_images=AU_IMAGES, callbacks=[live]))
+    job = submit("train", job)
+    _prune_checkpoints()
     st.session_state["job_setup"] = dict(setup, **options)
     return job
 
@@ -168,4 +218,8 @@ def save_job(job: TrainingJob, name: str, overwrite: bool = False, **save_kw) ->
         if not overwrite and (path.exists() or path.is_symlink()):
             raise LabError(f"a run named {name!r} is already saved; choose another name or tick "
                            f"\"Overwrite an existing run of this name\"")
-        return job.save(path, **save_kw)
+        saved = job.save(path, **save_kw)
+    folder = getattr(job, "checkpoint_to", None)
+    if folder is not None and not job.alive:  # saved at its end: its checkpoint has nothing more to keep
+        shutil.rmtree(folder, ignore_errors=True)
+    return saved

@@ -5,6 +5,7 @@ and the Save form. Training itself is ``_jobs.start_training``; the live view is
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import streamlit as st
 
@@ -118,3 +119,36 @@ def save_form(job, setup: dict) -> None:
             st.success(f"Saved as **{path.name}**; it is listed on the Home page.")
         except LabError as e:
             st.error(str(e))
+
+
+def lost_runs_panel() -> None:
+    """Train page runs whose checkpoints no job holds (the server restarted, a tab closed, a Start replaced them, or
+    they finished unsaved): Resume continues one exactly where its last checkpoint was, Discard deletes it."""
+    own = getattr(st.session_state.get("job"), "checkpoint_to", None)
+    lost = [c for c in _jobs.lost_runs() if c["folder"] != own]
+    if not lost:
+        return
+    with st.expander(f"Runs the server lost ({len(lost)})", icon=":material/restore:"):
+        st.caption("Train page runs are checkpointed every few hundred steps. These were stopped before they were "
+                   "saved (the server restarted, their tab closed, or a new Start replaced them). Resume one to go "
+                   "on from its last checkpoint, or to save it.")
+        for c in lost[:_jobs.KEEP_CHECKPOINTS]:
+            s = c["spec"].get("setup", {})
+            age = max(0, int(time.time() - c["mtime"]))
+            when = f"{age // 60} min ago" if age < 3600 else f"{age / 3600:.1f} h ago"
+            st.markdown(f"**{_url.plain(str(s.get('model', '?')))}** on {_url.plain(str(s.get('dataset', '?')))}, "
+                        f"β = {s.get('beta', '?')}: step {c['step']:,} of {c['total_steps']:,} ({when})")
+            a, b = st.columns(2)
+            key = c["folder"].name
+            if a.button("Resume", key=f"resume-{key}", icon=":material/play_arrow:", width="stretch"):
+                try:
+                    _jobs.resume_training(c["folder"])
+                    st.rerun()
+                except LabError as e:
+                    st.error(str(e))
+            if b.button("Discard", key=f"discard-{key}", icon=":material/delete:", width="stretch"):
+                try:
+                    _jobs.discard_checkpoint(c["folder"])
+                    st.rerun()
+                except LabError as e:
+                    st.error(str(e))

@@ -23,6 +23,8 @@ with setup_col, st.container(border=True):
         except LabError as e:
             st.error(str(e))
 
+with setup_col:
+    _training.lost_runs_panel()  # checkpoints of runs no job holds: resume or discard
 job = st.session_state.get("job")
 with setup_col, st.container(border=True):
     _training.save_form(job, setup)

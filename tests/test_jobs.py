@@ -276,3 +276,26 @@ def test_the_default_limit_comes_from_the_environment(monkeypatch):
         monkeypatch.setenv(jobs.MAX_JOBS_ENV, bad)
         with pytest.raises(ConfigError, match="CVAE_MAX_JOBS must be a whole number"):
             jobs.default_max_jobs()
+
+
+def test_jobs_share_the_data_set_instead_of_copying_it(mnist):
+    """A job's memory is its model, optimiser and previews: four jobs on the full MNIST training set (47 MB of uint8
+    images) add less than one copy of it to the process's memory, all four together. (Four jobs on a small subset
+    first: the first threads' allocator and library set-up costs ~180 MB once, whatever the data.)"""
+    import psutil
+
+    def four_jobs(data) -> int:
+        board = jobs.JobBoard(max_running=4)
+        before = psutil.Process().memory_info().rss
+        started = [board.submit(i, _image_job(data)) for i in range(4)]
+        try:
+            _wait(lambda: all(len(j.snapshot()["records"]) >= 3 for j in started), timeout=120)
+            return psutil.Process().memory_info().rss - before
+        finally:
+            for i in range(4):
+                board.release(i)
+
+    four_jobs(mnist.subset(1000, 100))
+    grown = four_jobs(mnist)
+    assert mnist.x_train.numel() == 60_000 * 784
+    assert grown < mnist.x_train.numel(), f"{grown / 2**20:.0f} MiB for four jobs"  # a copy each: >= 4 x 47 MB

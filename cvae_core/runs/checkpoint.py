@@ -155,3 +155,29 @@ def checkpointing(folder: str | Path, model: torch.nn.Module, every: int, spec: 
             after(path, state)
 
     return Checkpointing(every, write)
+
+
+def checkpoint_summary(folder: str | Path) -> dict | None:
+    """What a listing shows of folder/CHECKPOINT without reading its tensors: {"folder", "step", "total_steps",
+    "spec", "mtime"}; None when there is none or it is damaged (those are not offered)."""
+    path = Path(folder) / CHECKPOINT
+    if not path.is_file() or safetensors_problem(path):
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state, spec = json.loads(meta["state"]), json.loads(meta["spec"])
+        return {"folder": Path(folder), "step": int(state["step"]),
+                "total_steps": int(state["history"].get("total_steps", 0)), "spec": spec,
+                "mtime": path.stat().st_mtime}
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def list_checkpoints(root: str | Path) -> list[dict]:
+    """``checkpoint_summary`` of every folder under `root` holding a checkpoint, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [checkpoint_summary(d) for d in root.iterdir() if d.is_dir()]
+    return sorted((s for s in found if s is not None), key=lambda s: -s["mtime"])

@@ -90,7 +90,7 @@ def write_run_folder(run_dir: str | Path, write: Callable[[Path], None], record:
 
 def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = None, dataset: dict | None = None,
              metrics: dict | None = None, history: dict | None = None, check: dict | None = None,
-             weights_dtype: str = "float32") -> Path:
+             weights_dtype: str = "float32", command: str | None = None) -> Path:
     """Write the run folder atomically, replacing an existing *run* folder (never anything else: see
     check_run_destination). Returns the folder. `check` (``metrics.check_numbers``) goes to check.json;
     `weights_dtype="float16"` stores the floating-point parameters in half precision (loading casts them back);
@@ -116,6 +116,8 @@ def save_run(run_dir: str | Path, model: LatentModel, *, train_config: Any = Non
                "config": dataclasses.asdict(model.config),
                "train": dataclasses.asdict(train_config) if dataclasses.is_dataclass(train_config) else train_config,
                "dataset": dataset or {}}
+        if command is not None:  # the command line that made the run (the CLI records its own)
+            cfg["command"] = command
         write_json(tmp / "config.json", cfg)
         halved = half_precision_keys(model) if weights_dtype == "float16" else set()
         state = {k: (v.half() if k in halved else v).detach().cpu().contiguous()

@@ -347,7 +347,8 @@ def test_save_refuses_an_existing_name_unless_overwrite_is_ticked(train_page, la
     assert "Saved as" not in texts(at.success)
     assert weight_file_state(runs / "dup") == first
     assert load_run(runs / "dup")[1]["train"]["seed"] == 0
-    assert sorted(p.name for p in runs.iterdir()) == ["dup"]  # no stray temporary folders
+    assert sorted(p.name for p in runs.iterdir()) == [".checkpoints", "dup"]  # no stray temporary folders
+    assert len(list((runs / ".checkpoints").iterdir())) == 1  # the unsaved run's checkpoint is kept
     # ticked: the second run replaces the first, and the box unticks itself for the next Save
     at.checkbox(key="overwrite").check().run()
     at.button(key="save").click().run()
@@ -356,7 +357,8 @@ def test_save_refuses_an_existing_name_unless_overwrite_is_ticked(train_page, la
     assert weight_file_state(runs / "dup")[0] != first[0]
     assert load_run(runs / "dup")[1]["train"]["seed"] == 1
     assert not at.checkbox(key="overwrite").value
-    assert sorted(p.name for p in runs.iterdir()) == ["dup"]
+    assert sorted(p.name for p in runs.iterdir()) == [".checkpoints", "dup"]
+    assert list((runs / ".checkpoints").iterdir()) == []  # a saved run's checkpoint is deleted
 
 
 def test_suggested_name_tells_runs_apart(train_page, lab_dirs):
@@ -385,7 +387,8 @@ def test_suggested_name_tells_runs_apart(train_page, lab_dirs):
     at.button(key="save").click().run()
     assert not at.error, texts(at.error)
     runs, _ = lab_dirs
-    assert [p.name for p in runs.iterdir()] == ["bs_vae-mnist-beta1-m4-8steps-lr0.001-seed0"]
+    assert sorted(p.name for p in runs.iterdir()) == [".checkpoints", "bs_vae-mnist-beta1-m4-8steps-lr0.001-seed0"]
+    assert list((runs / ".checkpoints").iterdir()) == []
 
 
 # ------------------------------------------------------------------ other sessions' jobs are left alone
@@ -560,3 +563,64 @@ def test_train_page_an_infinite_integer_option_in_the_url_is_a_warning():
         assert "vae.hidden" not in at.query_params  # the value used is the default: it leaves the URL
     at.number_input(key="vae.hidden").set_value(64).run()
     assert at.query_params["vae.hidden"] == "64" and not at.exception  # a changed option goes to the URL
+
+
+def lost_panels(at: AppTest) -> list:
+    return [e for e in at.expander if e.label.startswith("Runs the server lost")]
+
+
+def test_a_run_the_server_lost_resumes_from_its_checkpoint_and_saves(train_page, lab_dirs):
+    """Session A's run is checkpointed every 100 steps; it is stopped (its tab closed) after its first checkpoint.
+    Session B finds it under "Runs the server lost", resumes it at the checkpoint's step, lets it finish and saves it;
+    the checkpoint is then gone. Discard deletes another one."""
+    from cvae_core.runs.checkpoint import CHECKPOINT, read_checkpoint
+    from pages import _jobs
+
+    a = train_page
+    a.number_input(key="steps").set_value(260).run()
+    a.button(key="start").click().run()
+    lost = a.session_state["job"]
+    folder = lost.checkpoint_to
+    assert folder.parent == lab_dirs[0] / _jobs.CHECKPOINTS and _jobs.checkpoint_every(260) == 100
+    t0 = time.monotonic()
+    while not (folder / CHECKPOINT).is_file():
+        assert lost.alive and time.monotonic() - t0 < 120, "no checkpoint within 120 s"
+        time.sleep(0.1)
+    lost.stop()  # the board's watcher does this when a tab closes
+    lost.join(30)
+    at = read_checkpoint(folder).step
+    assert at in (100, 200) and lost.snapshot()["step"] >= at
+    b = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
+    try:
+        assert [e.label for e in lost_panels(b)] == ["Runs the server lost (1)"]
+        assert f"step {at:,} of 260" in " ".join(m.value for m in b.markdown)
+        b.button(key=f"resume-{folder.name}").click().run()
+        assert not b.exception and not b.error, texts(b.error)
+        job = b.session_state["job"]
+        assert job is not lost and job.checkpoint_to == folder and _jobs.board().held(folder)
+        first = job.snapshot()["records"]
+        assert [r["step"] for r in first][: len([r for r in lost.history.records if r["step"] <= at])] == \
+            [r["step"] for r in lost.history.records if r["step"] <= at]  # its history goes on from the checkpoint
+        snap = run_until_done(b)
+        assert snap["status"] == "finished" and snap["step"] == 260
+        assert not lost_panels(b)  # its own (finished, unsaved) run is not offered to itself
+        b.text_input(key="run_name").input("resumed-run").run()
+        b.button(key="save").click().run()
+        assert not b.exception and "resumed-run" in texts(b.success)
+        assert (lab_dirs[0] / "resumed-run" / "model.safetensors").is_file() and not folder.exists()
+        _, info = load_run(lab_dirs[0] / "resumed-run")
+        assert info["history"]["step"] == 260 and info["history"]["records"][0]["step"] == first[0]["step"]
+    finally:
+        stop_job_of(b)
+    # another lost run: Discard deletes its folder
+    a.button(key="start").click().run()
+    other = a.session_state["job"]
+    t0 = time.monotonic()
+    while not (other.checkpoint_to / CHECKPOINT).is_file():
+        assert time.monotonic() - t0 < 120
+        time.sleep(0.1)
+    other.stop()
+    other.join(30)
+    c = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
+    c.button(key=f"discard-{other.checkpoint_to.name}").click().run()
+    assert not c.exception and not other.checkpoint_to.exists() and not lost_panels(c)

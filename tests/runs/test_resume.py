@@ -168,5 +168,8 @@ def test_train_killed_with_sigkill_resumes_to_the_same_final_weights(tmp_path):
     h_again = json.loads((tmp_path / "killed" / "history.json").read_text())["records"]
     assert [r["step"] for r in h_again] == [r["step"] for r in h_full]
     assert [r["loss"] for r in h_again] == [r["loss"] for r in h_full]
+    recorded = [json.loads((tmp_path / d / "config.json").read_text())["command"] for d in ("full", "killed")]
+    assert recorded[0].replace("--out full", "--out killed") == recorded[1]  # the command that started it
+    assert recorded[1].startswith("python -m cvae_core train --model vae ") and "--resume" not in recorded[1]
     gone = run("--resume", "killed")  # a finished run has no checkpoint left
     assert gone.returncode == 2 and "no checkpoint.safetensors in it" in gone.stderr
