@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int, default=None, help="default 128 (seq_cvae: 32)")
     s.add_argument("--lr", type=_finite_float, default=None, help="default 1e-3 (seq_cvae: 3e-3)")
     s.add_argument("--seed", type=_seed, default=0)
+    s.add_argument("--log-every", type=_positive_int, default=50, metavar="N",
+                   help="steps between two log ticks (curves, active units, the live certificate; default 50)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g = s.add_argument_group("seq_cvae (the sequence CVAE on the strategies task)")
     g.add_argument("--latent", choices=["discrete", "continuous"], default=None, help="default discrete")
@@ -341,7 +343,7 @@ def cmd_train(a) -> int:
         raise ConfigError(f"--rho shapes the long-tailed sets ({', '.join(LONG_TAILED)}); {a.dataset} is not one")
     tcfg = TrainConfig(epochs=a.epochs if a.epochs is not None else 2.0, steps=a.steps,
                        batch_size=a.batch_size if a.batch_size is not None else 128,
-                       lr=a.lr if a.lr is not None else 1e-3, seed=a.seed, device=a.device)
+                       lr=a.lr if a.lr is not None else 1e-3, seed=a.seed, device=a.device, log_every=a.log_every)
     overrides = dict(a.option)
     if a.beta is not None:
         overrides["beta"] = a.beta

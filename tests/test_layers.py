@@ -47,7 +47,7 @@ LAYERS = [
      "sequence", "sequence.model"],
     ["registry"],
     ["train", "sequence.train"],
-    ["eval", "eval.likelihood", "eval.samples", "eval.classifier", "eval.attributes",
+    ["eval", "eval.likelihood", "eval.rd", "eval.samples", "eval.classifier", "eval.attributes",
      "eval.projection", "eval.certificate", "eval.balance", "sequence.metrics"],
     ["runs", "runs.checkpoint", "runs.folder", "runs.catalog", "runs.setup", "sequence.runs"],
     ["jobs"],

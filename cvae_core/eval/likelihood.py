@@ -140,6 +140,11 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
     `neg_elbo`. A caller that scores several subsets of one test set passes the `train_sigma_value` it already has
     (the same seeded number ``train_sigma`` would give), so the training images are not decoded again.
 
+    With `train_x`, every Gaussian-decoder model (fixed variance included) also gets ``distortion_train_sigma``:
+    the test -log p(x|z), z ~ q(z|x), of a Gaussian decoder whose variance is the model's own training-set MSE
+    (``train_mse_sigma`` its sigma): a distortion that compares models of different likelihoods, the y axis of the
+    rate-distortion curve. For a calibrated model it is ``neg_elbo_train_sigma`` minus the rate.
+
     Example (a shipped run against the numbers its folder recorded on the same 500 test images):
         >>> import json, pathlib, cvae_core
         >>> from cvae_core import evaluate, load_dataset, load_run
@@ -159,11 +164,14 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
     device = next(model.parameters()).device
     n_pix = model.n_pixels
     yc = y if model.conditional else None
-    fixed_sigma = None
+    fixed_sigma = d_sigma = None
     if train_x is not None and model.calibrated_variance:
         fixed_sigma = train_sigma_value if train_sigma_value is not None else train_sigma(model, train_x, train_y,
                                                                                            seed=seed)
-    if fixed_sigma is not None:
+    if train_x is not None and getattr(model.config, "likelihood", "gaussian") == "gaussian":
+        # every Gaussian-decoder family, fixed variance too: the distortion at sigma^2 = its training-set MSE
+        d_sigma = fixed_sigma if fixed_sigma is not None else train_sigma(model, train_x, train_y, seed=seed)
+    if d_sigma is not None:
         frozen_gen = torch.Generator(device).manual_seed(seed + 1)
     sums: dict[str, float] = {}
     kl_dims, means = [], []
@@ -181,11 +189,13 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
                 add(k, v)
             q = model.encode(x, yb)
             add("mse_at_mean", (model.mean_image(model.decode(q.mean, yb)) - x).pow(2).flatten(1).mean(1))
-            if fixed_sigma is not None:  # its own seeded generator: the numbers above do not depend on it
+            if d_sigma is not None:  # its own seeded generator: the numbers above do not depend on it
                 z = torch.normal(q.mean, q.stddev, generator=frozen_gen)
                 # the frozen variance makes the likelihood a plain Gaussian at sigma = train_sigma
-                add("neg_elbo_frozen", gaussian_nll(x, model.mean_image(model.decode(z, yb)), math.log(fixed_sigma))
-                    + model.kl(q, z, yb))
+                nll = gaussian_nll(x, model.mean_image(model.decode(z, yb)), math.log(d_sigma))
+                add("distortion_frozen", nll)
+                if fixed_sigma is not None:
+                    add("neg_elbo_frozen", nll + model.kl(q, z, yb))
             kd = model.kl_per_dim(q, yb)
             if kd is not None:
                 kl_dims.append(kd.sum(0))
@@ -213,6 +223,8 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
             out["neg_elbo_train_sigma"] = avg.get("neg_elbo_frozen", avg["neg_elbo"])
     if fixed_sigma is not None:
         out["train_sigma"] = fixed_sigma
+    if d_sigma is not None:  # a distortion that compares across likelihoods (the rate-distortion curve's)
+        out["distortion_train_sigma"], out["train_mse_sigma"] = avg["distortion_frozen"], d_sigma
     if "log_sigma" in avg:
         out["log_sigma"] = avg["log_sigma"]
     if is_samples:

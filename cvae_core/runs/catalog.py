@@ -256,3 +256,46 @@ def nu_run_name(rho: float, nu: float, steps: int, taken: Iterable[str] = ()) ->
     """A folder name for a ct3vae trained at `nu`, e.g. ``mnistlt100_ct3vae_nu7.5_2000steps``; `-2`, `-3`, ... when
     the name is taken."""
     return unique_name(f"mnistlt{rho:g}_{SWEEP_MODEL}_nu{nu_label(nu)}_{steps}steps", taken)
+
+
+# ------------------------------------------------------------------ the beta sweeps of the Compare page
+SWEEP_DIR = "sweeps"  # under the shipped root: scripts/train_sweeps.py writes it, with its manifest sweeps.json
+SWEEP_MANIFEST = "sweeps.json"
+
+
+def sweep_root() -> Path:
+    return shipped_root() / SWEEP_DIR
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One run of a shipped beta sweep: its family tag ("bs", "sse", "sigma1"), beta, catalog entry and test
+    metrics."""
+
+    family: str
+    beta: float
+    entry: RunEntry
+    metrics: dict
+
+
+def beta_sweeps(root: str | Path | None = None) -> tuple[dict[str, list[SweepPoint]], dict[str, str]]:
+    """({family tag: its runs sorted by beta}, {family tag: what it is}) of the sweeps under `root` (default
+    ``sweep_root()``), as its manifest names them; a run the manifest names but that is missing or unreadable is left
+    out. ({}, {}) when there is no manifest."""
+    root = Path(root) if root is not None else sweep_root()
+    try:
+        manifest = json.loads((root / SWEEP_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}, {}
+    entries = {e.name: e for e in list_runs([root])[0]}
+    out: dict[str, list[SweepPoint]] = {t: [] for t in manifest.get("families", {})}
+    for name, spec in manifest.get("runs", {}).items():
+        e = entries.get(name)
+        if e is None or spec.get("family") not in out:
+            continue
+        try:
+            metrics = read_run_info(e.path).get("metrics") or {}
+        except LabError:
+            continue
+        out[spec["family"]].append(SweepPoint(spec["family"], float(spec["beta"]), e, metrics))
+    return {t: sorted(p, key=lambda s: s.beta) for t, p in out.items()}, dict(manifest.get("families", {}))

@@ -341,3 +341,31 @@ def test_importance_nll_in_chunks_matches_one_sample_at_a_time(mnist_small):
     log_w = torch.stack(rows).double().numpy()
     np.testing.assert_allclose(nll.double().numpy(), -(special.logsumexp(log_w, 0) - math.log(S)), rtol=1e-5)
     np.testing.assert_allclose(neg_elbo.double().numpy(), -log_w.mean(0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["vae", "bs_vae"])
+def test_distortion_at_the_training_mse_sigma_against_a_plain_loop(name, mnist):
+    """distortion_train_sigma = mean over test images of sum over pixels of (x - xhat(z))^2 / (2 s^2) + log s
+    + log(2 pi) / 2, z ~ q(z|x) from the generator seeded seed + 1, s^2 = the training-set MSE (train_sigma); for the
+    calibrated bs_vae it is also its frozen-variance -ELBO minus the rate."""
+    from cvae_core.eval.likelihood import train_sigma
+
+    model = build_model(name, seed=0, arch="mlp", hidden=32, latent_dim=4).eval()
+    x_test, x_train = mnist.x_test[:300], mnist.x_train[:400]
+    m = evaluate(model, x_test, batch_size=128, seed=0, train_x=x_train)
+    s = train_sigma(model, x_train, seed=0)
+    assert m["train_mse_sigma"] == s
+    gen, total = torch.Generator().manual_seed(1), 0.0
+    with torch.no_grad():
+        for i in range(0, 300, 128):
+            x = to_float(x_test[i : i + 128])
+            q = model.encode(x)
+            z = torch.normal(q.mean, q.stddev, generator=gen)
+            xhat = model.mean_image(model.decode(z))
+            sq = (x - xhat).pow(2).flatten(1).sum(1)
+            total += (sq / (2 * s * s) + 784 * (math.log(s) + 0.5 * math.log(2 * math.pi))).sum().item()
+    assert m["distortion_train_sigma"] == pytest.approx(total / 300, rel=1e-5)
+    if name == "bs_vae":
+        assert m["distortion_train_sigma"] + m["rate"] == pytest.approx(m["neg_elbo_train_sigma"], rel=1e-5)
+    else:  # a fixed-variance model's own -ELBO is at its fixed sigma = 1, not at its training MSE
+        assert m["neg_elbo_train_sigma"] == m["neg_elbo"] and abs(s - 1.0) > 0.5
