@@ -11,7 +11,7 @@ PORT   ?= 8501
 CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup data run test test-fast lint bench clean-venv
+.PHONY: setup data run test test-fast lint bench loadtest clean-venv
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ lint: $(STAMP)
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# 8 browser sessions at once against a real server (about 3 minutes; needs chromium): docs/app.md#load-test
+loadtest: setup
+	$(PY) bench/load_test.py --sessions 8 $(LOADTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,7 +5,7 @@ Only navigation and the shared sidebar live here; each page is a script in pages
 
 import streamlit as st
 
-from pages._jobs import mark_session_job_seen
+from pages._jobs import load_line, mark_session_job_seen
 from pages._maps import start_umap_warmup
 from pages._ui import device_label
 
@@ -24,6 +24,7 @@ page = st.navigation([
 
 with st.sidebar:
     st.markdown(f"**Device:** {device_label()}")
+    st.caption(f"Server: {load_line()}")  # e.g. "1 of 1 training slots busy, 2 waiting" (the job board)
     st.caption("An open-source lab for training small variational autoencoders live and seeing what "
                "β, the decoder variance and the latent size do.")
 

@@ -473,18 +473,19 @@ class JobBoard:
                 self._reserved.difference_update(p.resolve() for p in claimed)
             raise
         job.on_done.append(self._job_ended)
-        with self._lock:
-            self._jobs[owner] = [job, time.monotonic() if now is None else now]
-            start = self._running() < self.max_running and not self._queue
-            if not start:
-                self._queue.append(job)
-                self._number_queue()
-        if start:
-            try:
-                job.start()
-            except Exception:
-                self.release(owner)
-                raise
+        try:
+            with self._lock:
+                self._jobs[owner] = [job, time.monotonic() if now is None else now]
+                if self._running() < self.max_running and not self._queue:
+                    # started under the lock: a concurrent submit or promote counts it as running at once (started
+                    # after the lock, eight sessions pressing Start together once ran five jobs with max_running 1)
+                    job.start()
+                else:
+                    self._queue.append(job)
+                    self._number_queue()
+        except Exception:
+            self.release(owner)
+            raise
         return job
 
     def _running(self) -> int:
@@ -507,11 +508,11 @@ class JobBoard:
         started = []
         with self._lock:
             self._number_queue()
-            while self._queue and self._running() + len(started) < self.max_running:
-                started.append(self._queue.popleft())
+            while self._queue and self._running() < self.max_running:
+                job = self._queue.popleft()
+                job.start()  # under the lock, as in submit: it counts in _running() from now on
+                started.append(job)
             self._number_queue()
-        for job in started:
-            job.start()
         return started
 
     def get(self, owner: Hashable) -> Job | None:

@@ -5,6 +5,7 @@ forgets ended jobs and reserves run names."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -154,6 +155,45 @@ def test_board_queues_past_its_limit_and_starts_in_order(tiny):
     assert c.snapshot()["status"] == "finished" and not b.started and board.counts()["running"] == 0
     board.stop_orphans()
     assert board.running() == [] and board.counts() == {"running": 0, "queued": 0, "max": 1}
+
+
+class _Parked(jobs.Job):
+    """A job that only waits until it is stopped."""
+
+    kind = "parked"
+
+    def _work(self) -> None:
+        while not self.control.stopped:
+            time.sleep(0.01)
+        self.history.status = "stopped"
+
+
+def _press_start_together(board: jobs.JobBoard, parked: list[jobs.Job]) -> None:
+    barrier = threading.Barrier(len(parked))
+
+    def press_start(i: int) -> None:
+        barrier.wait()
+        board.submit((f"session{i}", "train"), parked[i])
+
+    threads = [threading.Thread(target=press_start, args=(i,)) for i in range(len(parked))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+
+def test_board_never_runs_more_than_its_limit_when_sessions_submit_at_once():
+    """Eight sessions pressing Start together (the load test, bench/load_test.py): one runs, seven wait. Starting a
+    job after the board's lock was released once let five of them run with max_running=1."""
+    for _ in range(5):
+        board, parked = jobs.JobBoard(max_running=1), [_Parked() for _ in range(8)]
+        _press_start_together(board, parked)
+        assert sum(j.started for j in parked) == 1
+        assert board.counts() == {"running": 1, "queued": 7, "max": 1}
+        for j in parked:
+            j.stop()
+        _wait(lambda parked=parked: not any(j.alive for j in parked))
+        assert sum(j.started for j in parked) == 1  # the cancelled ones never started
 
 
 def test_board_releases_a_waiting_job_and_cancels_orphans_in_the_queue(tiny, tmp_path):

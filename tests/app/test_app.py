@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,8 @@ def test_app_entry_renders_home_and_sidebar():
     assert not at.exception
     assert [t.value for t in at.title] == ["Interactive VAE lab"]
     assert "Device:" in texts(at.sidebar.markdown)
+    # how busy the server's job board is, on every page (the load test reads it from a fresh session)
+    assert re.search(r"Server: \d+ of \d+ training slots busy, \d+ waiting", texts(at.sidebar.caption))
     assert "No pretrained runs are shipped yet" in texts(at.info)  # empty states, no crash
     assert "Nothing saved yet" in texts(at.info)
 
