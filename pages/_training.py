@@ -135,18 +135,20 @@ def lost_runs_panel() -> None:
         for c in lost[:_jobs.KEEP_CHECKPOINTS]:
             s = c["spec"].get("setup", {})
             age = max(0, int(time.time() - c["mtime"]))
-            when = f"{age // 60} min ago" if age < 3600 else f"{age / 3600:.1f} h ago"
+            when = "just now" if age < 60 else f"{age // 60} min ago" if age < 3600 else f"{age / 3600:.1f} h ago"
+            beta = f"{s['beta']:g}" if isinstance(s.get("beta"), (int, float)) else "?"
             st.markdown(f"**{_url.plain(str(s.get('model', '?')))}** on {_url.plain(str(s.get('dataset', '?')))}, "
-                        f"β = {s.get('beta', '?')}: step {c['step']:,} of {c['total_steps']:,} ({when})")
+                        f"β = {beta}")
+            st.caption(f"step {c['step']:,} of {c['total_steps']:,}, checkpointed {when}")
             a, b = st.columns(2)
             key = c["folder"].name
-            if a.button("Resume", key=f"resume-{key}", icon=":material/play_arrow:", width="stretch"):
+            if a.button("Resume", key=f"resume-{key}", width="stretch", type="primary"):
                 try:
                     _jobs.resume_training(c["folder"])
                     st.rerun()
                 except LabError as e:
                     st.error(str(e))
-            if b.button("Discard", key=f"discard-{key}", icon=":material/delete:", width="stretch"):
+            if b.button("Discard", key=f"discard-{key}", width="stretch"):
                 try:
                     _jobs.discard_checkpoint(c["folder"])
                     st.rerun()

@@ -593,7 +593,8 @@ def test_a_run_the_server_lost_resumes_from_its_checkpoint_and_saves(train_page,
     b = AppTest.from_file(TRAIN, default_timeout=TIMEOUT).run()
     try:
         assert [e.label for e in lost_panels(b)] == ["Runs the server lost (1)"]
-        assert f"step {at:,} of 260" in " ".join(m.value for m in b.markdown)
+        assert f"step {at:,} of 260, checkpointed just now" in texts(b.caption)
+        assert "**bs_vae** on mnist, β = 1" in texts(b.markdown)
         b.button(key=f"resume-{folder.name}").click().run()
         assert not b.exception and not b.error, texts(b.error)
         job = b.session_state["job"]
