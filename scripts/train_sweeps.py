@@ -65,15 +65,36 @@ def manifest() -> dict:
 
 def table() -> str:
     """The sweep's table (markdown) from the runs' metrics.json."""
-    rows = ["| β | family | rate R (nats) | MSE / pixel | distortion D at the training σ (nats) "
-            "| −ELBO at the training σ | active units | classifier-FID |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| β | family | rate R (nats) | MSE / pixel | D at the training σ (nats) | D + R (nats) | σ_t "
+            "| active units | classifier-FID |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for b in BETAS:
         for t in FAMILIES:
             m = json.loads((OUT / run_name(t, b) / "metrics.json").read_text())
-            d = m["neg_elbo_train_sigma"] - m["rate"]
-            rows.append(f"| {b:g} | {t} | {m['rate']:.2f} | {m['mse']:.4f} | {d:.1f} | {m['neg_elbo_train_sigma']:.1f} "
-                        f"| {m['au']} | {m.get('classifier_fid', float('nan')):.1f} |")
+            d = m["distortion_train_sigma"]
+            rows.append(f"| {b:g} | {t} | {m['rate']:.2f} | {m['mse']:.4f} | {d:.1f} | {d + m['rate']:.1f} "
+                        f"| {m['train_mse_sigma']:.3f} | {m['au']} | {m.get('classifier_fid', float('nan')):.1f} |")
     return "\n".join(rows)
+
+
+def equal_rate_tables() -> str:
+    """bs_vae against each baseline at equal rate (``eval.rd.equal_rate``), for both distortions."""
+    sys.path.insert(0, str(REPO))
+    from cvae_core.eval.rd import curve, equal_rate
+
+    def load(tag: str, key: str) -> list[tuple[float, float]]:
+        ms = [json.loads((OUT / run_name(tag, b) / "metrics.json").read_text()) for b in BETAS]
+        return curve((m["rate"], m[key]) for m in ms)
+
+    out = []
+    for key, label, fmt in (("distortion_train_sigma", "D at the training σ (nats)", ".1f"), ("mse", "MSE", ".4f")):
+        for base in ("sse", "sigma1"):
+            rows = equal_rate(load("bs", key), load(base, key))
+            better = sum(r["a_minus_b"] < 0 for r in rows)
+            out.append(f"\n**{label}: bs against {base} at bs's rates** (bs lower at {better} of {len(rows)} rates "
+                       "inside the baseline's range)\n")
+            out.append(f"| rate R | bs | {base} at that rate | bs − {base} |\n|---:|---:|---:|---:|")
+            out += [f"| {r['rate']:.2f} | {r['a']:{fmt}} | {r['b']:{fmt}} | {r['a_minus_b']:+{fmt}} |" for r in rows]
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -83,12 +104,17 @@ def main() -> None:
     a = p.parse_args()
     if a.table:
         print(table())
+        print(equal_rate_tables())
         return
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "sweeps.json").write_text(json.dumps(manifest(), indent=2) + "\n")
     for tag in a.only or list(FAMILIES):
         for beta in BETAS:
             train(tag, beta)
+    sys.path.insert(0, str(REPO))
+    from cvae_core.integrity import record_hashes
+
+    record_hashes(OUT, "sweeps.json")  # the manifest's own hash record (the runs carry theirs)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cvae_core.eval.likelihood import CHECK_SLICE, check_numbers
 from cvae_core.runs.catalog import list_runs
 from cvae_core.runs.folder import load_run
-from cvae_core.eval.likelihood import CHECK_SLICE, check_numbers
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_RUNS, SHIPPED_PROBLEMS = list_runs([REPO / "checkpoints"])
@@ -177,3 +177,40 @@ def test_readme_claims_about_the_shipped_sequence_runs():
     assert d["recon_ratio"] < 0.3 and d["router_tv"] < 0.1
     assert 0.6 < c["nmi"] < d["nmi"] and c["controllability"] < d["controllability"] and c["recon_ratio"] < 0.8
     assert base["floor_nats"] < base["test_nats"] < 1.3 * base["floor_nats"]
+
+
+# ------------------------------------------------------------------ the beta sweeps (checkpoints/sweeps)
+SWEEP_ROOT = REPO / "checkpoints" / "sweeps"
+SWEEP_RUNS = [r.path for r in list_runs([SWEEP_ROOT])[0]]
+
+
+def test_the_beta_sweeps_are_complete_and_each_run_records_its_command():
+    import shlex
+
+    from cvae_core.runs.catalog import beta_sweeps
+
+    manifest = json.loads((SWEEP_ROOT / "sweeps.json").read_text())
+    assert manifest["betas"] == [0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100] and len(manifest["runs"]) == 27
+    assert sorted(p.name for p in SWEEP_RUNS) == sorted(manifest["runs"])
+    points, families = beta_sweeps(SWEEP_ROOT)
+    assert set(families) == {"bs", "sse", "sigma1"} and all(len(p) == 9 for p in points.values())
+    for name, spec in manifest["runs"].items():
+        info = json.loads((SWEEP_ROOT / name / "config.json").read_text())
+        assert info["command"] == spec["command"]  # the run records the very command the manifest lists
+        args = shlex.split(info["command"])
+        assert args[args.index("--beta") + 1] == f"{spec['beta']:g}" and info["config"]["beta"] == spec["beta"]
+        want_sigma = {"bs": None, "sse": 2 ** -0.5, "sigma1": 1.0}[spec["family"]]
+        if want_sigma is not None:  # the constant-variance baselines: sigma^2 = 1/2 (the SSE loss) and sigma = 1
+            assert info["model"] == "vae" and math.isclose(info["config"]["sigma"], want_sigma, rel_tol=1e-12)
+        else:
+            assert info["model"] == "bs_vae"
+
+
+@pytest.mark.parametrize("run", SWEEP_RUNS, ids=[p.name for p in SWEEP_RUNS])
+def test_sweep_run_reproduces_its_recorded_numbers(run, mnist):
+    model, info = load_run(run)
+    assert info["check"]["n_test"] == CHECK_SLICE
+    assert not _close(check_numbers(model, mnist), info["check"])
+    m = info["metrics"]
+    assert m["weights_dtype"] == "float16" and m["float16_max_rel_change"] < 0.01
+    assert {"distortion_train_sigma", "rate", "mse", "classifier_fid"} <= set(m)
