@@ -125,9 +125,9 @@ def progress_step(page) -> int:
 
 
 @contextlib.contextmanager
-def chromium_page():
-    """A page of Debian's headless chromium driven by playwright (never `playwright install`); skips loudly when
-    either is missing."""
+def chromium_browser():
+    """Debian's headless chromium driven by playwright (never `playwright install`); skips loudly when either is
+    missing. Tests that need several sessions open a browser context each."""
     if sync_playwright is None:
         pytest.skip(PLAYWRIGHT_MISSING)
     if not CHROMIUM.exists():
@@ -136,9 +136,16 @@ def chromium_page():
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         try:
-            yield browser.new_page(viewport={"width": 1440, "height": 900})
+            yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def chromium_page():
+    """One page of ``chromium_browser``."""
+    with chromium_browser() as browser:
+        yield browser.new_page(viewport={"width": 1440, "height": 900})
 
 
 def test_train_and_home_pages_in_a_real_browser(server, tmp_path):
@@ -447,21 +454,6 @@ def test_strategies_page_in_a_real_browser(server, tmp_path):
         assert page.locator('[data-testid="stException"]').count() == 0
     assert time.monotonic() - t0 < 120, "the Strategies browser test took too long"
 
-
-@contextlib.contextmanager
-def chromium_browser():
-    """Debian's headless chromium (see chromium_page), for tests that need several sessions (browser contexts)."""
-    if sync_playwright is None:
-        pytest.skip(PLAYWRIGHT_MISSING)
-    if not CHROMIUM.exists():
-        pytest.skip(f"BROWSER TEST SKIPPED: {CHROMIUM} not found (install Debian's chromium package)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 def test_closing_a_tab_stops_its_run_and_another_session_resumes_it(server, tmp_path):
