@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,10 @@ def lessons_section() -> None:
         with cols[i % 2], st.container(border=True):
             st.markdown(f"**{i + 1}. {lesson.title}**")
             page, _, query = lesson.link.partition("?")
-            st.page_link(f"pages/{page}.py", label="Open the page in this state", icon=":material/arrow_forward:",
-                         query_params=dict(parse_qsl(query)))
+            try:
+                st.page_link(f"pages/{page}.py", label="Open the page in this state",
+                             icon=":material/arrow_forward:", query_params=dict(parse_qsl(query)))
+            except StreamlitAPIException:  # the page script run on its own, without app.py's navigation
+                st.markdown(f"[Open the page in this state]({lesson.link})")
             st.markdown(lesson.look)
             st.markdown(f":material/help: *{lesson.question}*")

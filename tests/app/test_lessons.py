@@ -53,3 +53,11 @@ def test_the_home_page_shows_the_lessons_with_links_in_their_state():
     assert "Lessons for a class" in [h.value for h in at.header]
     links = sorted(link.proto.query_string for link in at.get("page_link"))
     assert links == sorted(lesson.link.partition("?")[2].replace(",", "%2C") for lesson in LESSONS)
+
+
+def test_the_home_script_alone_falls_back_to_plain_links():
+    """Run without app.py's navigation (as the Home tests do), a lesson is a plain link to the same state."""
+    at = AppTest.from_file(str(REPO / "pages" / "home.py"), default_timeout=120).run()
+    assert not at.exception
+    shown = texts(at.markdown)
+    assert all(f"[Open the page in this state]({lesson.link})" in shown for lesson in LESSONS)
