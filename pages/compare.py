@@ -4,7 +4,7 @@ of the shipped beta sweeps, with the chosen runs marked."""
 import streamlit as st
 
 from cvae_core.eval.rd import curve, equal_rate
-from pages import _cmp, _runtable, _ui, _url
+from pages import _cmp, _runs, _runtable, _ui, _url
 
 _ui.leave_legacy_pages_mode()
 st.title("Compare runs")
@@ -30,6 +30,12 @@ else:
     _runtable.runs_section(entries, per_row=len(entries))
     st.caption("Every grid is decoded from the same prior noise (seed 0), so differences are the models'. −ELBO has "
                "the decoder variance frozen at its training-set value, the fair column between families.")
+    gt = {e.name: _runs.run_metrics(str(e.path), e.key).get("GT") for e in entries}
+    if any(v is not None for v in gt.values()):
+        st.markdown("**Collapse certificate** on the test set, margin GT = IT − LTS (above 0: the code provably "
+                    "depends on the image; below 0 proves nothing): "
+                    + " · ".join(f"{name} **{v:+.3f}**" if v is not None else f"{name} (not measured)"
+                                 for name, v in gt.items()))
 
 st.header("Rate against distortion: the β sweeps")
 points, families = _cmp.sweeps(_cmp.sweep_signature())

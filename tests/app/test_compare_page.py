@@ -87,3 +87,14 @@ def test_runs_in_the_url_round_trip_and_bad_values_are_named(saved_runs):
     many = open_page(PAGE, TIMEOUT, runs="bs_beta0.01,bs_beta0.1,bs_beta1,bs_beta10,bs_beta100")
     assert "compares at most 4, using the first 4" in texts(many.warning)
     assert many.multiselect(key="compare_runs").value == ["bs_beta0.01", "bs_beta0.1", "bs_beta1", "bs_beta10"]
+
+
+def test_the_certificate_margin_of_runs_that_have_one():
+    at = open_page(PAGE, TIMEOUT, runs="mnistbin_vae_beta8,mnistbin_rst_vae_beta8,mnist_bs_vae")
+    assert not at.exception and not at.warning
+    gt = {r: json.loads((REPO / "checkpoints" / r / "metrics.json").read_text())["GT"]
+          for r in ("mnistbin_vae_beta8", "mnistbin_rst_vae_beta8")}
+    line = next(m.value for m in at.markdown if "Collapse certificate" in m.value)
+    assert f"mnistbin_vae_beta8 **{gt['mnistbin_vae_beta8']:+.3f}**" in line and gt["mnistbin_vae_beta8"] < 0
+    assert f"mnistbin_rst_vae_beta8 **{gt['mnistbin_rst_vae_beta8']:+.3f}**" in line
+    assert "mnist_bs_vae (not measured)" in line
