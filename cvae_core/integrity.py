@@ -31,9 +31,8 @@ from cvae_core.io import write_json
 
 KEY = "sha256"
 # The JSON file that holds a folder's record, by kind of folder, in the order they are looked for: a base model
-# (transformers' config.json is not ours to extend), the classifier, a certificate teacher, a run, the beta sweeps'
-# folder (its manifest; the runs in it keep their own records).
-RECORD_FILES = ("base_info.json", "classifier.json", "teacher.json", "config.json", "sweeps.json")
+# (transformers' config.json is not ours to extend), the classifier, a certificate teacher, a run.
+RECORD_FILES = ("base_info.json", "classifier.json", "teacher.json", "config.json")
 TEACHER_WEIGHTS = "teacher.safetensors"  # a teacher folder holds this file alone until its teacher.json is written
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle")
 REFUSED = "refused unread, since unpickling can run code"

@@ -18,8 +18,11 @@ RATE_FLOOR = 0.03  # collapsed runs (R ~ 1e-5 nats) are drawn here, so the log a
 FAMILY_STYLE = {"bs": ("#4F46E5", "circle"), "sse": ("#F97316", "square"), "sigma1": ("#64748B", "diamond")}
 
 
+FAMILIES = {tag: what for tag, (_, _, what) in catalog.BETA_FAMILIES.items()}
+
+
 @st.cache_data(show_spinner=False)
-def sweeps(sig: tuple) -> tuple[dict[str, list[SweepPoint]], dict[str, str]]:
+def sweeps(sig: tuple) -> dict[str, list[SweepPoint]]:
     """``catalog.beta_sweeps()``, read again when a sweep run changes (`sig`)."""
     return catalog.beta_sweeps()
 
@@ -31,7 +34,7 @@ def sweep_signature() -> tuple:
 def options() -> dict[str, RunEntry]:
     """URL id -> run: every listed image run, then the sweep runs."""
     listed, _ = _runs.runs()
-    points, _ = sweeps(sweep_signature())
+    points = sweeps(sweep_signature())
     out = {r.id: r for r in listed}
     for family in points.values():
         for p in family:

@@ -38,12 +38,12 @@ else:
                                  for name, v in gt.items()))
 
 st.header("Rate against distortion: the β sweeps")
-points, families = _cmp.sweeps(_cmp.sweep_signature())
+points = _cmp.sweeps(_cmp.sweep_signature())
 if not any(points.values()):
     st.info("The β sweeps are not shipped in this copy: `python scripts/train_sweeps.py` trains them (about 30 min "
             "on 2 cores).")
     st.stop()
-st.plotly_chart(_cmp.rd_figure(points, families, entries), key="rd")
+st.plotly_chart(_cmp.rd_figure(points, _cmp.FAMILIES, entries), key="rd")
 with st.expander("What am I looking at?", icon=":material/school:"):
     st.markdown(
         "Each line is one family trained at β = 0.01 … 100 (MNIST, the same MLP, 6 epochs, seed 0). Moving right, the "

@@ -12,8 +12,8 @@ Three families at beta in BETAS, everything else equal (MLP encoder/decoder of w
   sum of squared errors, sum (x - xhat)^2 = ||x - xhat||^2 / (2 sigma^2) at sigma^2 = 1/2;
 - ``sigma1``: ``vae`` with sigma = 1, this lab's default fixed variance (at beta = b it is the sse baseline at 2b).
 
-Each run folder records its command in config.json (``command``) and the manifest ``checkpoints/sweeps/sweeps.json``
-lists all of them.
+Each run folder records its command in config.json (``command``); the run catalog reads a run's family from its
+config (``cvae_core.runs.catalog.beta_family``).
 """
 
 from __future__ import annotations
@@ -55,12 +55,6 @@ def train(tag: str, beta: float) -> dict:
         sys.exit(f"failed: {shlex.join(cmd)}\n{res.stderr[-2000:]}")
     print(f"done: {shlex.join(cmd)}", file=sys.stderr)
     return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def manifest() -> dict:
-    return {"betas": list(BETAS), "families": {t: d for t, (_, _, d) in FAMILIES.items()},
-            "runs": {run_name(t, b): {"family": t, "beta": b, "command": shlex.join(command(t, b))}
-                     for t in FAMILIES for b in BETAS}}
 
 
 def table() -> str:
@@ -107,14 +101,9 @@ def main() -> None:
         print(equal_rate_tables())
         return
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "sweeps.json").write_text(json.dumps(manifest(), indent=2) + "\n")
     for tag in a.only or list(FAMILIES):
         for beta in BETAS:
             train(tag, beta)
-    sys.path.insert(0, str(REPO))
-    from cvae_core.integrity import record_hashes
-
-    record_hashes(OUT, "sweeps.json")  # the manifest's own hash record (the runs carry theirs)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def _slug(heading: str) -> str:
 def anchors(path: Path) -> set[str]:
     seen: dict[str, int] = {}
     out = set()
-    for m in _HEADING.finditer(_FENCE.sub("", path.read_text())):
+    for m in _HEADING.finditer(_FENCE.sub("", path.read_text(encoding="utf-8"))):
         s = _slug(m.group(1))
         n = seen.get(s, 0)
         seen[s] = n + 1
@@ -51,7 +51,7 @@ def anchors(path: Path) -> set[str]:
 
 def broken_links(md: Path, root: Path = REPO) -> list[str]:
     bad = []
-    for target in links(md.read_text()):
+    for target in links(md.read_text(encoding="utf-8")):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # http:, https:, mailto: ...
             continue
         path_part, _, fragment = target.partition("#")
@@ -66,7 +66,7 @@ def broken_links(md: Path, root: Path = REPO) -> list[str]:
 
 
 def test_readme_is_short():
-    n = len((REPO / "README.md").read_text().splitlines())
+    n = len((REPO / "README.md").read_text(encoding="utf-8").splitlines())
     assert n <= README_MAX_LINES, f"README.md has {n} lines (at most {README_MAX_LINES}); move detail to docs/"
 
 

@@ -93,7 +93,7 @@ def import_graph(pkg: Path = PKG) -> dict[str, set[str]]:
     mods = _modules(pkg)
     graph = {m: set() for m in mods}
     for name, path in mods.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 graph[name] |= _targets(mods, name, node)
     return graph
@@ -165,7 +165,7 @@ def test_every_module_has_a_layer_and_imports_point_down():
 
 def test_the_core_never_imports_streamlit():
     for path in PKG.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.split(".")[0] == "streamlit" for n in names), f"{path} imports streamlit"
@@ -217,7 +217,7 @@ def test_the_import_checker_catches_imports_that_belong_at_the_top():
 def test_functions_import_only_heavy_optional_packages():
     bad, used = [], set()
     for path in sorted(PKG.rglob("*.py")):
-        source = path.read_text()
+        source = path.read_text(encoding="utf-8")
         used |= {name for _, name in in_function_imports(source)}
         bad += [f"{path.relative_to(PKG.parent)}:{line} imports {name}" for line, name in misplaced_imports(source)]
     assert not bad, "imports inside functions that belong at the top of their module:\n" + "\n".join(bad)

@@ -259,12 +259,29 @@ def nu_run_name(rho: float, nu: float, steps: int, taken: Iterable[str] = ()) ->
 
 
 # ------------------------------------------------------------------ the beta sweeps of the Compare page
-SWEEP_DIR = "sweeps"  # under the shipped root: scripts/train_sweeps.py writes it, with its manifest sweeps.json
-SWEEP_MANIFEST = "sweeps.json"
+SWEEP_DIR = "sweeps"  # under the shipped root: the runs scripts/train_sweeps.py trains
+# family tag -> (model, decoder sigma or None, what it is): a sweep run's family is read from its config.json
+BETA_FAMILIES = {
+    "bs": ("bs_vae", None, "bs_vae (optimal variance per image)"),
+    "sse": ("vae", 2 ** -0.5, "vae, σ² = 1/2 (sum of squared errors)"),
+    "sigma1": ("vae", 1.0, "vae, σ = 1"),
+}
 
 
 def sweep_root() -> Path:
     return shipped_root() / SWEEP_DIR
+
+
+def beta_family(info: dict) -> str | None:
+    """The ``BETA_FAMILIES`` tag of a run's config.json, None when it is none of them (a Bernoulli vae, another
+    sigma, another model)."""
+    cfg = info.get("config") or {}
+    for tag, (model, sigma, _) in BETA_FAMILIES.items():
+        if info.get("model") != model or cfg.get("likelihood", "gaussian") != "gaussian":
+            continue
+        if sigma is None or (isinstance(cfg.get("sigma"), (int, float)) and abs(cfg["sigma"] - sigma) < 1e-9):
+            return tag
+    return None
 
 
 @dataclass(frozen=True)
@@ -278,24 +295,18 @@ class SweepPoint:
     metrics: dict
 
 
-def beta_sweeps(root: str | Path | None = None) -> tuple[dict[str, list[SweepPoint]], dict[str, str]]:
-    """({family tag: its runs sorted by beta}, {family tag: what it is}) of the sweeps under `root` (default
-    ``sweep_root()``), as its manifest names them; a run the manifest names but that is missing or unreadable is left
-    out. ({}, {}) when there is no manifest."""
+def beta_sweeps(root: str | Path | None = None) -> dict[str, list[SweepPoint]]:
+    """{family tag: its runs sorted by beta} of the runs under `root` (default ``sweep_root()``), each family read
+    from the run's config.json (``beta_family``); runs of no family and unreadable runs are left out. Every tag of
+    ``BETA_FAMILIES`` is a key (an empty list when none of its runs is there)."""
     root = Path(root) if root is not None else sweep_root()
-    try:
-        manifest = json.loads((root / SWEEP_MANIFEST).read_text())
-    except (OSError, ValueError):
-        return {}, {}
-    entries = {e.name: e for e in list_runs([root])[0]}
-    out: dict[str, list[SweepPoint]] = {t: [] for t in manifest.get("families", {})}
-    for name, spec in manifest.get("runs", {}).items():
-        e = entries.get(name)
-        if e is None or spec.get("family") not in out:
-            continue
+    out: dict[str, list[SweepPoint]] = {t: [] for t in BETA_FAMILIES}
+    for e in list_runs([root])[0]:
         try:
-            metrics = read_run_info(e.path).get("metrics") or {}
+            info = read_run_info(e.path)
         except LabError:
             continue
-        out[spec["family"]].append(SweepPoint(spec["family"], float(spec["beta"]), e, metrics))
-    return {t: sorted(p, key=lambda s: s.beta) for t, p in out.items()}, dict(manifest.get("families", {}))
+        tag = beta_family(info)
+        if tag is not None:
+            out[tag].append(SweepPoint(tag, float(info["config"]["beta"]), e, info.get("metrics") or {}))
+    return {t: sorted(p, key=lambda s: s.beta) for t, p in out.items()}

@@ -48,10 +48,15 @@ def test_the_default_view_compares_bs_vae_with_its_baseline_at_beta_1():
 def test_the_rd_curve_and_the_equal_rate_table_are_the_sweeps_numbers():
     at = open_page(PAGE, TIMEOUT)
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    manifest = json.loads((SWEEPS / "sweeps.json").read_text())
-    for family in ("bs", "sse", "sigma1"):
-        names = [n for n, r in manifest["runs"].items() if r["family"] == family]
-        want = sorted((metrics(n)["rate"], metrics(n)["distortion_train_sigma"]) for n in names)
+    family_of = {"bs_vae": "bs", 2 ** -0.5: "sse", 1.0: "sigma1"}
+    by_family: dict[str, list[tuple[float, float]]] = {"bs": [], "sse": [], "sigma1": []}
+    for run in SWEEPS.iterdir():  # each run's family from its own config.json, read here
+        info = json.loads((run / "config.json").read_text())
+        tag = family_of["bs_vae"] if info["model"] == "bs_vae" else next(
+            t for s, t in family_of.items() if s != "bs_vae" and abs(info["config"]["sigma"] - s) < 1e-9)
+        by_family[tag].append((metrics(run.name)["rate"], metrics(run.name)["distortion_train_sigma"]))
+    for family, pts in by_family.items():
+        want = sorted(pts)
         trace = next(t for t in spec["data"] if t.get("legendgroup") == family and t.get("xaxis", "x") == "x")
         assert len(want) == 9
         floor = _cmp.RATE_FLOOR  # collapsed runs are drawn at the floor of the log axis
@@ -60,8 +65,7 @@ def test_the_rd_curve_and_the_equal_rate_table_are_the_sweeps_numbers():
     # the table: the sse curve read at each bs rate, by numpy's linear interpolation here
     import numpy as np
 
-    sse = sorted((metrics(n)["rate"], metrics(n)["distortion_train_sigma"]) for n in manifest["runs"]
-                 if manifest["runs"][n]["family"] == "sse")
+    sse = sorted(by_family["sse"])
     rows = at.dataframe[-1].value
     for _, row in rows.iterrows():
         ref = float(np.interp(row["rate R (nats)"], [r for r, _ in sse], [d for _, d in sse]))

@@ -39,7 +39,7 @@ SOURCES = [REPO / "app.py", *sorted((REPO / "pages").glob("*.py"))]
 # ------------------------------------------------------------------ .streamlit/config.toml
 @pytest.fixture(scope="module")
 def cfg() -> dict:
-    return tomllib.loads(CONFIG.read_text())
+    return tomllib.loads(CONFIG.read_text(encoding="utf-8"))
 
 
 def test_config_binds_to_localhost_with_xsrf_cors_hosts_and_an_upload_cap(cfg):
@@ -69,8 +69,8 @@ def test_the_class_balance_swatches_are_the_colours_of_their_bars(cfg):
 def test_nothing_overrides_the_address_and_nothing_is_uploaded():
     make_run = (REPO / "Makefile").read_text().split("\nrun:")[1].split("\n\n")[0]
     assert "streamlit run" in make_run and "address" not in make_run
-    assert "0.0.0.0" not in (REPO / "README.md").read_text()
-    uploads = [p.name for p in SOURCES if "file_uploader" in p.read_text()]
+    assert "0.0.0.0" not in (REPO / "README.md").read_text(encoding="utf-8")
+    uploads = [p.name for p in SOURCES if "file_uploader" in p.read_text(encoding="utf-8")]
     assert uploads == [], f"{uploads} upload files now: check server.maxUploadSize and docs/serving.md"
 
 
@@ -127,7 +127,7 @@ def test_html_check_flags_made_up_regressions():
 
 
 def test_no_page_renders_text_as_html():
-    found = [f for p in SOURCES for f in html_uses(p.read_text(), str(p.relative_to(REPO)))]
+    found = [f for p in SOURCES for f in html_uses(p.read_text(encoding="utf-8"), str(p.relative_to(REPO)))]
     assert found == []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
 
 import pytest
@@ -184,26 +185,26 @@ SWEEP_ROOT = REPO / "checkpoints" / "sweeps"
 SWEEP_RUNS = [r.path for r in list_runs([SWEEP_ROOT])[0]]
 
 
-def test_the_beta_sweeps_are_complete_and_each_run_records_its_command():
-    import shlex
+def test_the_beta_sweeps_are_complete_and_each_run_records_the_scripts_command():
+    import importlib.util
 
     from cvae_core.runs.catalog import beta_sweeps
 
-    manifest = json.loads((SWEEP_ROOT / "sweeps.json").read_text())
-    assert manifest["betas"] == [0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100] and len(manifest["runs"]) == 27
-    assert sorted(p.name for p in SWEEP_RUNS) == sorted(manifest["runs"])
-    points, families = beta_sweeps(SWEEP_ROOT)
-    assert set(families) == {"bs", "sse", "sigma1"} and all(len(p) == 9 for p in points.values())
-    for name, spec in manifest["runs"].items():
-        info = json.loads((SWEEP_ROOT / name / "config.json").read_text())
-        assert info["command"] == spec["command"]  # the run records the very command the manifest lists
-        args = shlex.split(info["command"])
-        assert args[args.index("--beta") + 1] == f"{spec['beta']:g}" and info["config"]["beta"] == spec["beta"]
-        want_sigma = {"bs": None, "sse": 2 ** -0.5, "sigma1": 1.0}[spec["family"]]
-        if want_sigma is not None:  # the constant-variance baselines: sigma^2 = 1/2 (the SSE loss) and sigma = 1
-            assert info["model"] == "vae" and math.isclose(info["config"]["sigma"], want_sigma, rel_tol=1e-12)
-        else:
-            assert info["model"] == "bs_vae"
+    spec = importlib.util.spec_from_file_location("train_sweeps", REPO / "scripts" / "train_sweeps.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.BETAS == (0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100)
+    points = beta_sweeps(SWEEP_ROOT)
+    assert sorted(points) == ["bs", "sigma1", "sse"] and len(SWEEP_RUNS) == 27
+    for tag, runs in points.items():
+        assert [p.beta for p in runs] == list(script.BETAS)  # every beta, each once
+        for p in runs:
+            info = json.loads((p.entry.path / "config.json").read_text())
+            assert p.entry.name == script.run_name(tag, p.beta)
+            assert info["command"] == shlex.join(script.command(tag, p.beta))  # reproducible by this command
+            sigma = {"bs": None, "sse": 2 ** -0.5, "sigma1": 1.0}[tag]  # sigma^2 = 1/2: the SSE loss
+            assert info["model"] == ("bs_vae" if sigma is None else "vae")
+            assert sigma is None or math.isclose(info["config"]["sigma"], sigma, rel_tol=1e-12)
 
 
 @pytest.mark.parametrize("run", SWEEP_RUNS, ids=[p.name for p in SWEEP_RUNS])
