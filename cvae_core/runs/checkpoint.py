@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from cvae_core.errors import CheckpointError
 from cvae_core.integrity import safetensors_problem
@@ -81,8 +81,10 @@ def write_checkpoint(folder: str | Path, model: torch.nn.Module, state: dict, sp
         for old in folder.glob(TMP_PREFIX + "*"):  # a write cut short by a kill
             old.unlink(missing_ok=True)
         tmp = folder / f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}"
-        save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb") as f:
+        data = save(tensors, metadata=metadata)  # bytes: save_file would leave its own .tmpXXXX files on a kill
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:

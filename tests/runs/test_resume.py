@@ -173,3 +173,29 @@ def test_train_killed_with_sigkill_resumes_to_the_same_final_weights(tmp_path):
     assert recorded[1].startswith("python -m cvae_core train --model vae ") and "--resume" not in recorded[1]
     gone = run("--resume", "killed")  # a finished run has no checkpoint left
     assert gone.returncode == 2 and "no checkpoint.safetensors in it" in gone.stderr
+
+
+def test_a_write_cut_short_leaves_only_files_a_resume_accepts(mnist, tmp_path, monkeypatch):
+    """A kill between writing and renaming leaves the previous checkpoint and one temporary file of ours, both names
+    that is_checkpoint_file accepts; the folder can still become the run, and the next write cleans the temporary
+    file up. (The bytes are written by this module: safetensors' save_file writes through a .tmpXXXX file of its own,
+    which a SIGKILL in the real-process test once left behind.)"""
+    from cvae_core.runs import checkpoint as ck_mod
+    from cvae_core.runs.checkpoint import is_checkpoint_file
+
+    _train("vae", mnist.subset(200, 64), tmp_path / "run", steps=6, every=3)
+    model = build_model("vae", seed=3, **MODELS["vae"])
+    state = dict(read_checkpoint(tmp_path / "run").state)
+
+    def killed(*_):
+        raise KeyboardInterrupt("killed before the rename")
+
+    monkeypatch.setattr(ck_mod.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ck_mod.write_checkpoint(tmp_path / "run", model, state, {})
+    monkeypatch.undo()
+    names = [p.name for p in (tmp_path / "run").iterdir()]
+    assert len(names) == 2 and all(is_checkpoint_file(n) for n in names), names
+    assert read_checkpoint(tmp_path / "run").step == 6 and check_run_destination(tmp_path / "run")
+    ck_mod.write_checkpoint(tmp_path / "run", model, state, {})
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [CHECKPOINT]
