@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from cvae_core.data import DATASETS, LONG_TAILED, load_dataset, prepare_offline
 from cvae_core.data.morpho import cache_path, load_morpho
-from cvae_core.errors import CheckpointError, ConfigError, LabError
+from cvae_core.errors import ConfigError, LabError
 from cvae_core.eval import full_evaluation
 from cvae_core.eval.attributes import parse_attrs
 from cvae_core.eval.certificate import LiveCertificate
@@ -316,14 +316,6 @@ def _resumed(a) -> tuple[argparse.Namespace, Checkpoint]:
     return argparse.Namespace(**args), ck
 
 
-def _load_resumed_weights(model, ck: Checkpoint) -> None:
-    try:
-        model.load_state_dict(ck.weights)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{ck.path}: its weights do not fit the model its options build ({first})") from None
-
-
 def cmd_train(a) -> int:
     ck = None
     if a.resume is not None:
@@ -359,12 +351,13 @@ def cmd_train(a) -> int:
     model, data = run.model, run.data
     total = tcfg.total_steps(len(data.x_train))
     history, checkpoint = History(), None
+    command = ck.spec.get("command") if ck is not None else command_line()  # a resumed run: the one that started it
     if ck is not None:
-        _load_resumed_weights(model, ck)
+        ck.load_weights(model)
         history = ck.history
     if a.checkpoint_every is not None:
         spec = {"kind": CLI_TRAIN, "args": {k: v for k, v in vars(a).items() if k not in RESUME_KEEPS},
-                "command": ck.spec.get("command") if ck is not None else command_line()}
+                "command": command}
         spec["args"].update({k: None if spec["args"].get(k) is None else str(spec["args"][k]) for k in PATH_ARGS})
         checkpoint = checkpointing(a.out, model, a.checkpoint_every, spec)
     print(f"training {a.model} on {a.dataset} ({len(data.x_train)} images) for {total} steps", file=sys.stderr)
@@ -403,7 +396,6 @@ def cmd_train(a) -> int:
     ds_info = {"name": a.dataset, **data.info}
     if a.data_root is not None:
         ds_info["root"] = str(a.data_root)
-    command = ck.spec.get("command") if ck is not None else command_line()  # a resumed run: the one that started it
     save_run(a.out, model, command=command, train_config=tcfg, dataset=ds_info, metrics=metrics,
              history=hist.to_dict(), check=check_numbers(model, data), weights_dtype=dtype)
     print(f"{hist.message}; saved to {a.out}", file=sys.stderr)

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from cvae_core.data import Dataset
-from cvae_core.errors import CheckpointError, ConfigError, LabError
+from cvae_core.errors import ConfigError, LabError
 from cvae_core.eval import full_evaluation
 from cvae_core.eval.likelihood import TickMeans, check_numbers
 from cvae_core.models.base import LatentModel
@@ -206,11 +206,7 @@ class TrainingJob(Job):
         self.checkpoint_every, self.checkpoint_spec = checkpoint_every, dict(checkpoint_spec or {})
         self._resume = resume
         if resume is not None:
-            try:
-                model.load_state_dict(resume.weights)
-            except RuntimeError as e:
-                raise CheckpointError(f"{resume.path}: its weights do not fit this model "
-                                      f"({str(e).strip().splitlines()[0]})") from None
+            resume.load_weights(model)
             self.history = resume.history
         self.callbacks = list(callbacks)
         self.dataset_info = dataset_info or {"name": data.name, **data.info}

@@ -242,8 +242,10 @@ def likelihood_by_kind(model, data, *, seed: int = 0, train_sigma_value: float |
         idx = torch.from_numpy(np.flatnonzero(kind == k))
         if len(idx) < 2:
             continue
-        m = evaluate(model, data.x_test[idx], cond[idx], seed=seed, train_x=data.x_train, train_y=train_y,
-                     train_sigma_value=train_sigma_value)
+        # the training images only for a calibrated model's frozen variance: a fixed-variance model's -ELBO needs
+        # none, and with them evaluate would decode them again for a distortion this table does not use
+        m = evaluate(model, data.x_test[idx], cond[idx], seed=seed, train_sigma_value=train_sigma_value,
+                     **({"train_x": data.x_train, "train_y": train_y} if model.calibrated_variance else {}))
         out[f"{k}_neg_elbo"] = m.get("neg_elbo_train_sigma", m.get("neg_elbo", math.nan))
         out[f"{k}_n_test"] = len(idx)
     return out

@@ -81,7 +81,7 @@ def write_checkpoint(folder: str | Path, model: torch.nn.Module, state: dict, sp
         for old in folder.glob(TMP_PREFIX + "*"):  # a write cut short by a kill
             old.unlink(missing_ok=True)
         tmp = folder / f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}"
-        data = save(tensors, metadata=metadata)  # bytes: save_file would leave its own .tmpXXXX files on a kill
+        data = save(tensors, metadata=metadata)  # bytes: save_file writes through a temp file of its own
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
@@ -98,6 +98,14 @@ class Checkpoint:
 
     def __init__(self, weights: dict[str, torch.Tensor], state: dict, spec: dict, path: Path):
         self.weights, self.state, self.spec, self.path = weights, state, spec, path
+
+    def load_weights(self, model: torch.nn.Module) -> None:
+        """Put the checkpoint's weights into `model`; one CheckpointError line when they do not fit it."""
+        try:
+            model.load_state_dict(self.weights)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(f"{self.path}: its weights do not fit this model ({first})") from None
 
     @property
     def step(self) -> int:

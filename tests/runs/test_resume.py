@@ -111,6 +111,10 @@ def test_bad_checkpoints_are_one_line(mnist, tmp_path):
     (tmp_path / "run" / CHECKPOINT).write_bytes(pickle.dumps({"a": 1}, protocol=4))
     with pytest.raises(CheckpointError, match="pickle"):
         read_checkpoint(tmp_path / "run")
+    _train("vae", mnist.subset(200, 64), tmp_path / "ok", steps=6, every=6)
+    other = build_model("vae", seed=3, arch="mlp", hidden=16, latent_dim=4)  # another width than the checkpoint's
+    with pytest.raises(CheckpointError, match="its weights do not fit this model"):
+        read_checkpoint(tmp_path / "ok").load_weights(other)
     with pytest.raises(ConfigError, match="checkpoint every must be an integer"):
         Checkpointing(0, print)
 
@@ -178,7 +182,7 @@ def test_train_killed_with_sigkill_resumes_to_the_same_final_weights(tmp_path):
 def test_a_write_cut_short_leaves_only_files_a_resume_accepts(mnist, tmp_path, monkeypatch):
     """A kill between writing and renaming leaves the previous checkpoint and one temporary file of ours, both names
     that is_checkpoint_file accepts; the folder can still become the run, and the next write cleans the temporary
-    file up. (The bytes are written by this module: safetensors' save_file writes through a .tmpXXXX file of its own,
+    file up. (The bytes are written by this module: safetensors' save_file writes through a temporary file of its own,
     which a SIGKILL in the real-process test once left behind.)"""
     from cvae_core.runs import checkpoint as ck_mod
     from cvae_core.runs.checkpoint import is_checkpoint_file
