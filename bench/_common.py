@@ -67,3 +67,20 @@ def page_table(title: str, rows: list[tuple[str, float, float | None]], ref: flo
         lines.append(f"| {what} | {s:.3f} | {ref / s:.1f}x | {'' if target is None else f'< {target:g}'} | "
                      f"{'' if target is None else ('yes' if s < target else 'NO')} |")
     return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def server_script_cache():
+    """AppTest compiles the page anew on every run (a new ``ScriptCache`` each time, 5-25 ms with Streamlit's magic
+    AST pass); a server compiles it once. Share one cache while a page is timed, so a rerun costs what it costs on a
+    server."""
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+    from streamlit.testing.v1 import app_test, local_script_runner
+
+    shared = ScriptCache()
+    saved = app_test.ScriptCache, local_script_runner.ScriptCache
+    app_test.ScriptCache = local_script_runner.ScriptCache = lambda: shared
+    try:
+        yield
+    finally:
+        app_test.ScriptCache, local_script_runner.ScriptCache = saved

@@ -335,20 +335,37 @@ class TrainingJob(Job):
 SWEEP_MODEL = "ct3vae"
 
 
+def variant_training(base_info: dict, changes: dict, data: Dataset, out: str | Path, steps: int | None = None
+                     ) -> TrainingJob:
+    """A job that trains the model of a base run (usually a shipped member of a sweep) with its config but the
+    `changes` (e.g. ``{"beta": 2.0}``), then evaluates and saves it to `out`. The base run's training settings are
+    reused (its steps or epochs unless `steps` is given), so the new run joins the sweep. Built by the one pipeline
+    (``build_run``: a bad value is one line); not started."""
+    if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1):
+        raise ConfigError(f"steps must be an integer >= 1 (got {steps!r})")
+    t = base_info.get("train") or {}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    keep = {k: t[k] for k in ("batch_size", "lr", "seed", "grad_clip", "steps", "epochs")
+            if t.get(k) is not None and k in fields}
+    if steps is not None:
+        keep.pop("epochs", None)
+        keep["steps"] = steps
+    train = TrainConfig(**keep)
+    train = dataclasses.replace(train, log_every=max(1, min(50, train.total_steps(len(data.x_train)) // 50)))
+    run = build_run(base_info["model"], data, dict(base_info["config"], **changes), train)
+    job = TrainingJob(run.model, data, train, save_to=out)
+    job.kind, job.changes = "variant", dict(changes)
+    return job
+
+
 def nu_training(base_info: dict, nu: float, steps: int, data: Dataset, out: str | Path) -> TrainingJob:
     """A job that trains a ct3vae with the config of a base run (usually a shipped member of the nu sweep) but another
-    nu, then evaluates and saves it to `out`. The base run's config and training settings are reused so the new run
-    joins the sweep. Built by the one pipeline (``build_run``: nu <= 2 is one line); not started."""
+    nu, for `steps` steps, then evaluates and saves it to `out` (``variant_training``)."""
     if base_info.get("model") != SWEEP_MODEL:
         raise ConfigError(f"the nu sweep is of {SWEEP_MODEL} runs (got a {base_info.get('model')} run)")
     if not (isinstance(steps, int) and steps >= 1):
         raise ConfigError(f"steps must be an integer >= 1 (got {steps!r})")
-    t = base_info.get("train") or {}
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    keep = {k: t[k] for k in ("batch_size", "lr", "seed", "grad_clip") if k in t and k in fields}
-    train = TrainConfig(**keep, steps=steps, log_every=max(1, min(50, steps // 50)))
-    run = build_run(SWEEP_MODEL, data, dict(base_info["config"], nu=float(nu)), train)
-    job = TrainingJob(run.model, data, train, save_to=out)
+    job = variant_training(base_info, {"nu": float(nu)}, data, out, steps=steps)
     job.kind, job.nu = "nu", float(nu)
     return job
 

@@ -22,13 +22,13 @@ FAMILIES = {tag: what for tag, (_, _, what) in catalog.BETA_FAMILIES.items()}
 
 
 @st.cache_data(show_spinner=False)
-def sweeps(sig: tuple) -> dict[str, list[SweepPoint]]:
+def sweeps(sig: str) -> dict[str, list[SweepPoint]]:
     """``catalog.beta_sweeps()``, read again when a sweep run changes (`sig`)."""
     return catalog.beta_sweeps()
 
 
-def sweep_signature() -> tuple:
-    return catalog.signature([catalog.sweep_root()])
+def sweep_signature() -> str:
+    return _runs.digest(catalog.signature([catalog.sweep_root()]))
 
 
 def options() -> dict[str, RunEntry]:

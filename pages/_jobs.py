@@ -34,7 +34,7 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # page view marks its session's jobs as seen (app.py calls mark_session_job_seen; the Train page's live view also
 # touches its job at each tick).
 ORPHAN_AGE = jobs.ORPHAN_AGE
-SLOTS = {"train": "job", "nu": "nu_job", "seq": "seq_job"}  # slot -> the session_state key of its job
+SLOTS = {"train": "job", "nu": "nu_job", "seq": "seq_job", "gen": "gen_job"}  # slot -> the session_state key of its job
 
 
 SESSION_IDS: dict[str, str] = {}  # owner key -> Streamlit's id of that browser session

@@ -5,6 +5,7 @@ and the cached loaders of a run and its data set. Pages never list run folders t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,9 @@ from cvae_core.runs.folder import is_sequence_run, load_run, read_run_info
 # ------------------------------------------------------------------ the run list
 @st.cache_data(show_spinner=False, max_entries=32)
 def _listed(roots: tuple[str, ...], kind: str, dataset: str | None, model: str | None, condition: str | None,
-            sig: tuple) -> tuple[list[RunEntry], list[str]]:
-    """`sig` (``catalog.signature``) is hashed with the rest: the list is read again whenever a run folder changes."""
+            sig: str) -> tuple[list[RunEntry], list[str]]:
+    """`sig` (``digest`` of ``catalog.signature``) is hashed with the rest: the list is read again whenever a run
+    folder changes."""
     return catalog.list_runs(roots, dataset=dataset, model=model, kind=kind, condition=condition)
 
 
@@ -32,7 +34,13 @@ def runs(kind: str = "image", *, dataset: str | None = None, model: str | None =
     """(runs of this kind under the shipped and the saved root that match, one-line problems of unreadable folders):
     ``catalog.list_runs``, cached until a run folder under the roots changes."""
     roots = tuple(str(r) for r in catalog.default_roots(kind))
-    return _listed(roots, kind, dataset, model, condition, catalog.signature(roots, kind))
+    return _listed(roots, kind, dataset, model, condition, digest(catalog.signature(roots, kind)))
+
+
+def digest(sig: tuple) -> str:
+    """A cache signature as one short string: Streamlit hashes a long tuple of tuples item by item (about 1 ms per
+    cached call with a few dozen runs), one string at once."""
+    return hashlib.sha1(repr(sig).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

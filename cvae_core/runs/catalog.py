@@ -310,3 +310,32 @@ def beta_sweeps(root: str | Path | None = None) -> dict[str, list[SweepPoint]]:
         if tag is not None:
             out[tag].append(SweepPoint(tag, float(info["config"]["beta"]), e, info.get("metrics") or {}))
     return {t: sorted(p, key=lambda s: s.beta) for t, p in out.items()}
+
+
+def _without_beta(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "beta"}
+
+
+def beta_sweep(tag: str, saved: Iterable[str | Path] | None = None) -> dict[float, RunEntry]:
+    """beta -> run of one ``BETA_FAMILIES`` sweep: the shipped runs, then the runs under the `saved` roots (default:
+    the saved root) of the same family trained like them (the same config but beta, e.g. by the Generate page's
+    "train this beta"), sorted by beta; a shipped run wins over a saved one of equal beta."""
+    if tag not in BETA_FAMILIES:
+        raise ValueError(f"unknown beta family {tag!r} (one of {', '.join(BETA_FAMILIES)})")
+    shipped = beta_sweeps()[tag]
+    out = {p.beta: p.entry for p in shipped}
+    if not shipped:
+        return out
+    base = _without_beta(read_run_info(shipped[0].entry.path).get("config") or {})
+    roots = [saved_root()] if saved is None else [Path(r) for r in saved]
+    for e in list_runs([shipped_root(), *roots])[0]:
+        if e.shipped:
+            continue
+        try:
+            info = read_run_info(e.path)
+        except LabError:
+            continue
+        cfg = info.get("config") or {}
+        if beta_family(info) == tag and _without_beta(cfg) == base and isinstance(cfg.get("beta"), (int, float)):
+            out.setdefault(float(cfg["beta"]), e)
+    return dict(sorted(out.items()))
