@@ -84,3 +84,36 @@ def server_script_cache():
         yield
     finally:
         app_test.ScriptCache, local_script_runner.ScriptCache = saved
+
+
+SCRIPT_SECONDS: list[float] = []  # filled while ``script_timer`` is active: the page script's own run time per run
+
+
+@contextlib.contextmanager
+def script_timer():
+    """Record how long each page script run takes inside Streamlit's script runner (``SCRIPT_SECONDS``): the server's
+    own work for a rerun, without AppTest's round trip (building and reading the element tree, 5-100 ms more)."""
+    from streamlit.runtime.scriptrunner import script_runner
+
+    real = script_runner.exec_func_with_error_handling
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            SCRIPT_SECONDS.append(time.perf_counter() - t)
+
+    script_runner.exec_func_with_error_handling = timed
+    try:
+        yield
+    finally:
+        script_runner.exec_func_with_error_handling = real
+
+
+def timed_script(at, action) -> float:
+    """Seconds the page script itself ran for one AppTest interaction (``script_timer`` must be active); the page
+    must show no exception and no error."""
+    n = len(SCRIPT_SECONDS)
+    timed_rerun(at, action)
+    return sum(SCRIPT_SECONDS[n:])

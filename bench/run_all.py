@@ -15,6 +15,7 @@ import bench_app_threads  # noqa: E402
 import bench_certificate  # noqa: E402
 import bench_class_balance  # noqa: E402
 import bench_decoder_head  # noqa: E402
+import bench_generate  # noqa: E402
 import bench_latent_map  # noqa: E402
 import bench_rare_combinations  # noqa: E402
 import bench_train_loop  # noqa: E402
@@ -29,3 +30,4 @@ if __name__ == "__main__":
     print(bench_class_balance.main())
     print(bench_rare_combinations.main())
     print(bench_certificate.main())
+    print(bench_generate.main())

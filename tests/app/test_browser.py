@@ -523,3 +523,37 @@ def test_compare_page_in_a_real_browser(server, tmp_path):
         assert page.locator('[data-testid="stException"]').count() == 0
         page.mouse.move(5, 890)
         screenshot(page, tmp_path, "compare_page.png")
+
+
+def test_generate_page_in_a_real_browser(server, tmp_path):
+    """bs_vae at β = 1 by default: three pictures; the β slider's arrow key moves to the next run of the sweep (URL and
+    'On show' follow, the samples change), and the samples' download is the PNG on show."""
+    if not (REPO / "checkpoints" / "sweeps" / "bs_beta1").is_dir():
+        pytest.skip("BROWSER TEST SKIPPED: the beta sweeps are not shipped (python scripts/train_sweeps.py)")
+    from PIL import Image
+
+    with chromium_page() as page:
+        page.goto(f"{server}/generate", wait_until="domcontentloaded")
+        expect(page.get_by_role("heading", name="Generate")).to_be_visible(timeout=30_000)
+        expect(page.locator('[data-testid="stImage"]')).to_have_count(3, timeout=60_000)
+        expect(page.get_by_text("On show: bs_beta1")).to_be_visible()
+        before = first_grid_src(page)
+        beta = page.get_by_role("slider", name=re.compile("β"))
+        beta.focus()
+        page.keyboard.press("ArrowRight")  # the next run of the sweep: beta = 3
+        page.wait_for_url(re.compile("beta=3"), timeout=30_000)
+        expect(page.get_by_text("On show: bs_beta3")).to_be_visible(timeout=30_000)
+        wait_grid_changed(page, before)
+        with page.expect_download(timeout=30_000) as got:
+            page.get_by_role("button", name=re.compile("Download PNG")).first.click()
+        path = tmp_path / "samples.png"
+        got.value.save_as(path)
+        img = Image.open(path)
+        assert img.format == "PNG" and img.size == (726, 726)  # 8 x 8 cells of 28 px, 2 px borders, x3
+        assert got.value.suggested_filename == "bs_beta3_samples_tau1_seed0.png"
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.goto(f"{server}/generate?family=nu&nu=5&y=all&tau=1", wait_until="domcontentloaded")
+        expect(page.locator('[data-testid="stImage"]')).to_have_count(3, timeout=60_000)
+        expect(page.get_by_text("On show: mnistlt100_ct3vae_nu5")).to_be_visible(timeout=30_000)
+        page.mouse.move(5, 890)
+        screenshot(page, tmp_path, "generate_page.png")
