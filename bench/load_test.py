@@ -33,17 +33,16 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import date
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _server import kill_group, start_server, wait_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -72,56 +71,6 @@ CRITERIA = {
 
 
 # ---------------------------------------------------------------------------------------------- the server process
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
-def start_server(runs_dir: Path, log_path: Path, max_jobs: int, extra_env: dict | None = None,
-                 ) -> tuple[subprocess.Popen, str]:
-    """``streamlit run app.py`` on a free localhost port in its own process group (as tests/app/test_browser.py)."""
-    port = free_port()
-    env = dict(os.environ, CVAE_RUNS_DIR=str(runs_dir), CVAE_MAX_JOBS=str(max_jobs), PYTHONPATH=str(REPO),
-               **(extra_env or {}))
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-             "localhost", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return proc, f"http://localhost:{port}"
-
-
-def wait_healthy(proc: subprocess.Popen, base: str, log_path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"streamlit did not answer /_stcore/health within {timeout:.0f} s")
-        time.sleep(0.3)
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, then SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    except ProcessLookupError:
-        pass
-
-
 # Streamlit 1.67 with Starlette 1.10: when a browser goes away while the server sends to it, starlette raises
 # WebSocketDisconnected (a RuntimeError) in receive_bytes, Streamlit's websocket endpoint takes it for a text frame
 # and calls close() on the closed socket, and uvicorn logs "Exception in ASGI application". The session was ending
@@ -357,13 +306,14 @@ def run(args) -> dict:
     deadline = time.monotonic() + args.time_limit  # the wait above (at most QUIET_WAIT s) does not count
     extra_env = dict(kv.split("=", 1) for kv in args.server_env)
     figures["server_env"] = extra_env
-    proc, base = start_server(tmp / "runs", log_path, args.max_jobs, extra_env)
+    proc, port = start_server(tmp / "runs", log_path, env=dict(extra_env, CVAE_MAX_JOBS=str(args.max_jobs)))
+    base = f"http://localhost:{port}"
     sampler = Sampler(proc.pid)
     watchdog = threading.Timer(args.time_limit + 60, lambda: (kill_group(proc), os._exit(3)))
     watchdog.daemon = True
     watchdog.start()
     try:
-        wait_healthy(proc, base, log_path)
+        wait_healthy(proc, port, log_path)
         sampler.start()
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)

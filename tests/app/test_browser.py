@@ -11,17 +11,16 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+from _server import running_server  # noqa: E402
+
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
 
@@ -32,48 +31,14 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     PLAYWRIGHT_MISSING = f"BROWSER TEST SKIPPED: the playwright Python package is not importable ({e})"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     """A streamlit server for app.py (runs saved to a tmp dir); always killed at the end."""
-    port = free_port()
-    env = dict(os.environ, CVAE_RUNS_DIR=str(tmp_path / "runs"), PYTHONPATH=str(REPO))
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "localhost", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://localhost:{port}"
     try:
-        deadline = time.monotonic() + 45
-        while True:
-            if proc.poll() is not None:
-                tail = (tmp_path / "server.log").read_text()[-3000:]
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{tail}")
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("streamlit did not answer /_stcore/health within 45 s")
-            time.sleep(0.3)
-        yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server's own process group (start_new_session)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-        log.close()
+        with running_server(tmp_path / "runs", tmp_path / "server.log", timeout=45) as (_, port):
+            yield f"http://localhost:{port}"
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 def wait_settled(page, timeout: float) -> None:

@@ -7,14 +7,9 @@ the pages that list runs, never a label, an option or raw HTML."""
 from __future__ import annotations
 
 import ast
-import os
-import signal
 import socket
-import subprocess
 import sys
-import time
 import tomllib
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,6 +19,9 @@ from streamlit import config as st_config
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _server import running_server  # noqa: E402  (bench/_server.py)
 
 from cvae_core.registry import build_model  # noqa: E402
 from cvae_core.runs import catalog  # noqa: E402
@@ -203,12 +201,6 @@ def test_pages_show_hostile_folder_names_as_one_plain_problem_line(hostile_roots
 
 
 # ------------------------------------------------------------------ a real `streamlit run` with the repo's config
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def handshake(port: int, host: str, origin: str | None = None) -> int:
     """The HTTP status of a WebSocket upgrade of /_stcore/stream sent with these Host and Origin headers."""
     lines = ["GET /_stcore/stream HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade",
@@ -225,24 +217,7 @@ def test_streamlit_run_listens_on_loopback_only_and_refuses_other_hosts_and_orig
     listening socket is on 127.0.0.1 or ::1, and the WebSocket refuses a foreign Host (DNS rebinding) and a foreign
     Origin (another web site's page). No script runs, so this takes a few seconds."""
     psutil = pytest.importorskip("psutil")
-    port = free_port()
-    env = dict(os.environ, CVAE_RUNS_DIR=str(tmp_path / "runs"), PYTHONPATH=str(REPO))
-    log = tmp_path / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "no /_stcore/health answer within 30 s"
-            time.sleep(0.2)
+    with running_server(tmp_path / "runs", tmp_path / "server.log", flags=(), timeout=30) as (proc, port):
         listening = {c.laddr.ip for c in psutil.Process(proc.pid).net_connections("inet")
                      if c.status == psutil.CONN_LISTEN}
         assert listening and listening <= {"127.0.0.1", "::1"}, listening
@@ -250,10 +225,3 @@ def test_streamlit_run_listens_on_loopback_only_and_refuses_other_hosts_and_orig
         assert handshake(port, f"127.0.0.1:{port}", origin=f"http://127.0.0.1:{port}") == 101
         assert handshake(port, f"evil.example:{port}", origin=f"http://evil.example:{port}") == 403  # rebinding
         assert handshake(port, f"localhost:{port}", origin="http://evil.example") == 403  # another site's page
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
