@@ -23,9 +23,18 @@ page = st.navigation([
     st.Page("pages/strategies.py", title="Strategies", icon=":material/alt_route:"),
 ])
 
+
+
+@st.fragment(run_every=5.0)
+def server_load() -> None:
+    """e.g. "1 of 1 training slots busy, 2 waiting" (the job board), redrawn every 5 s on its own: a page whose live
+    view ticks in a fragment never reruns the sidebar."""
+    st.caption(f"Server: {load_line()}")
+
+
 with st.sidebar:
     st.markdown(f"**Device:** {device_label()}")
-    st.caption(f"Server: {load_line()}")  # e.g. "1 of 1 training slots busy, 2 waiting" (the job board)
+    server_load()
     st.caption("An open-source lab for training small variational autoencoders live and seeing what "
                "β, the decoder variance and the latent size do.")
 
