@@ -11,7 +11,7 @@ PORT   ?= 8501
 CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup data run test test-fast lint bench loadtest clean-venv
+.PHONY: setup data data-check run test test-fast lint bench loadtest clean-venv
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,20 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 
 setup: $(STAMP) data
 
+# prepare-data checks every file (MD5s, the morpho-mnist render, the certificate teachers: 2-3 s). `make run` skips it
+# once it has passed with this .venv and the files are still there; `rm $(DATA_STAMP)` (or `make data-check`) redoes it.
+DATA_STAMP := $(VENV)/.data-prepared
+DATA_FILES := .data/MNIST/raw/train-images-idx3-ubyte .data/MNIST/raw/t10k-labels-idx1-ubyte .data/morpho-mnist/v1-seed0.npz
+
 data: $(STAMP)
-	$(PY) -m cvae_core prepare-data
+	@if [ -z "$$CVAE_DATA_DIR" ] && [ "$(DATA_STAMP)" -nt "$(STAMP)" ] && ls $(DATA_FILES) >/dev/null 2>&1; then \
+		echo "data: prepared and checked before ($(DATA_STAMP)); make data-check checks it again"; \
+	else \
+		$(PY) -m cvae_core prepare-data && touch $(DATA_STAMP); \
+	fi
+
+data-check: $(STAMP)
+	$(PY) -m cvae_core prepare-data && touch $(DATA_STAMP)
 
 run: setup
 	$(PY) -m streamlit run app.py --server.port $(PORT)
