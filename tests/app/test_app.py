@@ -154,7 +154,7 @@ def test_train_save_and_load_a_real_short_run(train_page, lab_dirs):
     # curves, metric cards and the three image grids are on the page
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert len(spec["data"]) >= 6 and spec["data"][0]["x"]
-    assert {m.label for m in at.metric} >= {"rate R (nats)", "distortion D (nats)", "active units"}
+    assert {m.label for m in at.metric} >= {"rate R", "distortion D", "active units"}  # nats: in their help
     assert len(at.get("image")) == 3
     assert "finished 16 steps" in texts(at.success)
     assert "step 16 of 16" in at.get("progress")[0].proto.text
@@ -293,6 +293,38 @@ def test_pause_step_stop_and_restart(train_page):
     at.button(key="stop").click().run()
     assert not second.alive and second.snapshot()["status"] == "stopped"
     assert "stopped by the user" in texts(at.success)
+    assert not at.exception
+
+
+def test_train_page_shows_the_true_step_between_log_ticks_and_one_step_moves_it_by_one(train_page):
+    """A teacher paused at step 114 saw "step 100" (the last log tick) and then "115" after one Step: the page now
+    shows the optimiser's own count, says which tick the curves are from, and Step moves it by exactly one."""
+    at = train_page
+    at.number_input(key="steps").set_value(100_000).run()  # a log tick every 500 steps
+    top_row = at.main.children[2]  # under the title and caption, above the Setup and live columns
+    assert [getattr(b, "key", None) for b in top_row.children.values()] == ["start", "pause", "step", "stop"]
+    at.button(key="start").click().run()
+    job = at.session_state["job"]
+    t0 = time.monotonic()
+    while job.history.steps_done < 7 and time.monotonic() - t0 < 60:
+        time.sleep(0.05)
+    at.button(key="pause").click().run()  # waits until the worker is parked, then draws the page
+    assert job.control.parked
+    true = job.history.steps_done
+    assert job.snapshot()["step"] == true >= 7
+    assert f"step {true:,} of 100,000" in at.get("progress")[0].proto.text
+    recs = job.snapshot()["records"]
+    if not recs:  # (the first tick is at step 500)
+        assert "the first curves appear at the first log tick" in texts(at.info)
+    elif recs[-1]["step"] < true:
+        assert f"log tick at step {recs[-1]['step']:,} ({true - recs[-1]['step']:,} steps ago)" in texts(at.caption)
+    at.button(key="step").click().run()
+    assert job.snapshot()["step"] == true + 1 == job.snapshot()["records"][-1]["step"]
+    assert f"step {true + 1:,} of 100,000" in at.get("progress")[0].proto.text
+    assert f"from the log tick at step {true + 1:,}, epoch" in texts(at.caption)
+    at.button(key="step").click().run()
+    assert f"step {true + 2:,} of 100,000" in at.get("progress")[0].proto.text
+    at.button(key="stop").click().run()
     assert not at.exception
 
 
