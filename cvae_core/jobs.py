@@ -7,8 +7,8 @@ Every job (image training, a ct3vae at another nu, a sequence CVAE) has the same
 - ``kind``: "image", "nu" or "sequence"; ``status``: "queued" (waiting for a free slot on the board), "running",
   "saving", then "finished", "saved", "stopped", "diverged" or "failed"; ``message``: how it ended (or the error);
   ``queue_position``: 1 for the next job to start, None when not waiting;
-- ``step``, ``total_steps``, ``fraction`` (0..1, saving included), ``text`` (one line for a progress bar),
-  ``paused``;
+- ``step`` (optimiser steps taken so far, at every step; the last log tick is ``records[-1]["step"]``),
+  ``total_steps``, ``fraction`` (0..1, saving included), ``text`` (one line for a progress bar), ``paused``;
 - ``records`` (the metric history, one dict per log tick), ``previews`` (image jobs: samples and reconstructions at
   the last tick; {} otherwise), ``device``, ``saved`` (the run folder once saved, else None).
 
@@ -154,19 +154,20 @@ class Job(abc.ABC):
         if position is not None:
             status = "queued"
         total = max(h.total_steps, 1)
-        fraction = 1.0 if status == "saved" else min(1.0, 0.9 * h.step / total + 0.1 * self.saving)
+        step = max(h.step, h.steps_done)  # the true count: h.step moves at log ticks only (a paused run is between)
+        fraction = 1.0 if status == "saved" else min(1.0, 0.9 * step / total + 0.1 * self.saving)
         if status == "queued":
             text = ("waiting for a free training slot: next in the queue" if position == 1 else
                     f"waiting for a free training slot: {position - 1} job(s) ahead in the queue")
         elif status == "running":
-            text = f"step {h.step:,} of {h.total_steps:,}" if h.total_steps else "starting"
+            text = f"step {step:,} of {h.total_steps:,}" if h.total_steps else "starting"
         elif status == "saving":
             text = f"evaluating and saving ({100 * self.saving:.0f}%)"
         elif status == "saved":
             text = f"saved as {self.saved.name}"
         else:
             text = h.message or status
-        return {"kind": self.kind, "status": status, "message": h.message, "step": h.step, "total_steps": h.total_steps,
+        return {"kind": self.kind, "status": status, "message": h.message, "step": step, "total_steps": h.total_steps,
                 "fraction": fraction, "text": text, "paused": self.control.paused and status == "running",
                 "records": records, "previews": previews, "device": self._device, "saved": self.saved,
                 "queue_position": position}

@@ -110,8 +110,9 @@ class History:
     records: list[dict[str, float]] = field(default_factory=list)
     status: str = "running"  # running | finished | stopped | diverged
     message: str = ""
-    step: int = 0
+    step: int = 0  # the step of the last log tick (the records and the weights a job shows are from it)
     total_steps: int = 0
+    steps_done: int = 0  # optimiser steps taken so far: set every step (no host sync), ahead of `step` between ticks
     phase: str = ""  # name of the training phase the last record belongs to
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +136,11 @@ class TrainControl:
     @property
     def stopped(self) -> bool:
         return self._stop
+
+    @property
+    def parked(self) -> bool:
+        """True while the training thread waits between two steps (paused): its step count no longer moves."""
+        return self._parked
 
     def pause(self) -> None:
         with self._cond:
@@ -311,7 +317,7 @@ def run_loop(model: torch.nn.Module, phases: list[LoopPhase], step_fn, *, log_ev
     sums: dict[str, torch.Tensor] = {}
     window = 0
     t0 = time.perf_counter()
-    step = history.step
+    step = history.steps_done = history.step
 
     def weights_finite() -> bool:
         return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
@@ -372,6 +378,7 @@ def run_loop(model: torch.nn.Module, phases: list[LoopPhase], step_fn, *, log_ev
                 if not flush(step):
                     diverge(step)
                     break
+            history.steps_done = step  # after a tick's record: the count never runs ahead of a tick being logged
             if save:
                 checkpoint.write({"step": step, "phase": phase_i, "optimizer": opt.state_dict(),
                                   "history": dict(history.to_dict(), status="finished" if step == total else

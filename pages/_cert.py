@@ -81,9 +81,10 @@ def bars_figure(index: int, t: np.ndarray, sides: list[tuple[str, np.ndarray]]) 
     fig = go.Figure(go.Bar(x=list(range(K)), y=t, name="teacher T(x)", marker_color="#0F172A"))
     for (name, s), color in zip(sides, ("#F97316", "#16A34A"), strict=False):
         fig.add_trace(go.Bar(x=list(range(K)), y=s, name=f"S(x): {name}", marker_color=color))
-    fig.update_layout(height=250, barmode="group", margin={"l": 10, "r": 10, "t": 30, "b": 10}, font_size=12,
+    fig.update_layout(height=270, barmode="group", margin={"l": 10, "r": 10, "t": 30, "b": 10}, font_size=12,
                       title=f"test image #{index}", xaxis={"title": "component k", "dtick": 1},
-                      yaxis={"range": [0, 1]}, legend={"orientation": "h", "y": -0.35, "x": 0})
+                      yaxis={"range": [0, 1]},  # the legend below the axis title, not on it
+                      legend={"orientation": "h", "y": -0.5, "yanchor": "top", "x": 0})
     return fig
 
 

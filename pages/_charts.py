@@ -58,13 +58,18 @@ def certificate_figure(records: list[dict], height: int = 300) -> go.Figure:
     df = pd.DataFrame([r for r in records if "GT" in r])
     fig = go.Figure()
     if len(df):
-        for key, name, kw in (("GT", "GT = IT − LTS (margin)", {"width": 3}),
-                              ("LTS", "LTS (witness loss)", {"width": 1.5}),
-                              ("IT", "IT (teacher information)", {"width": 1.5, "dash": "dash"})):
+        # short names: the legend stays on one or two rows in a half-width column (Collapse certificate page)
+        for key, name, kw in (("GT", "GT = IT − LTS", {"width": 3}),
+                              ("LTS", "LTS (witness)", {"width": 1.5}),
+                              ("IT", "IT (teacher)", {"width": 1.5, "dash": "dash"})):
             fig.add_trace(go.Scatter(x=df["step"], y=df[key], name=name, mode="lines",
                                      line={"color": COLORS[key], **kw}))
-    fig.add_hline(y=0, line={"color": "#64748B", "width": 1}, annotation_text="GT > 0: certified",
-                  annotation_position="top left", annotation_font_size=12)
+    # GT > 0 is a band and a legend entry, not a label on the zero line, where the curves run
+    top = max(float(df[["GT", "LTS", "IT"]].max().max()), 0.0) if len(df) else 1.0
+    fig.add_hrect(y0=0, y1=top, fillcolor=COLORS["GT"], opacity=0.08, line_width=0, layer="below")
+    fig.add_hline(y=0, line={"color": "#64748B", "width": 1})
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="GT > 0: certified",
+                             marker={"symbol": "square", "size": 12, "color": "rgba(22, 163, 74, 0.25)"}))
     fig.update_layout(height=height, font_size=13, margin={"l": 10, "r": 10, "t": 10, "b": 10},
                       xaxis_title="optimiser step", yaxis_title="nats", uirevision="keep",
                       legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0})

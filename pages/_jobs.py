@@ -184,6 +184,15 @@ def start_training(setup: dict, options: dict, resume: Checkpoint | None = None)
     return job
 
 
+def pause_and_wait(job: Job, timeout: float = 5.0) -> None:
+    """Pause and wait (bounded) until the worker has finished its step and waits before the next, so that the page
+    drawn next shows the step the run stopped at (and a Step after it moves the count by exactly one)."""
+    job.pause()
+    t0 = time.monotonic()
+    while job.started and job.alive and not job.control.parked and time.monotonic() - t0 < timeout:
+        time.sleep(0.02)
+
+
 def step_and_wait(job: TrainingJob, timeout: float = 5.0) -> None:
     """While paused: run one optimiser step and wait (bounded) until its log record is complete."""
     n_before = len(job.snapshot()["records"])

@@ -40,6 +40,12 @@ def label(run: RunEntry) -> str:
     return f"{run.model}{' (two-stage)' if run.two_stage else ''}"
 
 
+def option_label(run: RunEntry) -> str:
+    """A run in the run box: its model for a shipped run (its folder name says no more), model · id for a saved one,
+    short enough that four chips fit a narrow column."""
+    return label(run) if run.shipped else f"{label(run)} · {run.id}"
+
+
 def find_runs() -> tuple[dict[str, RunEntry], list[str]]:
     """run id -> run of every morpho-mnist run conditioned on attributes, shipped ones first in the page's order,
     and one-line problems. The id (the URL's `run=`) is the folder name for shipped runs and runs/NAME for saved

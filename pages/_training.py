@@ -86,6 +86,35 @@ def option_widgets(model: str) -> dict:
     return options
 
 
+def run_controls(job) -> None:
+    """Pause (Resume while paused), Step and Stop, beside Start at the top of the page. Step runs one optimiser step
+    and logs it at once; the live view below then shows it."""
+    snap = job.snapshot() if job else None
+    alive, paused = bool(job and job.alive), bool(snap and snap["paused"])
+    icon = ":material/play_arrow:" if paused else ":material/pause:"
+    if st.button("Resume" if paused else "Pause", key="pause", icon=icon, disabled=not alive):
+        if paused:
+            job.resume()
+        else:
+            _jobs.pause_and_wait(job)
+        st.rerun()
+    if st.button("Step", key="step", icon=":material/skip_next:", disabled=not paused,
+                 help="While paused: run one optimiser step and show it."):
+        _jobs.step_and_wait(job)
+    if st.button("Stop", key="stop", icon=":material/stop:", disabled=not alive):
+        _jobs.stop_job(job)
+        st.rerun()
+
+
+def tick_line(last: dict, step: int, log_every: int | None) -> str:
+    """What the curves, numbers and images of the live view are from: the last log tick, which trails the true step
+    count between ticks (a paused run is usually between two)."""
+    every = f"a log tick every {log_every:,} steps, and one after each **Step**" if log_every else "log ticks"
+    at = f"the log tick at step {last['step']:,}" + (f" ({step - last['step']:,} steps ago)" if step > last["step"]
+                                                      else "")
+    return f"Curves, numbers and images below are from {at}, epoch {last.get('epoch', 0):.2f} ({every})."
+
+
 def _take_overwrite() -> None:
     """Save's on_click (runs before the page): read the overwrite box for this click and untick it, so it only
     ever applies to the Save it was ticked for."""

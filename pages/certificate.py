@@ -56,7 +56,7 @@ for side, (col, default) in enumerate(zip(columns, C.DEFAULTS, strict=True)):
         st.markdown(f"**{model_name_of(model)}** on {data.name} · β (α_KL) = {cfg.beta:g} · m = {cfg.latent_dim}"
                     + (f" · λ_TS = {cfg.lambda_ts:g}" if hasattr(cfg, "lambda_ts") else "")
                     + (f" · {live_label}" if live_label else ""))
-        m1, m2, m3, m4 = st.columns(4)
+        (m1, m2), (m3, m4) = st.columns(2), st.columns(2)  # two by two: four in a row cut the values at 1280 px
         m1.metric("GT (margin)", f"{p['GT']:+.3f}", help="IT − LTS in nats; above zero certifies that μ(x) "
                   "depends on x")
         m2.metric("IT", f"{p['IT']:.3f}", help="teacher information E KL(T(x) ‖ Tbar): the loss of the best "
@@ -70,7 +70,7 @@ for side, (col, default) in enumerate(zip(columns, C.DEFAULTS, strict=True)):
             st.warning(p["teacher_warning"])
         if any("GT" in r for r in records):
             st.markdown("**GT over training** (on the first test images, at each log tick)")
-            st.plotly_chart(_charts.certificate_figure(records, height=260), key=f"curve{side}")
+            st.plotly_chart(_charts.certificate_figure(records, height=300), key=f"curve{side}")
         else:
             st.caption("This run's history has no certificate curve (it was trained before the live certificate, "
                        "or with a latent smaller than K − 1).")
@@ -112,14 +112,19 @@ if sides:
         st.caption("The two runs were trained on different data sets, so they have different teachers: the bars "
                    "show the left run only.")
 
-with st.expander("What does the certificate prove, and what not?", expanded=False):
+with st.expander("What am I looking at?", icon=":material/school:"):
     st.markdown(
-        "- **What it proves.** Any constant encoder mean μ gives LTS ≥ IT, because the best one constant witness "
-        "distribution can do against the teacher is its average Tbar, and that costs exactly IT = E KL(T ‖ Tbar). "
-        "So **GT = IT − LTS > 0** is a proof, from numbers you can check, that μ(x) changes with x: the encoder "
-        "has not collapsed to a constant. The teacher (PCA + a 10-component Gaussian mixture of the training "
-        "pixels) and the witness (10 fixed directions of a regular simplex, gain 5) are fixed before training and "
-        "never trained.\n"
+        "- **The numbers.** The teacher gives each image K = 10 soft group weights T(x); the witness reads "
+        r"$S(x) = \mathrm{softmax}(\beta_w V^\top P\,\mu(x))$ off the first K − 1 coordinates of the encoder mean "
+        "(V: the simplex directions, gain β_w = 5). Then "
+        r"$\mathrm{LTS} = \mathbb{E}_x\,\mathrm{KL}(T(x)\,\|\,S(x))$, "
+        r"$\mathrm{IT} = \mathbb{E}_x\,\mathrm{KL}(T(x)\,\|\,\bar T)$ with $\bar T = \mathbb{E}_x T(x)$, and the "
+        r"margin $G_T = \mathrm{IT} - \mathrm{LTS}$." "\n"
+        "- **What it proves.** Any constant encoder mean μ gives LTS ≥ IT: the best a constant witness can do "
+        "against the teacher is the average Tbar, which costs exactly IT. So **GT = IT − LTS > 0** is a proof, "
+        "from numbers you can check, that μ(x) changes with x: the encoder has not collapsed to a constant. The "
+        "teacher (PCA + a 10-component Gaussian mixture of the training pixels, T smoothed by ε = 0.05) and the "
+        "witness are fixed before training and never trained.\n"
         "- **What it does not prove.** Nothing about sample quality or reconstructions; nothing about the latent "
         "coordinates beyond the first K − 1 (other dimensions can still collapse to the prior: look at the active "
         "units); and GT ≤ 0 is not a proof of collapse: an encoder can carry information the witness does not read.\n"

@@ -39,7 +39,7 @@ def on_nu() -> None:
     _url.reset("tau")  # a new run starts at its own theoretical tau
 
 
-c1, c2, c3, c4 = st.columns([0.7, 1.8, 1.8, 2], vertical_alignment="bottom")
+c1, c2, c3, c4 = st.columns([0.85, 1.6, 1.6, 2.35], vertical_alignment="bottom")  # both sampling options fit
 c1.selectbox("Imbalance ρ", rhos, key="rho", format_func="{:g}".format, on_change=_url.reset,
              args=("run", "cmp", "tau", "nu"),
              help="largest / smallest class of the MNIST-LT training set; runs trained at this ρ are listed")
@@ -116,18 +116,25 @@ for side, (col, (r, m, d)) in enumerate(zip(st.columns(2, gap="large"), loaded, 
     with col:
         B.map_column(r, m, d, balance.shares(train), side)
 
-with st.expander("What am I looking at?"):
+with st.expander("What am I looking at?", icon=":material/school:"):
     st.markdown(
         "- **The bars.** Grey: each digit's share of the training images (ρ = largest / smallest class). Coloured: "
         "its share of the run's samples, as the classifier reads them. A Gaussian VAE copies the long tail; a "
         "Conditional-t3VAE draws the class first with equal weights, so its bars sit near the dashed 1/K line.\n"
+        "- **The Student-t prior.** ct3vae draws a class y, then "
+        r"$z = \mu_y + \tau\,\varepsilon\,\sqrt{(\nu + n)/v}$ with $\varepsilon \sim \mathcal{N}(0, I_m)$ and "
+        r"$v \sim \chi^2_{\nu + n}$: a Student-t around the class centre $\mu_y$ (n = 784 pixels), decoded to an "
+        "image. t3vae is the same with one centre at 0; cgvae uses a Gaussian $\\mathcal{N}(\\mu_y, I)$.\n"
         "- **Class sampling.** *Equal weights* draws every class with probability 1/K; *training frequencies* "
         "draws them as often as in the training set, which brings the tail back.\n"
-        "- **ν and τ.** ν is the Student-t degrees of freedom: small ν gives heavy tails, so samples stray further "
-        "and more varied. τ scales the noise around each class centre: at 0 every sample of a class is the same "
-        "image; far above the theoretical value samples leave the data and the classifier starts to disagree.\n"
-        "- **The map.** Each dot is a test image's encoder mean; markers are the model's prior samples and, for "
-        "models with class centres, the centres. The shares below each map give each prior sample to the class of "
-        "its 15 nearest encoder means.")
+        "- **ν and τ.** ν is the Student-t degrees of freedom the model is trained with: small ν, a heavy-tailed prior "
+        "and a loss (the γ-power divergence) that is not an ELBO. The samples use ν + n degrees of "
+        "freedom, close to Gaussian, so the runs of the ν sweep differ mostly by what training made of ν. τ scales "
+        "the noise around each class centre: at 0 every sample of a class is the same image; far above the "
+        "theoretical value samples leave the data and the classifier starts to disagree.\n"
+        "- **The map.** PCA of the test images' encoder means: only the two directions of largest variance, so "
+        "classes that overlap here may be apart in latent space. The prior samples (×) and class centres (◆) are "
+        "placed by the same PCA, which drops their spread in the other directions. The shares below each map give "
+        "each prior sample to the class of its 15 nearest encoder means, in the full latent space.")
 # draw the neighbouring tau notches and the other weighting in the background: most next moves are cached
 B.prefetch([(r, m) for r, m, _ in loaded], tau, taus, theory, weighting, int(seed), names)

@@ -32,6 +32,23 @@ with st.container(border=True):
         "**Save** a run to list it here. The page address holds the setup, so you can share a link to it."
     )
 
+with st.expander("What am I looking at?", icon=":material/school:"):
+    st.markdown(
+        "- **The objective.** A VAE maximises the evidence lower bound "
+        r"$\mathrm{ELBO}(x) = \mathbb{E}_{q(z|x)}[\log p(x|z)] - \mathrm{KL}(q(z|x)\,\|\,p(z)) \le \log p(x)$. "
+        r"The tables show $-\mathrm{ELBO} = D + R$ per test image, in nats: distortion D plus rate R." "\n"
+        "- **Why some numbers are negative.** A Gaussian decoder with scale σ gives "
+        r"$D = \frac{\lVert x - \hat x\rVert^2}{2\sigma^2} + n \log \sigma + \frac{n}{2}\log 2\pi$, "
+        "n = 784 pixels (MNIST). At σ = 1 the constant (n/2)·log 2π ≈ 720 nats dominates, so vae and cvae sit "
+        "near +730; a model that learns σ ≈ 0.08 gains n·log σ ≈ −1,980 nats and goes negative. Pixels are "
+        "continuous, so p(x|z) is a density and can exceed 1. Compare within one data set: lower is better.\n"
+        "- **Which σ.** −ELBO: models that learn σ are scored with σ frozen at their training-set value, the "
+        "others with their own fixed σ. Distortion D: the σ the model itself uses. mnist-binary runs have a "
+        "Bernoulli decoder: no σ, always positive.\n"
+        "- **The Samples tab.** Class coverage and classifier FID come from the in-project digit classifier; "
+        "attributes are measured in the pixels (morpho-mnist). A conditional run whose class coverage is near 0 "
+        "ignores the class it is asked for (the note under the table says which).")
+
 _lessons.lessons_section()
 
 RUN_SECTIONS = [  # (title, runs, caption, what to say when it is empty)

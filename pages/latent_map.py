@@ -28,11 +28,11 @@ if not options:
 _url.restore("run", "run", next(iter(options)), choices=_runs.url_choices(options))
 _url.restore("method", "choice", "PCA", choices=["PCA", "UMAP"])
 _url.restore("n", "int", 5000, choices=_maps.N_IMAGES)
-c1, c2, c3, c4 = st.columns([2.2, 1, 1.6, 1.3], vertical_alignment="bottom")
+c1, c2, c3, c4 = st.columns([2, 1.1, 1.6, 1.3], vertical_alignment="bottom")
 run = c1.selectbox("Run", list(options), key="run", help="shipped runs, your saved runs, or the run training now")
 method = c2.segmented_control("Map", ["PCA", "UMAP"], key="method", required=True)
 n = c3.select_slider("Test images", _maps.N_IMAGES, key="n")
-show_overlays = c4.toggle("Show prior samples", value=True, key="overlays",
+show_overlays = c4.toggle("Prior samples", value=True, key="overlays",
                           help=f"{_maps.N_OVERLAY:,} draws from the model's prior (and any other points its family "
                                "adds, such as class centres), placed with the same projection")
 _url.publish({"run": _runs.url_ids(options)[run], "method": method, "n": n})
@@ -92,7 +92,7 @@ with right:
     imbalanced = rho > 1
     train_label = f"the training set ({data.name}" + (f", ρ = {rho:g})" if imbalanced else ")")
     against = {"test": "the encoded test images", "train": train_label}
-    a1, a2 = st.columns([2.2, 1])
+    a1, a2 = st.columns([1.7, 1], vertical_alignment="bottom")
     vs = a1.radio("Compare with", list(against), index=int(imbalanced), format_func=against.get, key="compare",
                   horizontal=True)
     k = a2.number_input("k neighbours", 1, 50, 15, key="k", help="each prior sample takes the majority class of "
@@ -115,16 +115,21 @@ if picked:
 else:
     st.caption("Select points on the map (click, or drag a lasso or box) to see their test images here.")
 
-with st.expander("What am I looking at?"):
+with st.expander("What am I looking at?", icon=":material/school:"):
     st.markdown(
-        "- **The map.** Each dot is an encoder mean E[z | x] of one test image, squeezed from m dimensions to 2. "
-        "**PCA** is a linear projection: distances along the two axes are honest, but the other m − 2 directions "
-        "are dropped, so classes may overlap that are apart in latent space. **UMAP** keeps who is next to whom, "
-        "but it **distorts distances and cluster sizes**: a big, tight or far-away cluster on a UMAP map says little "
-        "about the latent space. Read UMAP for neighbourhoods only.\n"
-        "- **Prior samples** (black ×) are draws z ~ p(z), placed with the same projection. Where they fall but no "
-        "data does, the decoder has to invent images.\n"
-        "- **The bars.** Each prior sample is given to the class of its k nearest encoder means, in the full latent "
-        "space. The blue bar is the share of prior samples a class gets; the grey bar is its share of the data. "
-        "Blue below grey means the class gets less room in the prior than its images would claim; with a "
-        "long-tailed training set, head classes tend to crowd out the tail. The dashed line is 1/K.")
+        "- **The map.** Each dot is the encoder mean $\\mu(x) = \\mathbb{E}_{q(z|x)}[z]$ of one test image, squeezed "
+        "from m dimensions to 2. **PCA** keeps the two directions of largest variance of these means, "
+        r"$(u_1^\top(\mu(x) - \bar\mu),\ u_2^\top(\mu(x) - \bar\mu))$: it is linear, but it **shows only those two "
+        "directions**; the other m − 2 are dropped, so classes that overlap on the map may be apart in latent "
+        "space. **UMAP** keeps who is next to whom, but it **distorts distances and cluster sizes**: a big, tight "
+        "or far-away cluster on a UMAP map says little about the latent space. Read UMAP for neighbourhoods "
+        "only.\n"
+        "- **Prior samples** (black ×) are draws z ~ p(z) placed by **the same projection**, fitted to the "
+        "encoder means: PCA keeps their spread along u₁, u₂ only, and UMAP puts each one next to its nearest "
+        "encoder means, however far from them it lies. Where they fall but no data does, the decoder has to "
+        "invent images.\n"
+        "- **The bars.** Each prior sample z_s goes to the class most common among its k nearest encoder means, in "
+        "the full m-dimensional space (not on the map); a class's share is the fraction of samples it gets. The "
+        "blue bar is that share; the grey bar is the class's share of the data. Blue below grey means the class "
+        "gets less room in the prior than its images would claim; with a long-tailed training set, head classes "
+        "tend to crowd out the tail. The dashed line is 1/K.")

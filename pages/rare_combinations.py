@@ -30,7 +30,7 @@ R.restore_view(runs)
 left, right = st.columns([1.5, 1], gap="large")
 with right:
     st.subheader("Ask for a combination")
-    digit = st.segmented_control("Digit", list(range(10)), key="digit", required=True)
+    digit = st.segmented_control("Digit", list(range(10)), key="digit", required=True, wrap=True)
     asked = []
     for a in morpho.ATTRIBUTES:
         title, lo, hi = R.SLIDERS[a]
@@ -38,8 +38,8 @@ with right:
                                help="values between 0 and 1 are allowed: the models were trained on 0/1 only, so "
                                     "this asks them to interpolate"))
     asked = tuple(round(float(v), 2) for v in asked)
-    shown = st.multiselect("Runs side by side", list(runs), key="shown",
-                           format_func=lambda rid: f"{R.label(runs[rid])} · {rid}",
+    shown = st.multiselect("Runs side by side", list(runs), key="shown", wrap=True,
+                           format_func=lambda rid: R.option_label(runs[rid]),
                            help="the shipped runs: cvae, sigma_cvae (prior N(0, I)) and flow_cvae end to end and "
                                 "two-stage (a learned prior p(z|y))")
     seed = st.number_input("Seed", 0, 1_000_000, key="seed", help="the noise behind the 16 samples of each run")
@@ -126,7 +126,7 @@ except LabError:
 st.caption(f"CelebA (64×64 faces, 40 binary attributes) is the real-data version of this page's question; its "
            f"files {celeba}.")
 
-with st.expander("What am I looking at?"):
+with st.expander("What am I looking at?", icon=":material/school:"):
     st.markdown(
         "- **The data.** Every training digit gets one combination of four attributes. Thick digits are mostly red "
         "and thin ones mostly blue (the two are *entangled*). Two combinations are rare (0.4% of training each), and "
@@ -134,9 +134,14 @@ with st.expander("What am I looking at?"):
         "- **The measurements.** Stroke width is ink per unit of centre-line length; slant is the shear of the "
         "ink's second moments; colour is red against blue ink; size is the ink's height less the stroke. On the "
         "real images they are at least 99.8% right.\n"
-        "- **The models.** All four see the digit and the attributes. cvae and sigma_cvae sample z from N(0, I) "
-        "whatever you ask; flow_cvae learns p(z|y), a RealNVP flow over a Gaussian whose mean and spread depend on "
-        "the condition. The two-stage flow is fitted after training, to where the encoder put the training images.\n"
+        "- **The models.** All four see the digit and the attributes y. cvae and sigma_cvae sample z from N(0, I) "
+        "whatever you ask. flow_cvae learns the prior p(z|y): a Gaussian base "
+        r"$u \sim \mathcal{N}(\mu_p(y), \sigma_p^2(y))$ pushed through a RealNVP flow $z = f(u; y)$, so "
+        r"$\log p(z|y) = \log \mathcal{N}\big(f^{-1}(z; y);\, \mu_p(y), \sigma_p^2(y)\big) "
+        r"+ \log \big|\det \partial f^{-1} / \partial z\big|$. "
+        "It takes the place of N(0, I) in the KL term of the ELBO (estimated by sampling z), so the prior learns "
+        "where the encoder puts each condition. The two-stage flow is fitted after training, by maximum likelihood "
+        "on where the encoder put the training images.\n"
         "- **What it does not show.** A learned prior moves *where* samples come from; if the decoder itself never "
         "learnt a combination, no prior can fix that. docs/results/flow-prior.md has the three-seed experiment "
         "behind the claim.")

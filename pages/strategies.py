@@ -128,3 +128,17 @@ def show_job() -> None:
 
 
 show_job()
+
+with st.expander("What am I looking at?", icon=":material/school:"):
+    st.markdown(
+        "- **The objective.** The three parts are trained together on (x, y) pairs to maximise "
+        r"$\mathbb{E}_{q_\xi(z|x,y)}[\log p_\psi(y|x,z)] - \beta\,\mathrm{KL}(q_\xi(z|x,y)\,\|\,p_\phi(z|x))$: the "
+        "decoder p_ψ must write y well under the z the inference network q_ξ picks from the finished answer, and "
+        "the KL pulls the router p_φ, which sees x only, towards q_ξ. With a discrete z the expectation is an exact "
+        r"sum over the K values, $\sum_k q_k \log p_\psi(y|x,k)$; a continuous z is sampled (reparameterised). "
+        "Both KLs are exact.\n"
+        "- **Is z used?** Baseline-normalised reconstruction: the decoder's loss on y over the base model's; below "
+        "1 means z tells the decoder something. NMI compares q's most likely z with the true strategy; purity asks "
+        "whether decoding with one z fixed gives one strategy (checked exactly).\n"
+        "- **Reading the bars.** The router's bars are a guess from x alone: the best it can learn is the true "
+        "mixture for that x. The inference network's bars should pick one strategy once it sees y.")

@@ -10,24 +10,29 @@ st.title("Train a VAE live")
 st.caption("Pick a data set and a model, press **Start**, and watch the model learn: the curves, the samples "
            "and the reconstructions update about once a second.")
 _url.start("train", _training.URL_KEYS, _training.option_prefixes())  # the setup lives in the URL: a link reproduces it
+controls = st.container(horizontal=True, gap="small")  # Start, Pause, Step, Stop: one row above both columns
+notice = st.container()  # a refused Start says why here, under the buttons
 setup_col, live_col = st.columns([1.15, 3], gap="large")
 
 with setup_col, st.container(border=True):
     st.subheader("Setup")
     setup = _training.setup_widgets()
     options = _training.option_widgets(setup["model"])
-    if st.button("Start", key="start", type="primary", icon=":material/play_arrow:", width="stretch",
-                 help="Start training from scratch (stops a run that is still going)."):
+with controls:
+    if st.button("Start", key="start", type="primary", icon=":material/play_arrow:",
+                 help="Start training from scratch with the setup below (stops a run that is still going)."):
         try:
             _jobs.start_training(setup, options)
         except LabError as e:
-            st.error(str(e))
+            notice.error(str(e))
 
 with setup_col:
     _training.lost_runs_panel()  # checkpoints of runs no job holds: resume or discard
 job = st.session_state.get("job")
 with setup_col, st.container(border=True):
     _training.save_form(job, setup)
+with controls:
+    _training.run_controls(job)
 
 ticking = bool(job and job.alive and not job.snapshot()["paused"])
 st.session_state["ticking"] = ticking
@@ -37,22 +42,7 @@ st.session_state["ticking"] = ticking
 def live_view() -> None:
     job = st.session_state.get("job")
     snap = job.snapshot() if job else None
-    alive, paused = bool(job and job.alive), bool(snap and snap["paused"])
-    b1, b2, b3, _ = st.columns([1, 1, 1, 1.2])
-    icon = ":material/play_arrow:" if paused else ":material/pause:"
-    if b1.button("Resume" if paused else "Pause", key="pause", icon=icon, disabled=not alive, width="stretch"):
-        if paused:
-            job.resume()
-        else:
-            job.pause()
-        st.rerun()
-    if b2.button("Step", key="step", icon=":material/skip_next:", disabled=not paused, width="stretch",
-                 help="While paused: run one optimiser step and show it."):
-        _jobs.step_and_wait(job)
-        snap = job.snapshot()
-    if b3.button("Stop", key="stop", icon=":material/stop:", disabled=not alive, width="stretch"):
-        _jobs.stop_job(job)
-        st.rerun()
+    paused = bool(snap and snap["paused"])
     if job is None:
         st.info("Press **Start** to train. With the default setup the first curves appear within a few seconds.")
         return
@@ -62,9 +52,11 @@ def live_view() -> None:
     recs = snap["records"]
     last = recs[-1] if recs else {}
     status = snap["status"] + (" (paused)" if paused else "")
-    done = snap["step"] / max(snap["total_steps"], 1)
+    done = snap["step"] / max(snap["total_steps"], 1)  # the true step count: it moves at every optimiser step
     st.progress(min(done, 1.0), text=f"step {snap['step']:,} of {snap['total_steps']:,} · {status} · "
-                f"epoch {last.get('epoch', 0):.2f} · {last.get('time', 0):.0f} s on {snap['device']}")
+                f"{last.get('time', 0):.0f} s on {snap['device']}")
+    if recs:
+        st.caption(_training.tick_line(last, snap["step"], getattr(job.config, "log_every", None)))
     if snap["status"] in ("diverged", "failed"):
         st.error(snap["message"])
     elif snap["status"] in ("finished", "stopped"):
@@ -78,11 +70,11 @@ def live_view() -> None:
         return
     model = job.model
     cols = st.columns(5)
-    shown = {"loss (nats)": last["loss"], "rate R (nats)": last[model.rate_key],
-             "distortion D (nats)": last[model.distortion_key],
+    shown = {"loss": last["loss"], "rate R": last[model.rate_key], "distortion D": last[model.distortion_key],
              "active units": f"{last['au']:.0f} / {model.config.latent_dim}", "MSE / pixel": last["mse"]}
-    for col, (label, v) in zip(cols, shown.items(), strict=True):
-        col.metric(label, v if isinstance(v, str) else f"{v:.4g}")
+    for col, (label, v) in zip(cols, shown.items(), strict=True):  # short labels: five fit in a row at 1280 px
+        col.metric(label, v if isinstance(v, str) else f"{v:.4g}", help="nats per image" if
+                   label in ("loss", "rate R", "distortion D") else None)
     cfg = model.config
     sigma = getattr(cfg, "sigma", None) if getattr(cfg, "likelihood", "gaussian") == "gaussian" else None
     st.plotly_chart(_charts.curves_figure(recs, cfg.latent_dim, sigma, rate_key=model.rate_key,
@@ -133,3 +125,17 @@ def live_view() -> None:
 
 with live_col:
     live_view()
+
+with st.expander("What am I looking at?", icon=":material/school:"):
+    st.markdown(
+        "- **The objective.** Each step lowers, averaged over a batch, "
+        r"$\mathcal{L} = D + \beta R$ with distortion $D = -\mathbb{E}_{q(z|x)}[\log p(x|z)]$ and rate "
+        r"$R = \mathrm{KL}(q(z|x)\,\|\,p(z))$. At β = 1 it is −ELBO, an upper bound on −log p(x) (the dashed "
+        "line); β > 1 buys a simpler code with blurrier images, β < 1 the reverse.\n"
+        "- **The decoder's σ.** A Gaussian decoder gives "
+        r"$D = \frac{\lVert x - \hat x\rVert^2}{2\sigma^2} + n\log\sigma + \frac{n}{2}\log 2\pi$ (n pixels). "
+        "vae keeps σ fixed (default 1); sigma_vae sets σ² to the batch's mean squared error, bs_vae to each image's, "
+        "so D ≈ (n/2)(1 + log 2π·MSE): a sharp decoder makes D, and the loss, negative. "
+        "Student-t models (t3vae, ct3vae) and rst_vae add or swap terms: the legend names the loss.\n"
+        "- **Active units** count latent dimensions whose mean E[z_j|x] varies over images (variance > 0.01); the "
+        "others have collapsed to the prior.")

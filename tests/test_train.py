@@ -381,6 +381,18 @@ def test_training_job_pause_step_stop(mnist_small, teardown_stop):
     _wait_for(lambda: len(job.snapshot()["records"]) == 2, what="two single steps")
     snap = job.snapshot()
     assert snap["step"] == 2 and snap["paused"] and "samples" in snap["previews"]
+    # between two log ticks the snapshot's step is the true count, ahead of the last record (the tick every 1000)
+    job.resume()
+    _wait_for(lambda: job.history.steps_done >= 5, what="a few steps past the last tick")
+    job.pause()
+    _wait_for(lambda: job.control.parked, what="the worker to park")
+    snap = job.snapshot()
+    assert snap["step"] == job.history.steps_done >= 5 and snap["records"][-1]["step"] == 2
+    assert f"step {snap['step']:,} of" in snap["text"]
+    job.step(1)  # one step: the count moves by exactly one, and it is logged at once
+    _wait_for(lambda: len(job.snapshot()["records"]) == 3, what="the single step's record")
+    after = job.snapshot()
+    assert after["step"] == snap["step"] + 1 == after["records"][-1]["step"]
     job.stop()
     job.join(30)
     assert not job.alive and job.snapshot()["status"] == "stopped"

@@ -41,3 +41,15 @@ def open_page_without_saved_runs(path: str, timeout: float, **query) -> AppTest:
             os.environ.pop("CVAE_RUNS_DIR", None)
         else:
             os.environ["CVAE_RUNS_DIR"] = old
+
+
+LESSON = "What am I looking at?"
+
+
+def lesson_text(at: AppTest) -> str:
+    """The text of the page's one teaching expander ("What am I looking at?", the school icon), checked to be there
+    exactly once with that title and icon."""
+    found = [e for e in at.expander if e.label == LESSON]
+    assert len(found) == 1, [e.label for e in at.expander]
+    assert found[0].proto.icon == ":material/school:"
+    return texts(found[0].markdown)

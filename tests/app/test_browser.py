@@ -47,7 +47,9 @@ def wait_settled(page, timeout: float) -> None:
 
 
 def full_page_screenshot(page, path: Path) -> None:
-    """Streamlit scrolls inside its main container, so grow the viewport to the content height first."""
+    """Streamlit scrolls inside its main container, so grow the viewport to the content height first. The mouse
+    leaves the page first: a button just clicked (the Train page's Start, in the top row) would show its tooltip."""
+    page.mouse.move(0, 0)
     wait_settled(page, 15_000)
     height = page.evaluate("Math.max(document.body.scrollHeight,"
                            " document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 0)")

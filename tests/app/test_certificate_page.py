@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _apptest import open_page, open_page_without_saved_runs, plotly_values, texts
+from _apptest import lesson_text, open_page, open_page_without_saved_runs, plotly_values, texts
 
 from cvae_core.data import load_dataset
 from cvae_core.eval.certificate import certificate_metrics
@@ -62,6 +62,43 @@ def test_opens_on_the_stressed_pair_with_recomputed_numbers(first_view, binary):
     assert "certified: μ(x) depends on x" in texts(at.success)
     charts = at.get("plotly_chart")
     assert len(charts) == 2 + 2 + 4  # two GT curves, two simplex planes, four images' bars
+
+
+def _metric_rows(node) -> list[list[str]]:
+    """Labels of the rows of metric cards (a row: a block of columns holding one metric each), in page order."""
+    rows = []
+    for child in getattr(node, "children", {}).values():
+        cols = list(getattr(child, "children", {}).values())
+        if cols and all(getattr(c, "type", None) == "column" and len(c.metric) == 1 for c in cols):
+            rows.append([c.metric[0].label for c in cols])
+        else:
+            rows += _metric_rows(child)
+    return rows
+
+
+def test_metrics_two_by_two_and_the_certified_band_off_the_curves(first_view):
+    """Teacher feedback at 1400 px: four metric cards in a half-width column cut "active units 10 / 16", and the
+    "GT > 0: certified" label on the zero line sat on the curves. The cards are two rows of two; GT > 0 is a shaded
+    band with a legend entry, and no text is written inside the plot."""
+    import json
+
+    assert _metric_rows(first_view.main) == [["GT (margin)", "IT"], ["LTS", "active units"]] * 2
+    figs = [json.loads(c.proto.spec) for c in first_view.get("plotly_chart")]
+    curves = [f for f in figs if any(t.get("name") == "GT = IT − LTS" for t in f["data"])]
+    assert len(curves) == 2
+    for fig in curves:
+        assert not fig["layout"].get("annotations")
+        band = [s for s in fig["layout"]["shapes"] if s["type"] == "rect"]
+        assert len(band) == 1 and band[0]["y0"] == 0 and band[0]["y1"] > 0
+        assert [t["name"] for t in fig["data"]][-1] == "GT > 0: certified"
+
+
+def test_the_lesson_defines_the_margin(first_view):
+    text = lesson_text(first_view)
+    assert r"margin $G_T = \mathrm{IT} - \mathrm{LTS}$" in text
+    assert r"\mathrm{LTS} = \mathbb{E}_x\,\mathrm{KL}(T(x)\,\|\,S(x))" in text
+    assert r"\mathrm{IT} = \mathbb{E}_x\,\mathrm{KL}(T(x)\,\|\,\bar T)" in text
+    assert r"S(x) = \mathrm{softmax}(\beta_w V^\top P\,\mu(x))" in text
 
 
 def test_the_bars_are_the_teachers_and_the_witnesses_probabilities(first_view, binary):

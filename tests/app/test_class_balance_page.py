@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _apptest import open_page, plotly_values, texts
+from _apptest import lesson_text, open_page, plotly_values, texts
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,6 +119,9 @@ def test_page_renders_two_runs_side_by_side(stand_ins):
     assert "ν = 10" in md and f"τ theory = {model.t3.tau:.3f}" in md and "closest class centres" in md
     assert "Prior mass nearest to the head digits 0–2" in md and "Digits in fewer than 2% of the samples" in md
     assert "(in the training set: 6, 7, 8, 9)" in md
+    lesson = lesson_text(at)  # the Student-t prior's sampling, and what the PCA map can hide
+    assert r"z = \mu_y + \tau\,\varepsilon\,\sqrt{(\nu + n)/v}" in lesson and r"v \sim \chi^2_{\nu + n}" in lesson
+    assert "only the two directions of largest variance" in lesson and "placed by the same PCA" in lesson
     assert dict(at.query_params) == {"rho": "100", "run": "mnistlt100_ct3vae", "cmp": "mnistlt100_vae",
                                      "tau": f"{at.select_slider(key='tau').value:g}", "weighting": "equal",
                                      "seed": "0", "nu": "10"}

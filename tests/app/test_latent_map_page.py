@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _apptest import open_page, plotly_values, texts
+from _apptest import lesson_text, open_page, plotly_values, texts
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,8 +68,11 @@ def test_page_maps_a_run_and_shows_the_allocation_chart(lab_dirs):
     assert len(prior) == len(data) == 10
     assert prior.sum() == pytest.approx(100) and data.sum() == pytest.approx(100)
     np.testing.assert_allclose(values(fbars["data"][2]["y"]), [10, 10])
-    assert "What am I looking at?" in [e.label for e in at.expander]
-    assert "distorts distances and cluster sizes" in texts(at.markdown)
+    lesson = lesson_text(at)  # the one teaching expander, with its school icon
+    assert "distorts distances and cluster sizes" in lesson
+    assert "**shows only those two directions**" in lesson  # what PCA hides, and how the prior samples are placed
+    assert r"(u_1^\top(\mu(x) - \bar\mu),\ u_2^\top(\mu(x) - \bar\mu))" in lesson
+    assert "placed by **the same projection**, fitted to the encoder means" in lesson
 
     # the bars against a brute-force vote recomputed here: the 15 nearest encoder means of every prior sample
     model, _ = load_run(ckpt / "tiny")

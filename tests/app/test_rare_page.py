@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _apptest import open_page, open_page_without_saved_runs, plotly_values, texts
+from _apptest import lesson_text, open_page, open_page_without_saved_runs, plotly_values, texts
 
 from cvae_core.data import morpho
 from cvae_core.eval.attributes import score_cell
@@ -60,6 +60,23 @@ def test_opens_on_the_held_out_four_with_the_four_shipped_runs(first_view):
         "digit": "4", "thick": "1", "slant": "0", "red": "1", "large": "0", "seed": "0"}
     assert q["run"] == list(SHIPPED)
     assert "CelebA (64×64 faces, 40 binary attributes)" in texts(at.caption)  # here without its files: says so
+
+
+def test_every_digit_and_every_run_is_visible_in_a_narrow_column(first_view):
+    """Teacher feedback at 1280 px: the digit buttons ran out of their column (8 half shown, 9 hidden) and the run
+    box showed two of the four runs. Both widgets wrap onto more rows now, and a shipped run's chip is its model."""
+    at = first_view
+    digits, shown = at.segmented_control(key="digit"), at.multiselect(key="shown")
+    assert digits.options == [str(d) for d in range(10)] and digits.proto.wrap is True
+    assert shown.proto.wrap is True and shown.value == list(SHIPPED)
+    assert shown.options == ["cvae", "sigma_cvae", "flow_cvae", "flow_cvae (two-stage)"]
+
+
+def test_the_lesson_gives_the_flow_prior(first_view):
+    text = lesson_text(first_view)
+    assert r"u \sim \mathcal{N}(\mu_p(y), \sigma_p^2(y))" in text and "z = f(u; y)" in text
+    assert r"\log p(z|y) = \log \mathcal{N}\big(f^{-1}(z; y);\, \mu_p(y), \sigma_p^2(y)\big)" in text
+    assert r"\log \big|\det \partial f^{-1} / \partial z\big|" in text
 
 
 def test_heat_map_is_the_training_count_of_every_cell(first_view, mnist):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _apptest import open_page, open_page_without_saved_runs, plotly_values, texts
+from _apptest import lesson_text, open_page, open_page_without_saved_runs, plotly_values, texts
 
 from cvae_core.sequence.runs import load_seq_run
 
@@ -80,6 +80,13 @@ def test_opens_on_both_shipped_runs_with_their_numbers(first_view, runs):
         assert metrics[f"NMI{side}"] == f"{m['nmi']:.2f}"
         assert metrics[f"Controllability{side}"] == f"{m['controllability']:.2f}"
         assert metrics[f"Recon ratio{side}"] == f"{m['recon_ratio']:.2f}"
+
+
+def test_the_lesson_gives_the_objective_of_router_decoder_and_inference_network(first_view):
+    text = lesson_text(first_view)
+    assert (r"\mathbb{E}_{q_\xi(z|x,y)}[\log p_\psi(y|x,z)] - \beta\,\mathrm{KL}(q_\xi(z|x,y)\,\|\,p_\phi(z|x))"
+            in text)
+    assert r"\sum_k q_k \log p_\psi(y|x,k)" in text and "below 1 means z tells the decoder something" in text
 
 
 def test_router_bars_and_answers_are_the_models(first_view, runs):
