@@ -524,3 +524,36 @@ def test_generate_page_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text("On show: mnistlt100_ct3vae_nu5")).to_be_visible(timeout=30_000)
         page.mouse.move(5, 890)
         screenshot(page, tmp_path, "generate_page.png")
+
+
+PAGES = {"": "Interactive VAE lab", "train": "Train a VAE live", "generate": "Generate", "compare": "Compare runs",
+         "latent_map": "Latent map", "class_balance": "Class balance", "rare_combinations": "Rare combinations",
+         "certificate": "Collapse certificate", "strategies": "Strategies"}
+
+
+def drawn(page, timeout_s: float = 120) -> None:
+    """Until the page has drawn: no stale element in three checks 0.5 s apart (a rerun about to start leaves none)."""
+    deadline, quiet = time.monotonic() + timeout_s, 0
+    while quiet < 3:
+        assert time.monotonic() < deadline, f"{page.url} did not finish drawing within {timeout_s:.0f} s"
+        quiet = quiet + 1 if page.evaluate("document.querySelectorAll('[data-stale=\"true\"]').length") == 0 else 0
+        page.wait_for_timeout(500)
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)], ids=["1280x800", "1920x1080"])
+def test_every_page_fits_the_window_without_an_exception(server, tmp_path, size):
+    """Every page on the shipped runs at a laptop's and a projector's window: its title, no exception box, and
+    nothing wider than the window (no horizontal scroll in the main area or in the page)."""
+    with chromium_browser() as browser:
+        page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+        for path, title in PAGES.items():
+            page.goto(f"{server}/{path}", wait_until="domcontentloaded")
+            expect(page.get_by_role("heading", name=title, exact=True).first).to_be_visible(timeout=60_000)
+            drawn(page)
+            assert page.locator('[data-testid="stException"]').count() == 0, path
+            widths = page.evaluate("""() => {
+                const m = document.querySelector('[data-testid="stMain"]');
+                return [m.scrollWidth, m.clientWidth, document.documentElement.scrollWidth, window.innerWidth];
+            }""")
+            assert widths[0] <= widths[1] + 1 and widths[2] <= widths[3] + 1, (path, widths)
+            page.screenshot(path=str(tmp_path / f"{path or 'home'}_{size[0]}.png"))
