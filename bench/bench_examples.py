@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cvae_core.data import load_dataset  # noqa: E402
 from cvae_core.data.mnist import default_data_root  # noqa: E402
 from cvae_core.registry import build_model  # noqa: E402
-from cvae_core.train import TrainConfig, fit  # noqa: E402
+from cvae_core.train import TrainConfig, bf16_fast, fit  # noqa: E402
 
 BATCH, LR = 128, 1e-3
 ARCHS = {"mlp": {"arch": "mlp"}, "conv": {"arch": "conv"}}
@@ -80,9 +80,11 @@ def speed(arch: str, steps: int, repeats: int) -> dict[str, float]:
     data = load_dataset("mnist")
     loader = examples_loader()
     kw = ARCHS[arch]
-    times: dict[str, list[float]] = {"reference": [], "fit": []}
     runs = {"reference": lambda: reference(build_model("bs_vae", seed=0, **kw), steps, loader),
             "fit": lambda: ours(build_model("bs_vae", seed=0, **kw), data, steps)}
+    if bf16_fast(torch.device("cpu")):
+        runs["fit_bf16"] = lambda: ours(build_model("bs_vae", seed=0, **kw), data, steps, precision="bf16")
+    times: dict[str, list[float]] = {k: [] for k in runs}
     for fn in runs.values():  # warm-up
         fn()
     for _ in range(repeats):
@@ -90,19 +92,24 @@ def speed(arch: str, steps: int, repeats: int) -> dict[str, float]:
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    ref, fit_s = statistics.median(times["reference"]), statistics.median(times["fit"])
-    return {"reference_img_s": steps * BATCH / ref, "fit_img_s": steps * BATCH / fit_s, "ratio": ref / fit_s}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out = {"reference_img_s": steps * BATCH / med["reference"], "fit_img_s": steps * BATCH / med["fit"],
+           "ratio": med["reference"] / med["fit"]}
+    if "fit_bf16" in med:
+        out.update(fit_bf16_img_s=steps * BATCH / med["fit_bf16"], ratio_bf16=med["reference"] / med["fit_bf16"])
+    return out
 
 
-def elbo_gap(arch: str, epochs: float) -> dict[str, float]:
-    """Test -ELBO of each loop's model after the same number of epochs, and |ours - ref| / |ref|."""
+def elbo_gap(arch: str, epochs: float, **train) -> dict[str, float]:
+    """Test -ELBO of each loop's model after the same number of epochs, and |ours - ref| / |ref| (`train`: fit's
+    options, e.g. precision="bf16")."""
     data = load_dataset("mnist")
     steps = int(round(epochs * len(data.x_train) / BATCH))
     kw = ARCHS[arch]
     a, b = build_model("bs_vae", seed=0, **kw), build_model("bs_vae", seed=0, **kw)
     torch.manual_seed(0)
     reference(a, steps)
-    ours(b, data, steps)
+    ours(b, data, steps, **train)
     ra, rb = test_neg_elbo(a, data), test_neg_elbo(b, data)
     return {"reference_neg_elbo": ra, "fit_neg_elbo": rb, "rel_gap": abs(rb - ra) / abs(ra), "steps": steps}
 
@@ -112,23 +119,30 @@ def figures(steps: int = 60, repeats: int = 3, epochs: float = 1.0) -> dict:
     for arch in ARCHS:
         out[arch] = speed(arch, steps, repeats)
     out["elbo"] = elbo_gap("mlp", epochs) if epochs > 0 else None
+    if epochs > 0 and "ratio_bf16" in out["conv"]:
+        out["elbo_conv_bf16"] = elbo_gap("conv", epochs, precision="bf16")
     return out
 
 
 def table(f: dict, steps: int, epochs: float) -> str:
     rows = [f"**Training speed against the pytorch/examples VAE loop** ({torch.get_num_threads()} torch threads, "
             f"{steps} steps x batch {BATCH}, medians of interleaved repeats; the same project model on both sides)",
-            "", "| model | reference images/s | fit images/s | fit / reference | target |", "|---|---:|---:|---:|---:|"]
+            "", "| model | fit precision | reference images/s | fit images/s | fit / reference | target |",
+            "|---|---|---:|---:|---:|---:|"]
     targets = {"mlp": 3.0, "conv": 2.0}
     for arch in ARCHS:
         r = f[arch]
-        rows.append(f"| bs_vae {arch} | {r['reference_img_s']:,.0f} | {r['fit_img_s']:,.0f} | {r['ratio']:.2f}x | "
-                    f"≥ {targets[arch]:g}x {'met' if r['ratio'] >= targets[arch] else 'NOT met'} |")
-    if f.get("elbo"):
-        e = f["elbo"]
-        rows += ["", f"Test -ELBO after {epochs:g} epoch(s) ({e['steps']} steps), MLP: reference "
-                 f"{e['reference_neg_elbo']:.1f}, fit {e['fit_neg_elbo']:.1f} nats: gap {100 * e['rel_gap']:.2f}% "
-                 f"(target < 1%: {'met' if e['rel_gap'] < 0.01 else 'NOT met'})."]
+        for prec, img, ratio in (("fp32", "fit_img_s", "ratio"), ("bf16 autocast", "fit_bf16_img_s", "ratio_bf16")):
+            if ratio in r:
+                met = "met" if r[ratio] >= targets[arch] else "NOT met"
+                rows.append(f"| bs_vae {arch} | {prec} | {r['reference_img_s']:,.0f} | {r[img]:,.0f} | "
+                            f"{r[ratio]:.2f}x | ≥ {targets[arch]:g}x {met} |")
+    for key, what in (("elbo", "MLP, fp32"), ("elbo_conv_bf16", "conv, bf16 autocast")):
+        if f.get(key):
+            e = f[key]
+            rows += ["", f"Test -ELBO after {epochs:g} epoch(s) ({e['steps']} steps), {what}: reference "
+                     f"{e['reference_neg_elbo']:.1f}, fit {e['fit_neg_elbo']:.1f} nats: gap {100 * e['rel_gap']:.2f}% "
+                     f"(target < 1%: {'met' if e['rel_gap'] < 0.01 else 'NOT met'}; one seed each)."]
     return "\n".join(rows) + "\n"
 
 

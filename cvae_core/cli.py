@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-every", type=_positive_int, default=50, metavar="N",
                    help="steps between two log ticks (curves, active units, the live certificate; default 50)")
     s.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    s.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                   help="bf16: the loss under bfloat16 autocast (faster where the CPU has avx512_bf16 or AMX, or on a "
+                        "recent GPU; auto picks it there). Default fp32, as every shipped run was trained")
     g = s.add_argument_group("seq_cvae (the sequence CVAE on the strategies task)")
     g.add_argument("--latent", choices=["discrete", "continuous"], default=None, help="default discrete")
     g.add_argument("--base-model", type=Path, default=None,
@@ -335,7 +338,8 @@ def cmd_train(a) -> int:
         raise ConfigError(f"--rho shapes the long-tailed sets ({', '.join(LONG_TAILED)}); {a.dataset} is not one")
     tcfg = TrainConfig(epochs=a.epochs if a.epochs is not None else 2.0, steps=a.steps,
                        batch_size=a.batch_size if a.batch_size is not None else 128,
-                       lr=a.lr if a.lr is not None else 1e-3, seed=a.seed, device=a.device, log_every=a.log_every)
+                       lr=a.lr if a.lr is not None else 1e-3, seed=a.seed, device=a.device, log_every=a.log_every,
+                       precision=a.precision)
     overrides = dict(a.option)
     if a.beta is not None:
         overrides["beta"] = a.beta

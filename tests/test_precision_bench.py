@@ -1,0 +1,53 @@
+"""fit's precision option (bf16 autocast, weights and Adam in float32) and the pytorch/examples bench in a tiny
+configuration, so that neither can rot (no timing is asserted)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cvae_core.errors import ConfigError
+from cvae_core.registry import build_model
+from cvae_core.train import TrainConfig, bf16_fast, fit
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_precision_is_checked():
+    assert TrainConfig().precision == "fp32"
+    with pytest.raises(ConfigError, match="precision must be one of fp32, bf16, auto"):
+        TrainConfig(precision="fp16")
+
+
+def test_bf16_autocast_trains_float32_weights_and_changes_the_arithmetic(mnist_small):
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        model = build_model("bs_vae", arch="mlp", hidden=64, latent_dim=8, seed=0)
+        h = fit(model, mnist_small, TrainConfig(steps=12, batch_size=64, log_every=6, precision=precision))
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        runs[precision] = (h.records[0]["loss"], h.records[-1]["loss"], model)
+    for first, last, _ in runs.values():
+        assert math.isfinite(last) and last < first  # both train
+    w32, w16 = (next(m.parameters()).detach() for *_, m in runs.values())
+    assert not torch.equal(w32, w16)  # autocast ran: bf16 matmuls round differently
+    assert torch.allclose(w32, w16, atol=0.05)  # but it is the same training
+
+
+def test_bf16_fast_is_a_detection_not_an_assumption():
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert bf16_fast(torch.device("cpu")) == any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def test_the_examples_bench_runs_in_a_tiny_configuration():
+    sys.path.insert(0, str(REPO / "bench"))
+    import bench_examples
+
+    f = bench_examples.figures(steps=2, repeats=1, epochs=0)
+    for arch in ("mlp", "conv"):
+        assert f[arch]["reference_img_s"] > 0 and f[arch]["fit_img_s"] > 0 and f[arch]["ratio"] > 0
+    text = bench_examples.table(f, 2, 0)
+    assert "| bs_vae mlp | fp32 |" in text and "| bs_vae conv | fp32 |" in text
