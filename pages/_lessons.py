@@ -61,6 +61,13 @@ LESSONS = (
            "Compare the discrete latent (one of K strategies) with the continuous one, and read how well the latents "
            "match the strategies the data was made with.",
            "What would you expect if the latent were ignored by the decoder, and how would the page show it?"),
+    Lesson("What the code means: traversals and interpolations",
+           "generate?family=bs&beta=3&tau=1&seed=0&a=0&b=1",
+           "Each row of the traversal moves one latent dimension of one test image's code from −3 to +3 spreads, the "
+           "most informative dimension first (the caption gives each one's KL in nats). Move β to 0.1 and then to 30 "
+           "and count the rows that still change the digit. The interpolation's top row walks through the code "
+           "between two images; the bottom row only blends their pixels.",
+           "At a large β fewer rows change the image: where did the other dimensions' information go?"),
 )
 
 
