@@ -270,6 +270,12 @@ def restore(key: str, kind: str, default: Any, *, url_key: str | None = None, **
     st = _st()
     if fresh() or key not in st.session_state or not _still_valid(st.session_state[key], kind, rules):
         st.session_state[key] = param(url_key or key, kind, default, **rules)
+    else:
+        # Set it again (the same value): Streamlit then sends the value with the widget on this run too. Without it,
+        # a click during the page's first run (Start pressed before the page had drawn) interrupts the run that sent
+        # the values, and the browser showed each widget at its minimum (latent dim 1, steps 1) while the server
+        # held the real ones, ready to be sent back on the next move.
+        st.session_state[key] = st.session_state[key]
     return st.session_state[key]
 
 

@@ -129,6 +129,11 @@ def test_train_and_home_pages_in_a_real_browser(server, tmp_path):
         while progress_step(page) < 100 and time.monotonic() < deadline:
             page.wait_for_timeout(500)
         assert progress_step(page) >= 50, "training did not advance in the browser"
+        # Start was pressed as soon as the title showed, inside the page's first run: the setup widgets still show
+        # the values the run trains with (they once fell back to their minimum, latent dim 1 and steps 1)
+        expect(page.get_by_role("spinbutton", name="Latent dim m")).to_have_value("16")
+        expect(page.get_by_role("spinbutton", name="Steps")).to_have_value("400")
+        expect(page.get_by_role("slider", name=re.compile("β"))).to_have_attribute("aria-valuetext", "1")
         # the live collapse certificate (the mnist teacher is cached by prepare-data): its curve and its caption
         expect(page.get_by_text(re.compile(r"GT = -?\d+\.\d+ nats"))).to_be_visible(timeout=30_000)
         expect(page.locator(".js-plotly-plot")).to_have_count(2)
