@@ -39,5 +39,8 @@ with st.sidebar:
                "β, the decoder variance and the latent size do.")
 
 mark_session_job_seen()  # any page open in this tab keeps its training job (see pages/_jobs.py ORPHAN_AGE)
-start_umap_warmup()  # UMAP's numba compile, once per server, in a background thread (Latent map page)
 page.run()
+# UMAP's numba compile, once per server, in a background thread (Latent map page). After the page, not before: its
+# import (2.5 s) in this thread and the compile beside it kept a fresh server's first page blank for 7 s. A page that
+# stops early starts it on a later run; the Latent map page starts it itself.
+start_umap_warmup()
