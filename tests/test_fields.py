@@ -86,4 +86,4 @@ def test_the_expected_fields_are_selects():
     assert field_choices(MODELS["seq_cvae"].config_cls) == {
         "latent": ("discrete", "continuous"), "router": ("frozen", "lora", "full"),
         "decoder": ("frozen", "lora", "full"), "inference": ("frozen", "lora", "full")}
-    assert field_choices(TrainConfig) == {"device": ("auto", "cpu", "cuda")}
+    assert field_choices(TrainConfig) == {"device": ("auto", "cpu", "cuda"), "precision": ("fp32", "bf16", "auto")}

@@ -48,7 +48,7 @@ LAYERS = [
     ["registry"],
     ["train", "sequence.train"],
     ["eval", "eval.likelihood", "eval.rd", "eval.samples", "eval.classifier", "eval.attributes",
-     "eval.projection", "eval.certificate", "eval.balance", "sequence.metrics"],
+     "eval.projection", "eval.certificate", "eval.balance", "eval.generate", "sequence.metrics"],
     ["runs", "runs.checkpoint", "runs.folder", "runs.catalog", "runs.setup", "sequence.runs"],
     ["jobs"],
     ["cli", "__main__", "sequence.cli", ""],  # "" is the package's __init__ (its public API sits on top)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
-from torchvision.utils import make_grid
+
+from cvae_core.data import morpho
 
 GRID = 64  # samples in a grid (8 x 8)
 PER_ROW = 8
@@ -42,8 +42,6 @@ def class_rows(noise_row: torch.Tensor, num_classes: int) -> tuple[torch.Tensor,
 
 def attribute_condition(digit: int, attrs, n: int) -> torch.Tensor:
     """(n, 14) morpho-mnist condition rows for one digit and four attribute values in [0, 1]."""
-    from cvae_core.data import morpho
-
     a = np.tile(np.asarray(attrs, dtype=np.float32).reshape(1, len(morpho.ATTRIBUTES)), (n, 1))
     return morpho.condition_vector(np.full(n, int(digit)), a)
 
@@ -143,6 +141,8 @@ def endpoint_conditions(ya: torch.Tensor | None, yb: torch.Tensor | None, steps:
 def grid_array(images: torch.Tensor, nrow: int = PER_ROW, scale: int = 3) -> np.ndarray:
     """(N, C, H, W) floats in [0, 1] -> a uint8 grid picture, (H', W') for one channel and (H', W', 3) otherwise,
     upscaled by `scale` without blurring (2 px grey borders between the images)."""
+    from torchvision.utils import make_grid  # a heavy optional package (tests/test_layers.py): here, not on import
+
     g = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.35)  # (3, H', W')
     arr = (g[:1] if images.shape[1] == 1 else g).mul(255).round_().to(torch.uint8)
     out = arr.permute(1, 2, 0).numpy()
@@ -152,6 +152,8 @@ def grid_array(images: torch.Tensor, nrow: int = PER_ROW, scale: int = 3) -> np.
 
 def png_bytes(picture: np.ndarray) -> bytes:
     """A uint8 picture (H, W) or (H, W, 3) as PNG bytes (zlib level 1: a 64-image grid in a few milliseconds)."""
+    from PIL import Image  # optional (it comes with torchvision and streamlit): here, not on import
+
     buf = io.BytesIO()
     Image.fromarray(picture).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

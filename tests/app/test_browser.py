@@ -562,3 +562,9 @@ def test_every_page_fits_the_window_without_an_exception(server, tmp_path, size)
             }""")
             assert widths[0] <= widths[1] + 1 and widths[2] <= widths[3] + 1, (path, widths)
             page.screenshot(path=str(tmp_path / f"{path or 'home'}_{size[0]}.png"))
+        # Home's one control (the other pages' are moved by their own tests above): the run table's second tab
+        page.goto(f"{server}/", wait_until="domcontentloaded")
+        page.get_by_role("tab", name="Samples").first.click(timeout=60_000)
+        drawn(page)
+        assert page.get_by_role("tab", name="Samples").first.get_attribute("aria-selected") == "true"
+        assert page.locator('[data-testid="stException"]').count() == 0
