@@ -11,7 +11,7 @@ PORT   ?= 8501
 CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup data data-check run test test-fast lint bench loadtest clean-venv
+.PHONY: setup data data-check run test test-fast lint bench gpu-check loadtest clean-venv
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,13 @@ lint: $(STAMP)
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# On a machine with a CUDA GPU: every gpu-marked test, then the benchmarks on CUDA (not yet run on a GPU: no GPU was
+# lent to the sessions that wrote it; see docs/benchmarks.md)
+gpu-check: setup
+	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make gpu-check: no CUDA GPU here')"
+	$(PY) -m pytest -m gpu -q -p no:cacheprovider
+	timeout 480 $(PY) bench/run_all.py
 
 # 8 browser sessions at once against a real server (about 3 minutes; needs chromium): docs/app.md#load-test
 loadtest: setup

@@ -92,6 +92,9 @@ def page_rows(repeats: int = 5) -> list[tuple[str, float, float | None]]:
     return rows
 
 
+FIGURES: dict = {}  # filled by main(): the keys of make bench's final JSON line
+
+
 def main(repeats: int = 5) -> str:
     import torch
 
@@ -102,7 +105,10 @@ def main(repeats: int = 5) -> str:
         return f"**Generate / Compare**: skipped, the β sweeps are not in {catalog.sweep_root()}.\n"
     rows = page_rows(repeats)
     ref = rows[1][1]  # the uncached beta move
-    rows = grid_rows(root) + rows
+    grids = grid_rows(root)
+    FIGURES.update(grid64_ms=1000 * max(s for what, s, budget in grids if budget is not None),  # 1-channel 28 px
+                   generate_rerun_ms=1000 * max(rows[2][1], rows[3][1]))  # a β move shown before, a new τ
+    rows = grids + rows
     title = (f"**Generate and Compare pages** ({torch.get_num_threads()} torch threads; the page script's own run "
              "time under AppTest, compiled once as on a server; reference: a β move to a run not loaded yet = "
              f"{ref:.3f} s)")

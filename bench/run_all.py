@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from pathlib import Path
@@ -11,13 +12,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import bench_app_server  # noqa: E402
 import bench_app_threads  # noqa: E402
 import bench_certificate  # noqa: E402
 import bench_class_balance  # noqa: E402
 import bench_decoder_head  # noqa: E402
+import bench_examples  # noqa: E402
 import bench_generate  # noqa: E402
 import bench_latent_map  # noqa: E402
 import bench_rare_combinations  # noqa: E402
+import bench_sequence_and_demo  # noqa: E402
 import bench_train_loop  # noqa: E402
 
 if __name__ == "__main__":
@@ -31,3 +35,22 @@ if __name__ == "__main__":
     print(bench_rare_combinations.main())
     print(bench_certificate.main())
     print(bench_generate.main())
+    figures: dict = {}
+    text, ex = bench_examples.main()
+    print(text)
+    figures.update(fit_vs_examples_mlp=ex["mlp"]["ratio"], fit_vs_examples_conv=ex["conv"]["ratio"],
+                   elbo_rel_gap=ex["elbo"]["rel_gap"])
+    for arch in ("mlp", "conv"):
+        if "ratio_bf16" in ex[arch]:
+            figures[f"fit_vs_examples_{arch}_bf16"] = ex[arch]["ratio_bf16"]
+    if ex.get("elbo_conv_bf16"):
+        figures["elbo_rel_gap_conv_bf16"] = ex["elbo_conv_bf16"]["rel_gap"]
+    figures.update(bench_generate.FIGURES, **bench_latent_map.FIGURES)
+    text, app = bench_app_server.main()
+    print(text)
+    figures.update(app_start_s=app.get("app_start_s"), peak_rss_gib=app.get("peak_rss_gib"))
+    text, sd = bench_sequence_and_demo.main()
+    print(text)
+    figures.update(seq_steps_per_s=sd["seq_steps_per_s"], demo_model_s=sd["demo_model_s"],
+                   demo_model_reached=sd["met"])
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()}))

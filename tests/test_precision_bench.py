@@ -51,3 +51,13 @@ def test_the_examples_bench_runs_in_a_tiny_configuration():
         assert f[arch]["reference_img_s"] > 0 and f[arch]["fit_img_s"] > 0 and f[arch]["ratio"] > 0
     text = bench_examples.table(f, 2, 0)
     assert "| bs_vae mlp | fp32 |" in text and "| bs_vae conv | fp32 |" in text
+
+
+def test_the_sequence_and_demo_bench_runs_in_a_tiny_configuration():
+    sys.path.insert(0, str(REPO / "bench"))
+    import bench_sequence_and_demo as b
+
+    assert b.seq_steps_per_s(steps=2, repeats=1) > 0
+    f = b.demo_model_s(max_s=0.01, max_epochs=1, n_train=1280)  # 10 steps, one evaluation, then the cap stops it
+    assert f["epochs"] == 1 and f["demo_model_s"] > 0 and math.isfinite(f["neg_elbo"])
+    assert f["target"] == pytest.approx(-915.908653125 * 0.95) and f["met"] is False
