@@ -4,8 +4,9 @@
 Every job (image training, a ct3vae at another nu, a sequence CVAE) has the same controls (``start``, ``pause``,
 ``resume``, ``step``, ``stop``, ``join``, ``alive``) and ``snapshot()`` returns one schema (``SNAPSHOT_KEYS``):
 
-- ``kind``: "image", "nu" or "sequence"; ``status``: "queued" (waiting for a free slot on the board), "running",
-  "saving", then "finished", "saved", "stopped", "diverged" or "failed"; ``message``: how it ended (or the error);
+- ``kind``: "image", "nu", "variant" (a sweep run at another value) or "sequence"; ``status``: "queued" (waiting
+  for a free slot on the board), "running", "saving", then "finished", "saved", "stopped", "diverged" or "failed";
+  ``message``: how it ended (or the error);
   ``queue_position``: 1 for the next job to start, None when not waiting;
 - ``step`` (optimiser steps taken so far, at every step; the last log tick is ``records[-1]["step"]``),
   ``total_steps``, ``fraction`` (0..1, saving included), ``text`` (one line for a progress bar), ``paused``;
@@ -38,6 +39,7 @@ import torch
 from cvae_core.data import Dataset
 from cvae_core.errors import ConfigError, LabError
 from cvae_core.eval import full_evaluation
+from cvae_core.eval.generate import class_rows
 from cvae_core.eval.likelihood import TickMeans, check_numbers
 from cvae_core.models.base import LatentModel
 from cvae_core.registry import build_model
@@ -222,11 +224,9 @@ class TrainingJob(Job):
         self._n_logged = len(self.history.records)
         gen = torch.Generator().manual_seed(config.seed + 1)
         cond = data.y_for(model, "test")  # class labels, or attribute vectors for an attribute condition
-        if model.class_conditional:
-            K = model.config.num_classes
-            noise = model.prior_noise(preview_per_class, generator=gen)
-            self._z = noise.repeat(K, *[1] * (noise.dim() - 1))  # (K * per, ...): the same noise in every row
-            self._y_preview = torch.arange(K).repeat_interleave(preview_per_class)  # row k: class k
+        if model.class_conditional:  # row k: class k, the same noise in every row
+            self._z, self._y_preview = class_rows(model.prior_noise(preview_per_class, generator=gen),
+                                                  model.config.num_classes)
             self.preview_columns = preview_per_class
         else:
             self._z = model.prior_noise(n_preview, generator=gen)  # fixed sample noise (the family's own kind)
@@ -355,7 +355,7 @@ def variant_training(base_info: dict, changes: dict, data: Dataset, out: str | P
     train = dataclasses.replace(train, log_every=max(1, min(50, train.total_steps(len(data.x_train)) // 50)))
     run = build_run(base_info["model"], data, dict(base_info["config"], **changes), train)
     job = TrainingJob(run.model, data, train, save_to=out)
-    job.kind, job.changes = "variant", dict(changes)
+    job.kind = "variant"
     return job
 
 

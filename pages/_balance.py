@@ -234,25 +234,14 @@ def nu_training_form(sweep: dict[float, RunRef], ref: RunRef | None) -> None:
         st.session_state.pop("nu_message", None)
 
 
-@st.fragment(run_every=1.0)
-def nu_job_progress() -> None:
-    """The nu job's progress bar, redrawn every second while the page shows it (the page draws it only while a
-    job runs). When the job ends, a full rerun selects the saved run or shows why it failed, and polling stops."""
-    job = st.session_state.get("nu_job")
-    if job is None:
-        return
-    snap = job.snapshot()
-    if snap["status"] in jobs.ENDED:
-        st.session_state.pop("nu_job")
-        if snap["status"] == "saved":
-            st.session_state["pending_run"] = f"saved: {snap['saved'].name}"
-            st.session_state["nu_message"] = ("success", f"Trained and saved ν = {catalog.nu_label(job.nu)} as "
-                                              f"**{snap['saved'].name}**: it is selected, and on the ν slider.")
-        else:
-            st.session_state["nu_message"] = ("error", f"Training ν = {catalog.nu_label(job.nu)} failed: "
-                                              f"{snap['text']}")
-        st.rerun(scope="app")
-    st.progress(snap["fraction"], text=snap["text"])
+def nu_job_ended(job, snap: dict) -> None:
+    """When the nu job ends (``_jobs.job_progress``): select the saved run, or say why it failed."""
+    if snap["status"] == "saved":
+        st.session_state["pending_run"] = f"saved: {snap['saved'].name}"
+        st.session_state["nu_message"] = ("success", f"Trained and saved ν = {catalog.nu_label(job.nu)} as "
+                                          f"**{snap['saved'].name}**: it is selected, and on the ν slider.")
+    else:
+        st.session_state["nu_message"] = ("error", f"Training ν = {catalog.nu_label(job.nu)} failed: {snap['text']}")
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)

@@ -15,9 +15,12 @@ from cvae_core.data import morpho
 from cvae_core.data.dataset import to_float
 from cvae_core.errors import LabError
 from cvae_core.eval import generate as G
+from cvae_core.eval.attributes import cell_conditions
+from cvae_core.eval.likelihood import encoder_means
 from cvae_core.runs import catalog
 from cvae_core.runs.catalog import RunEntry
 from pages import _jobs, _runs, _url
+from pages._rare import PRESET
 
 NU_RHO = 100.0  # the shipped ct3vae nu sweep is on MNIST-LT at this rho
 FAMILIES = {  # page family -> its label; "bs", "sse", "sigma1" are catalog.BETA_FAMILIES tags
@@ -32,6 +35,7 @@ DEFAULT_BETA, DEFAULT_NU = 1.0, 10.0
 TAU_MAX = 3.0  # tau / tau0
 ALL = "all"  # the class control's "one row per class"
 ATTRS = morpho.ATTRIBUTES
+DEFAULT_DIGIT = str(PRESET["digit"])  # an attribute run opens on the Rare combinations page's held-out cell
 URL_KEYS = ("family", "run", "beta", "nu", "tau", "seed", "y", "a", "b", *ATTRS)
 
 
@@ -62,7 +66,7 @@ class Choices:
 @st.cache_data(show_spinner=False, max_entries=8)
 def _choices(sig: str) -> Choices:
     listed, _ = _runs.runs()
-    betas = {tag: catalog.beta_sweep(tag) for tag in BETA_TAGS}
+    betas = catalog.beta_sweep_runs()
     nus = catalog.nu_sweep([r for r in listed if r.dataset == "mnist-lt"], NU_RHO)
     out = {r.id: r for r in listed}
     for sweep in betas.values():
@@ -82,6 +86,11 @@ def nearest(value: float, options: list[float]) -> float:
     return min(options, key=lambda o: (abs(math.log(o) - math.log(value)), o))
 
 
+def default_value(family: str, sweep) -> float:
+    """The value a sweep opens on: the trained value nearest to ν = 10 or β = 1."""
+    return nearest(DEFAULT_NU if family == "nu" else DEFAULT_BETA, list(sweep))
+
+
 def from_url(ch: Choices) -> None:
     """Set the family and run widgets from the URL, on the first run of a page view: `run` wins; otherwise `family`
     with `beta` or `nu` snapped to the nearest trained value (saying so, and offering that value for training)."""
@@ -90,7 +99,7 @@ def from_url(ch: Choices) -> None:
     run = None
     if "run" in st.query_params:  # a bad name falls back to the default family's default run, and says so
         first = families[0]
-        default = ch.sweep(first)[nearest(DEFAULT_BETA, list(ch.sweep(first)))].id if first != "any" else \
+        default = ch.sweep(first)[default_value(first, ch.sweep(first))].id if first != "any" else \
             next(iter(ch.runs))
         run = _url.param("run", "run", default, choices={i: i for i in ch.runs})
     if run is not None:
@@ -109,9 +118,9 @@ def from_url(ch: Choices) -> None:
         ss["gen_run"] = run if run is not None else next(iter(ch.runs))
         return
     sweep = list(ch.sweep(family))
-    key, default = ("nu", DEFAULT_NU) if family == "nu" else ("beta", DEFAULT_BETA)
+    key = "nu" if family == "nu" else "beta"
     if value is None:
-        asked = _url.param(key, "float", nearest(default, sweep), lo=1e-9, hi=1e9)
+        asked = _url.param(key, "float", default_value(family, sweep), lo=1e-9, hi=1e9)
         value = nearest(asked, sweep)
         if not math.isclose(asked, value, rel_tol=1e-6):
             st.info(f"No run of this sweep is trained at {'ν' if key == 'nu' else 'β'} = {asked:g}: showing the "
@@ -145,7 +154,7 @@ def selected(ch: Choices) -> RunEntry:
         return ch.runs[ss["gen_run"]]
     sweep = ch.sweep(family)
     if ss.get("gen_value") not in sweep:
-        ss["gen_value"] = nearest(DEFAULT_NU if family == "nu" else DEFAULT_BETA, list(sweep))
+        ss["gen_value"] = default_value(family, sweep)
     return sweep[ss["gen_value"]]
 
 
@@ -157,10 +166,15 @@ def keep_in_range(y_options: list[str], n_test: int) -> None:
     if _url.fresh():
         return
     if "gen_y" in ss and ss["gen_y"] not in y_options:
-        ss["gen_y"] = y_options[0] if y_options[0] == ALL else ("4" if "4" in y_options else y_options[0])
+        ss["gen_y"] = default_class(y_options)
     for key in ("gen_a", "gen_b"):
         if key in ss and not 0 <= ss[key] < n_test:
             ss[key] = min(max(int(ss[key]), 0), n_test - 1)
+
+
+def default_class(y_options: list[str]) -> str:
+    """The class control's first value: one row per class where there is that option, else DEFAULT_DIGIT."""
+    return y_options[0] if y_options[0] == ALL or DEFAULT_DIGIT not in y_options else DEFAULT_DIGIT
 
 
 def class_label(data, value: str) -> str:
@@ -202,7 +216,7 @@ def samples(model, seed: int, tau: float, y: str, attrs: tuple[float, ...]) -> t
         ys = torch.full((G.GRID,), int(y), dtype=torch.long)
         return G.decode_noise(model, noise, ys, tau), G.PER_ROW, f"all of class {y}"
     if model.conditional:  # attributes (morpho-mnist)
-        cond = G.attribute_condition(int(y), attrs, G.GRID)
+        cond = cell_conditions(int(y), attrs, G.GRID)
         return G.decode_noise(model, noise, cond, tau), G.PER_ROW, \
             f"digit {y}, " + ", ".join(f"{a} {v:g}" for a, v in zip(ATTRS, attrs, strict=True))
     return G.decode_noise(model, noise, None, tau), G.PER_ROW, "unconditional"
@@ -212,7 +226,7 @@ def traversal(model, data, st_: G.LatentStats, index: int, rows: int = 8) -> tup
     """(images, dims): the `rows` most informative dimensions traversed from test image `index`'s encoder mean."""
     cond = condition_of(model, data, index)
     c1 = None if cond is None else cond.unsqueeze(0)
-    start = G.encode_mean(model, data.x_test[index : index + 1], c1)[0]
+    start = encoder_means(model, data.x_test[index : index + 1], c1)[0]
     dims = list(st_.order[: min(rows, len(st_.order))])
     z = G.traversal_latents(start, dims, st_)
     cz = None if cond is None else cond.unsqueeze(0).repeat(len(z), *[1] * cond.dim())
@@ -223,8 +237,8 @@ def interpolation(model, data, a: int, b: int) -> torch.Tensor:
     """(2 STEPS, C, H, W): the row decoded along the line from a's encoder mean to b's, then the pixel blend."""
     ca, cb = condition_of(model, data, a), condition_of(model, data, b)
     xa, xb = data.x_test[a : a + 1], data.x_test[b : b + 1]
-    za = G.encode_mean(model, xa, None if ca is None else ca.unsqueeze(0))[0]
-    zb = G.encode_mean(model, xb, None if cb is None else cb.unsqueeze(0))[0]
+    za = encoder_means(model, xa, None if ca is None else ca.unsqueeze(0))[0]
+    zb = encoder_means(model, xb, None if cb is None else cb.unsqueeze(0))[0]
     conds = G.endpoint_conditions(ca, cb)
     in_z = G.decode(model, G.interpolation_latents(za, zb), conds)
     pixels = G.pixel_blend(to_float(xa)[0], to_float(xb)[0])
@@ -259,15 +273,11 @@ def interpolation_png(key: str, a: int, b: int, _model, _data) -> bytes:
 
 
 # ------------------------------------------------------------------ train this exact value
-def train_form(family: str, base: RunEntry, value: float) -> None:
+def train_form(family: str, base: RunEntry, value: float, info: dict, data) -> None:
     """Inside the "Train exactly" popover: the exact β or ν (any positive value; ν > 2), and Start. The new run copies
-    the settings of the run on show (its steps or epochs too) and joins the sweep when saved."""
+    the settings of the run on show (`base`, its config.json `info` and data set `data`; its steps or epochs too) and
+    joins the sweep when saved."""
     key, sym = ("nu", "ν") if family == "nu" else ("beta", "β")
-    try:
-        _, info, data = load(base)
-    except LabError as e:
-        st.error(str(e))
-        return
     lo = 2.05 if family == "nu" else 1e-4
     start = float(st.session_state.get("gen_train_value", value))
     st.session_state.setdefault("gen_exact", min(max(start, lo), 1e4))
@@ -289,22 +299,11 @@ def train_form(family: str, base: RunEntry, value: float) -> None:
         st.session_state.pop("gen_message", None)
 
 
-@st.fragment(run_every=1.0)
-def job_progress() -> None:
-    """The job's progress bar, redrawn every second while it runs. When it ends, a full rerun shows the new run (it
-    joined its sweep) or why it failed."""
-    job = st.session_state.get("gen_job")
-    if job is None:
-        return
-    snap = job.snapshot()
-    family, value = st.session_state.get("gen_job_value", ("any", None))
-    if snap["status"] in jobs.ENDED:
-        st.session_state.pop("gen_job")
-        if snap["status"] == "saved":
-            st.session_state["gen_pending"] = (family, value)  # applied before the widgets (``apply_pending``)
-            st.session_state["gen_message"] = ("success", f"Trained and saved **{snap['saved'].name}**: it is on "
-                                               "show, and on the slider.")
-        else:
-            st.session_state["gen_message"] = ("error", f"Training failed: {snap['text']}")
-        st.rerun(scope="app")
-    st.progress(snap["fraction"], text=snap["text"])
+def job_ended(job, snap: dict) -> None:
+    """When the job ends (``_jobs.job_progress``): show the saved run (it joined its sweep), or why it failed."""
+    if snap["status"] == "saved":
+        st.session_state["gen_pending"] = st.session_state.get("gen_job_value")  # applied before the widgets
+        st.session_state["gen_message"] = ("success", f"Trained and saved **{snap['saved'].name}**: it is on show, "
+                                           "and on the slider.")
+    else:
+        st.session_state["gen_message"] = ("error", f"Training failed: {snap['text']}")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 import torch
-from torchvision.utils import make_grid
+
+from cvae_core.eval.generate import grid_array
 
 
 def image_grid(x: torch.Tensor, nrow: int = 8, scale: int = 3) -> np.ndarray:
-    """(N, C, H, W) floats in [0, 1] -> (H', W', 3) uint8 grid, upscaled by `scale` without blurring."""
-    g = make_grid(x.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.35)  # (3, H', W')
-    img = (g.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    return img.repeat(scale, axis=0).repeat(scale, axis=1)
+    """(N, C, H, W) floats in [0, 1] -> a uint8 grid, (H', W') for one channel and (H', W', 3) otherwise, upscaled
+    by `scale` without blurring (``cvae_core.eval.generate.grid_array``)."""
+    return grid_array(x, nrow, scale)
 
 
 def show_grid(x: torch.Tensor | None, title: str, caption: str | None = None, nrow: int = 8) -> None:

@@ -9,6 +9,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -103,6 +104,22 @@ def mark_session_job_seen() -> None:
         st.warning(problem, icon=":material/settings:")
     for key in SLOTS.values():
         touch(st.session_state.get(key))
+
+
+@st.fragment(run_every=1.0)
+def job_progress(key: str, on_end: Callable[[Job, dict], None]) -> None:
+    """The progress bar of the job in ``st.session_state[key]``, redrawn every second while the page shows it (pages
+    draw it only while a job runs). When the job ends: ``on_end(job, snapshot)`` (a message, the run to show), then a
+    full rerun, and polling stops."""
+    job = st.session_state.get(key)
+    if job is None:
+        return
+    snap = job.snapshot()
+    if snap["status"] in jobs.ENDED:
+        st.session_state.pop(key)
+        on_end(job, snap)
+        st.rerun(scope="app")
+    st.progress(snap["fraction"], text=snap["text"])
 
 
 def stop_job(job: Job | None, timeout: float = 10.0) -> None:

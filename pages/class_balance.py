@@ -7,7 +7,7 @@ from cvae_core.errors import LabError
 from cvae_core.eval import balance
 from cvae_core.runs import catalog
 from pages import _balance as B
-from pages import _runs, _ui, _url
+from pages import _jobs, _runs, _ui, _url
 
 _ui.leave_legacy_pages_mode()
 st.title("Class balance")
@@ -80,7 +80,7 @@ if "nu_message" in st.session_state:  # shown once, after the job ended
     kind, text = st.session_state.pop("nu_message")
     getattr(st, kind)(text)
 if "nu_job" in st.session_state:
-    B.nu_job_progress()
+    _jobs.job_progress("nu_job", B.nu_job_ended)
 
 names, train = tuple(data.class_names), balance.class_counts(data.y_train, data.num_classes)
 chart, cols = st.container(), st.columns(2, gap="large")

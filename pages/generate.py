@@ -5,7 +5,7 @@ two test images, and a PNG download of each picture. The whole view lives in the
 import streamlit as st
 
 from cvae_core.errors import LabError
-from pages import _gen, _ui, _url
+from pages import _gen, _jobs, _ui, _url
 
 _ui.leave_legacy_pages_mode()
 st.title("Generate")
@@ -38,14 +38,15 @@ else:
                      list(sweep), key="gen_value", format_func=lambda v: f"{v:g}",
                      help="each notch is a run trained at that value; small ν: heavy tails, large ν: Gaussian" if nu
                      else "each notch is a run trained at that β; small β: sharp but an irregular latent space")
-    with c3.popover(f"Train {sym} exactly", icon=":material/model_training:", width="stretch"):
-        _gen.train_form(family, entry, st.session_state["gen_value"])
 
 try:
     model, info, data = _gen.load(entry)
 except LabError as e:
     st.error(str(e))
     st.stop()
+if family != "any":
+    with c3.popover(f"Train {sym} exactly", icon=":material/model_training:", width="stretch"):
+        _gen.train_form(family, entry, st.session_state["gen_value"], info, data)
 value = (info.get("config") or {}).get("nu" if nu else "beta")
 st.markdown(f"On show: **{_url.plain(entry.label)}**, {info['model']} trained at {sym} = "
             f"**{value:g}**" if isinstance(value, (int, float)) else f"On show: **{_url.plain(entry.label)}** "
@@ -54,7 +55,7 @@ if "gen_message" in st.session_state:  # shown once, after the job ended
     kind, text = st.session_state.pop("gen_message")
     getattr(st, kind)(text)
 if "gen_job" in st.session_state:
-    _gen.job_progress()
+    _jobs.job_progress("gen_job", _gen.job_ended)
 
 # ------------------------------------------------------------------ sampling controls
 tau0 = float(model.default_tau)
@@ -67,10 +68,10 @@ _gen.keep_in_range(y_options, n_test)  # after a run switch: a class or image in
 _url.restore("gen_a", "int", 0, url_key="a", lo=0, hi=n_test - 1)
 _url.restore("gen_b", "int", 1, url_key="b", lo=0, hi=n_test - 1)
 if model.conditional:
-    _url.restore("gen_y", "choice", _gen.ALL if model.class_conditional else "4", url_key="y", choices=y_options)
+    _url.restore("gen_y", "choice", _gen.default_class(y_options), url_key="y", choices=y_options)
     if model.config.condition == "attributes":
         for a in _gen.ATTRS:
-            _url.restore(f"gen_{a}", "float", 1.0 if a in ("thick", "red") else 0.0, url_key=a, lo=0.0, hi=1.0)
+            _url.restore(f"gen_{a}", "float", _gen.PRESET[a], url_key=a, lo=0.0, hi=1.0)
 elif _url.fresh():
     for key in ("y", *_gen.ATTRS):
         if key in st.query_params:

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cvae_core.data import morpho
-
 GRID = 64  # samples in a grid (8 x 8)
 PER_ROW = 8
 TRAVERSE = 9  # points along one latent dimension
@@ -34,16 +32,11 @@ def fixed_noise(model, n: int, seed: int) -> torch.Tensor:
 
 def class_rows(noise_row: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(noise, y) for one row per class with the same noise in every row: column j of every row decodes the noise
-    `noise_row[j]`, so a column shows one 'style' across the classes. noise_row (k, d) -> (K k, d), y (K k,)."""
+    `noise_row[j]`, so a column shows one 'style' across the classes. noise_row (k, ...) -> (K k, ...), y (K k,).
+    The Generate page's grid and the Train page's preview (``jobs.TrainingJob``) both draw this way."""
     k = len(noise_row)
     y = torch.arange(num_classes).repeat_interleave(k)
-    return noise_row.repeat(num_classes, 1), y
-
-
-def attribute_condition(digit: int, attrs, n: int) -> torch.Tensor:
-    """(n, 14) morpho-mnist condition rows for one digit and four attribute values in [0, 1]."""
-    a = np.tile(np.asarray(attrs, dtype=np.float32).reshape(1, len(morpho.ATTRIBUTES)), (n, 1))
-    return morpho.condition_vector(np.full(n, int(digit)), a)
+    return noise_row.repeat(num_classes, *[1] * (noise_row.dim() - 1)), y
 
 
 @torch.no_grad()
@@ -85,13 +78,6 @@ def latent_stats(model, x: torch.Tensor, y: torch.Tensor | None) -> LatentStats:
     order = sorted(range(len(score)), key=lambda d: (-float(score[d]), d))
     return LatentStats(tuple(order), tuple(float(score[d]) for d in order), by, mu.mean(0).cpu(),
                        mu.std(0, unbiased=False).cpu())
-
-
-@torch.no_grad()
-def encode_mean(model, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    """Encoder means (n, m) on the CPU of images x (n, C, H, W)."""
-    device = next(model.parameters()).device
-    return model.encode(model.prepare_batch(x.to(device)), None if y is None else y.to(device)).mean.float().cpu()
 
 
 @torch.no_grad()

@@ -317,16 +317,21 @@ def _without_beta(config: dict) -> dict:
 
 
 def beta_sweep(tag: str, saved: Iterable[str | Path] | None = None) -> dict[float, RunEntry]:
-    """beta -> run of one ``BETA_FAMILIES`` sweep: the shipped runs, then the runs under the `saved` roots (default:
-    the saved root) of the same family trained like them (the same config but beta, e.g. by the Generate page's
-    "train this beta"), sorted by beta; a shipped run wins over a saved one of equal beta."""
+    """beta -> run of one ``BETA_FAMILIES`` sweep (``beta_sweep_runs``)."""
     if tag not in BETA_FAMILIES:
         raise ValueError(f"unknown beta family {tag!r} (one of {', '.join(BETA_FAMILIES)})")
-    shipped = beta_sweeps()[tag]
-    out = {p.beta: p.entry for p in shipped}
-    if not shipped:
-        return out
-    base = _without_beta(read_run_info(shipped[0].entry.path).get("config") or {})
+    return beta_sweep_runs(saved)[tag]
+
+
+def beta_sweep_runs(saved: Iterable[str | Path] | None = None) -> dict[str, dict[float, RunEntry]]:
+    """{family tag: beta -> run} of every ``BETA_FAMILIES`` sweep, in one pass over the folders: the shipped runs,
+    then the runs under the `saved` roots (default: the saved root) of a family trained like its shipped runs (the
+    same config but beta, e.g. by the Generate page's "train this beta"), sorted by beta; a shipped run wins over a
+    saved one of equal beta. A family with no shipped run has none (there is nothing to be trained like)."""
+    shipped = beta_sweeps()
+    out = {tag: {p.beta: p.entry for p in points} for tag, points in shipped.items()}
+    base = {tag: _without_beta(read_run_info(points[0].entry.path).get("config") or {})
+            for tag, points in shipped.items() if points}
     roots = [saved_root()] if saved is None else [Path(r) for r in saved]
     for e in list_runs([shipped_root(), *roots])[0]:
         if e.shipped:
@@ -335,7 +340,7 @@ def beta_sweep(tag: str, saved: Iterable[str | Path] | None = None) -> dict[floa
             info = read_run_info(e.path)
         except LabError:
             continue
-        cfg = info.get("config") or {}
-        if beta_family(info) == tag and _without_beta(cfg) == base and isinstance(cfg.get("beta"), (int, float)):
-            out.setdefault(float(cfg["beta"]), e)
-    return dict(sorted(out.items()))
+        cfg, tag = info.get("config") or {}, beta_family(info)
+        if tag in base and _without_beta(cfg) == base[tag] and isinstance(cfg.get("beta"), (int, float)):
+            out[tag].setdefault(float(cfg["beta"]), e)
+    return {tag: dict(sorted(runs.items())) for tag, runs in out.items()}

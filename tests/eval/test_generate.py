@@ -120,6 +120,8 @@ def test_png_pictures_hold_the_grid_pixel_for_pixel(channels):
 
 
 def test_attribute_conditions_are_the_one_hot_digit_then_the_attributes():
-    c = G.attribute_condition(4, (1.0, 0.0, 0.5, 0.0), 3)
+    from cvae_core.eval.attributes import cell_conditions  # what the Generate page's attribute grid is drawn with
+
+    c = cell_conditions(4, (1.0, 0.0, 0.5, 0.0), 3)
     assert c.shape == (3, 14) and c[:, :10].argmax(1).tolist() == [4, 4, 4] and c[:, :10].sum().item() == 3
     assert c[0, 10:].tolist() == [1.0, 0.0, 0.5, 0.0]
