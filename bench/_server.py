@@ -78,3 +78,14 @@ def running_server(runs_dir: Path, log_path: Path, *, flags: tuple[str, ...] = F
         yield proc, port
     finally:
         kill_group(proc)
+
+
+def wait_drawn(page, timeout_s: float = 120) -> None:
+    """Until a Streamlit page in a playwright `page` has drawn: no stale element in three checks 0.5 s apart (a rerun
+    about to start leaves none stale, so one check is not enough)."""
+    deadline, quiet = time.monotonic() + timeout_s, 0
+    while quiet < 3:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{page.url} did not finish drawing within {timeout_s:.0f} s")
+        quiet = quiet + 1 if page.evaluate("document.querySelectorAll('[data-stale=\"true\"]').length") == 0 else 0
+        page.wait_for_timeout(500)

@@ -15,55 +15,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _server import REPO, free_port, kill_group  # noqa: E402
+from _server import REPO, free_port, kill_group, wait_drawn  # noqa: E402
+from load_test import CHROMIUM, CHROMIUM_ARGS, Sampler  # noqa: E402  (the load test's RSS sampler)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PAGES = ["", "train", "generate", "compare", "latent_map", "class_balance", "rare_combinations", "certificate",
          "strategies"]
 GIB = 1 << 30
-
-
-class PeakRSS(threading.Thread):
-    """Samples the resident memory of a process and its children every 0.2 s; ``peak`` in bytes."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid, self.peak, self._done = pid, 0, threading.Event()
-
-    def run(self) -> None:
-        import psutil
-
-        while not self._done.is_set():
-            try:
-                root = psutil.Process(self.pid)
-                total = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-                self.peak = max(self.peak, total)
-            except psutil.Error:
-                pass
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join(5)
-
-
-def settled(page, timeout_s: float = 120) -> None:
-    """Until Streamlit has drawn the page: a title, and no stale element in three checks 0.5 s apart (a rerun that
-    has not started yet leaves nothing stale, so one check is not enough)."""
-    page.locator("h1").first.wait_for(timeout=timeout_s * 1000)
-    deadline, quiet = time.monotonic() + timeout_s, 0
-    while quiet < 3:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{page.url} did not finish drawing within {timeout_s:.0f} s")
-        stale = page.evaluate("document.querySelectorAll('[data-stale=\"true\"]').length")
-        quiet = quiet + 1 if stale == 0 else 0
-        time.sleep(0.5)
 
 
 def figures(visit: bool = True) -> dict:
@@ -84,7 +45,7 @@ def figures(visit: bool = True) -> dict:
             t0 = time.perf_counter()
             proc = subprocess.Popen(["make", "run", f"PORT={port}"], cwd=REPO, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
-            peak = PeakRSS(proc.pid)
+            peak = Sampler(proc.pid, period=0.2)  # make run's own process group (start_new_session)
             peak.start()
             try:
                 while True:
@@ -106,7 +67,8 @@ def figures(visit: bool = True) -> dict:
                     for name in PAGES:
                         t = time.perf_counter()
                         page.goto(f"http://localhost:{port}/{name}", timeout=60_000)
-                        settled(page)
+                        page.locator("h1").first.wait_for(timeout=120_000)
+                        wait_drawn(page)
                         visited[name or "home"] = round(time.perf_counter() - t - 1.5, 2)  # less the quiet wait
                     out["pages_s"] = visited
                     time.sleep(1)

@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
-from _server import running_server  # noqa: E402
+from _server import running_server, wait_drawn  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
@@ -536,15 +536,6 @@ PAGES = {"": "Interactive VAE lab", "train": "Train a VAE live", "generate": "Ge
          "certificate": "Collapse certificate", "strategies": "Strategies"}
 
 
-def drawn(page, timeout_s: float = 120) -> None:
-    """Until the page has drawn: no stale element in three checks 0.5 s apart (a rerun about to start leaves none)."""
-    deadline, quiet = time.monotonic() + timeout_s, 0
-    while quiet < 3:
-        assert time.monotonic() < deadline, f"{page.url} did not finish drawing within {timeout_s:.0f} s"
-        quiet = quiet + 1 if page.evaluate("document.querySelectorAll('[data-stale=\"true\"]').length") == 0 else 0
-        page.wait_for_timeout(500)
-
-
 @pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)], ids=["1280x800", "1920x1080"])
 def test_every_page_fits_the_window_without_an_exception(server, tmp_path, size):
     """Every page on the shipped runs at a laptop's and a projector's window: its title, no exception box, and
@@ -554,7 +545,7 @@ def test_every_page_fits_the_window_without_an_exception(server, tmp_path, size)
         for path, title in PAGES.items():
             page.goto(f"{server}/{path}", wait_until="domcontentloaded")
             expect(page.get_by_role("heading", name=title, exact=True).first).to_be_visible(timeout=60_000)
-            drawn(page)
+            wait_drawn(page)
             assert page.locator('[data-testid="stException"]').count() == 0, path
             widths = page.evaluate("""() => {
                 const m = document.querySelector('[data-testid="stMain"]');
@@ -565,6 +556,6 @@ def test_every_page_fits_the_window_without_an_exception(server, tmp_path, size)
         # Home's one control (the other pages' are moved by their own tests above): the run table's second tab
         page.goto(f"{server}/", wait_until="domcontentloaded")
         page.get_by_role("tab", name="Samples").first.click(timeout=60_000)
-        drawn(page)
+        wait_drawn(page)
         assert page.get_by_role("tab", name="Samples").first.get_attribute("aria-selected") == "true"
         assert page.locator('[data-testid="stException"]').count() == 0
