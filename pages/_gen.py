@@ -104,12 +104,17 @@ def from_url(ch: Choices) -> None:
         run = _url.param("run", "run", default, choices={i: i for i in ch.runs})
     if run is not None:
         family, value = ch.family_of(ch.runs[run])
-        for key, kind in (("beta", "float"), ("nu", "float")):
-            asked = _url.param(key, kind, None, lo=1e-9, hi=1e9)
-            if asked is not None and (family != ("nu" if key == "nu" else family) or value is None
-                                      or not math.isclose(asked, value, rel_tol=1e-6)):
-                st.warning(f"URL parameter {key}: {asked:g} is not the {key} of run {_url.plain(run)}; showing the "
-                           f"run as trained.", icon=":material/link_off:")
+        for key in ("beta", "nu"):
+            asked = _url.param(key, "float", None, lo=1e-9, hi=1e9)
+            if asked is None:
+                continue
+            if family == "any" or (family == "nu") != (key == "nu"):  # a beta for a nu-sweep run, or the reverse
+                why = f"is not used with run {_url.plain(run)} (not a run of a {key} sweep)"
+            elif not math.isclose(asked, value, rel_tol=1e-6):
+                why = f"is not the {key} of run {_url.plain(run)}"
+            else:
+                continue
+            st.warning(f"URL parameter {key}: {asked:g} {why}; showing the run as trained.", icon=":material/link_off:")
     else:
         family = _url.param("family", "choice", families[0], choices=families)
         value = None

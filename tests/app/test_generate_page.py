@@ -121,6 +121,11 @@ def test_a_link_reproduces_the_view():
      lambda at: at.selectbox(key="gen_y").value == "all"),
     ({"run": "sse_beta3", "beta": "10"}, "URL parameter beta: 10 is not the beta of run sse_beta3",
      lambda at: at.select_slider(key="gen_value").value == 3.0),
+    ({"run": "mnistlt100_ct3vae_nu5", "beta": "1"},
+     "URL parameter beta: 1 is not used with run mnistlt100_ct3vae_nu5 (not a run of a beta sweep)",
+     lambda at: at.select_slider(key="gen_value").value == 5.0),
+    ({"run": "mnist_cvae", "nu": "5"}, "URL parameter nu: 5 is not used with run mnist_cvae (not a run of a nu sweep)",
+     lambda at: at.selectbox(key="gen_run").value == "mnist_cvae"),
 ])
 def test_a_bad_url_value_is_named_with_the_value_used(query, says, check):
     at = open_page(PAGE, TIMEOUT, **query)
