@@ -198,7 +198,7 @@ def _st():
     return st
 
 
-VIEW, FRESH = "_url_view", "_url_fresh"
+VIEW, FRESH, DRAWN = "_url_view", "_url_fresh", "_url_drawn"
 
 
 def start(page: str, known: Iterable[str] = (), prefixes: Iterable[str] = ()) -> None:
@@ -210,6 +210,7 @@ def start(page: str, known: Iterable[str] = (), prefixes: Iterable[str] = ()) ->
     st.session_state[VIEW], st.session_state[FRESH] = page, fresh
     if not fresh:
         return
+    st.session_state[DRAWN] = False
     known, prefixes = set(known), tuple(prefixes)
     for key in list(st.query_params):
         if key not in known and not key.startswith(prefixes):
@@ -225,6 +226,11 @@ def _drop(key: str) -> None:
         _st().query_params.pop(key, None)
     except StreamlitAPIException:
         pass
+
+
+def drawn() -> None:
+    """Call after a page's script ran to its end: the browser then holds every widget's value (see ``restore``)."""
+    _st().session_state[DRAWN] = True
 
 
 def fresh() -> bool:
@@ -270,11 +276,12 @@ def restore(key: str, kind: str, default: Any, *, url_key: str | None = None, **
     st = _st()
     if fresh() or key not in st.session_state or not _still_valid(st.session_state[key], kind, rules):
         st.session_state[key] = param(url_key or key, kind, default, **rules)
-    else:
-        # Set it again (the same value): Streamlit then sends the value with the widget on this run too. Without it,
-        # a click during the page's first run (Start pressed before the page had drawn) interrupts the run that sent
-        # the values, and the browser showed each widget at its minimum (latent dim 1, steps 1) while the server
-        # held the real ones, ready to be sent back on the next move.
+    elif not st.session_state.get(DRAWN, False):
+        # Until the page view has run to its end once, set it again (the same value): Streamlit then sends the value
+        # with the widget on this run too. Without it, a click during the page's first run (Start pressed before the
+        # page had drawn) interrupts the run that sent the values, and the browser showed each widget at its minimum
+        # (latent dim 1, steps 1) while the server held the real ones. Not after that: a value sent on every run
+        # overwrote keys pressed on a slider while the page reran for the previous press (20 presses moved it 2 steps).
         st.session_state[key] = st.session_state[key]
     return st.session_state[key]
 
