@@ -33,6 +33,7 @@ from cvae_core.eval.samples import load_inception
 from cvae_core.io import json_safe
 from cvae_core.models.base import check_tau
 from cvae_core.registry import MODELS, make_config
+from cvae_core.reproduce.engine import PAPERS, reproduce
 from cvae_core.runs.checkpoint import Checkpoint, checkpointing, read_checkpoint
 from cvae_core.runs.folder import check_run_destination, is_sequence_run, load_run, round_to_half, save_run
 from cvae_core.runs.setup import TICK_IMAGES, build_run
@@ -192,7 +193,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "frequencies (default: one row per class)")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", type=Path, required=True)
+
+    s = sub.add_parser("reproduce", help="run a paper's grid of trials on Ray Tune and write DIR/REPORT.md "
+                                         "(a second call skips finished trials)")
+    s.add_argument("paper", choices=list(PAPERS))
+    s.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="DIR/trials.jsonl (one line per finished trial), DIR/REPORT.md and its plots")
+    s.add_argument("--quick", action="store_true", help="a small grid, a few minutes on 2 cores")
+    s.add_argument("--seeds", type=_seed_list, default=None, metavar="S,...",
+                   help="seeds (default: the paper's three, or one with --quick)")
+    s.add_argument("--address", default=None, metavar="ADDR",
+                   help="an existing Ray cluster (e.g. ray://host:10001 or auto); default: a local Ray, one trial "
+                        "per core")
+    s.add_argument("--cpus", type=_positive_int, default=None, help="local Ray: trials at once (default: all cores)")
+    s.add_argument("--report-only", action="store_true", help="rebuild DIR/REPORT.md from DIR/trials.jsonl")
     return p
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are integers separated by commas (got {text!r})") from None
+    if not seeds or any(not 0 <= s < 2**32 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds are distinct integers in 0 .. 2^32-1 (got {text!r})")
+    return seeds
 
 
 def _sample_metric_args(s: argparse.ArgumentParser) -> None:
@@ -549,10 +574,17 @@ def _out_of_memory(e: BaseException) -> str | None:
             "--option num_classes=...)")
 
 
+def cmd_reproduce(a) -> int:
+    if a.report_only and (a.seeds or a.address or a.cpus):
+        raise ConfigError("--report-only reads DIR/trials.jsonl only: drop --seeds, --address and --cpus")
+    return reproduce(a.paper, a.out, quick=a.quick, seeds=a.seeds, address=a.address, report_only=a.report_only,
+                     cpus=a.cpus)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     cmd = {"list": cmd_list, "train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
-           "prepare-data": cmd_prepare, "train-base": seq_cli.cmd_train_base}[a.cmd]
+           "prepare-data": cmd_prepare, "train-base": seq_cli.cmd_train_base, "reproduce": cmd_reproduce}[a.cmd]
     try:
         return cmd(a)
     except LabError as e:

@@ -36,6 +36,8 @@ HEAVY_OPTIONAL = {
     "transformers",  # ~0.5 s: the sequence CVAE's backbone
     "peft",          # ~4 s: LoRA adapters on that backbone
     "PIL",           # ~15 ms, but no direct requirement (it comes with torchvision): only the CelebA decoder
+    "ray",           # ~1 s, and a cluster runtime: only `reproduce PAPER` runs trials on it
+    "matplotlib",    # ~0.3 s: the reproduce reports' plots
 }
 
 LAYERS = [
@@ -51,6 +53,7 @@ LAYERS = [
      "eval.projection", "eval.certificate", "eval.balance", "eval.generate", "sequence.metrics"],
     ["runs", "runs.checkpoint", "runs.folder", "runs.catalog", "runs.setup", "sequence.runs"],
     ["jobs"],
+    ["reproduce", "reproduce.engine", "reproduce.stats", "reproduce.beta_sigma"],
     ["cli", "__main__", "sequence.cli", ""],  # "" is the package's __init__ (its public API sits on top)
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
