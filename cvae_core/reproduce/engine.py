@@ -119,13 +119,16 @@ def write_report(p: Paper, out: Path, warn: Callable[[str], None] | None = None)
 
 
 def _trainable(config: dict) -> None:
-    """One trial in a Ray worker: one torch thread, the paper's ``run``, the metrics reported as one JSON string."""
+    """One trial in a Ray worker: one torch thread, the paper's ``run`` (a module-level function, which Ray sends by
+    reference), the metrics reported as one JSON string."""
     from ray import tune
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    metrics = paper(config["paper"]).run(dict(config["settings"]))
-    tune.report({"result": json.dumps(json_safe(metrics), allow_nan=False), "seconds": time.perf_counter() - t0})
+    run = config["run"] if "run" in config else paper(config["paper"]).run
+    metrics = run(dict(config["settings"]))
+    tune.report({"result": json.dumps(json_safe(metrics), allow_nan=False), "seconds": time.perf_counter() - t0,
+                 "threads": torch.get_num_threads()})
 
 
 def _callback(p: Paper, path: Path, total: int, say: Callable[[str], None]):
@@ -142,7 +145,8 @@ def _callback(p: Paper, path: Path, total: int, say: Callable[[str], None]):
                 return
             settings = trial.config["settings"]
             append_trial(path, {"paper": p.name, "trial_id": trial.trial_id, "settings": settings,
-                                "metrics": json.loads(res["result"]), "seconds": round(res["seconds"], 2)})
+                                "metrics": json.loads(res["result"]), "seconds": round(res["seconds"], 2),
+                                "torch_threads": res["threads"]})
             self.done += 1
             say(f"[{self.done}/{total}] {p.label(settings)}: {res['seconds']:.0f} s")
 
@@ -184,7 +188,7 @@ def run_trials(p: Paper, pending: list[dict], out: Path, *, address: str | None,
     with tempfile.TemporaryDirectory(prefix="cvae-reproduce-") as store:  # our record is trials.jsonl, not Ray's
         tuner = tune.Tuner(
             tune.with_resources(_trainable, {"cpu": 1}),
-            param_space={"paper": p.name, "settings": tune.grid_search(pending)},
+            param_space={"run": p.run, "settings": tune.grid_search(pending)},
             tune_config=tune.TuneConfig(reuse_actors=False),
             run_config=tune.RunConfig(name=f"reproduce-{p.name}", storage_path=store, callbacks=[cb], verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=0)))
@@ -192,12 +196,13 @@ def run_trials(p: Paper, pending: list[dict], out: Path, *, address: str | None,
     return list(cb.failed)
 
 
-def reproduce(name: str, out: Path, *, quick: bool = False, seeds: tuple[int, ...] | None = None,
+def reproduce(name: str | Paper, out: Path, *, quick: bool = False, seeds: tuple[int, ...] | None = None,
               address: str | None = None, report_only: bool = False, cpus: int | None = None,
               say: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)) -> int:
     """The command: runs what is left of the grid, then rebuilds the report. Returns the exit code (1 when a trial
-    failed: the report then covers the finished ones)."""
-    p = paper(name)
+    failed: the report then covers the finished ones). `name` is a registered PAPER or a ``Paper`` itself."""
+    p = name if isinstance(name, Paper) else paper(name)
+    name = p.name
     out = Path(out)
     if report_only:
         if not (out / TRIALS).exists():

@@ -80,6 +80,12 @@ def fmt_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def p_is(p: float) -> str:
+    """The p-value in a sentence: "p < 0.001", "p = 0.042", "p n/a (one seed)"."""
+    text = fmt_p(p)
+    return f"p {text}" if text.startswith("<") or text.startswith("n/a") else f"p = {text}"
+
+
 def verdict(p: float, alpha: float = 0.05) -> str:
     if not math.isfinite(p):
         return "not testable with one seed"
