@@ -57,7 +57,8 @@ def test_the_sequence_and_demo_bench_runs_in_a_tiny_configuration():
     sys.path.insert(0, str(REPO / "bench"))
     import bench_sequence_and_demo as b
 
-    assert b.seq_steps_per_s(steps=2, repeats=1) > 0
+    rates = b.seq_steps_per_s(steps=2, repeats=1)
+    assert rates["seq_steps_per_s"] > 0 and rates["seq_steps_per_s_masked"] > 0
     f = b.demo_model_s(max_s=0.01, max_epochs=1, n_train=1280)  # 10 steps, one evaluation, then the cap stops it
     assert f["epochs"] == 1 and f["demo_model_s"] > 0 and math.isfinite(f["neg_elbo"])
     assert f["target"] == pytest.approx(-915.908653125 * 0.95) and f["met"] is False

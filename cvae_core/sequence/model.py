@@ -117,7 +117,8 @@ class SeqCVAE(nn.Module):
     def _pooled(self, lm, seqs: list[list[int]]) -> torch.Tensor:
         device = self.router_head.weight.device
         ids, attn, _ = (t.to(device) for t in batch(seqs, self.vocab))
-        h = lm(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states[-1]  # (B, L, width)
+        # No attention mask and no ids (see decoder_nll): the pooling weights leave the padding out
+        h = lm(inputs_embeds=lm.get_input_embeddings()(ids), output_hidden_states=True).hidden_states[-1]  # (B,L,w)
         w = attn.unsqueeze(-1).to(h.dtype)
         return (h * w).sum(1) / w.sum(1)  # mean over the real tokens
 
@@ -147,8 +148,11 @@ class SeqCVAE(nn.Module):
         """-log p(y | x, z) per item, (B,): z is (B,) latent indices (discrete) or (B, m) vectors (continuous)."""
         device = self.router_head.weight.device
         seqs = [self.vocab.encode(x, y) for x, y in zip(xs, ys, strict=True)]
-        ids, attn, ans = (t.to(device) for t in batch(seqs, self.vocab))
-        return answer_nll(self.decoder_lm, ids, attn, ans, inputs_embeds=self.slot_embeds(ids, self.slot_vectors(z)))
+        ids, _, ans = (t.to(device) for t in batch(seqs, self.vocab))
+        # No attention mask: the padding is on the right and the LM is causal, so no scored token can see it, and the
+        # result is the same to the last bit. A mask costs a check that it holds a zero (a host sync per forward on
+        # a GPU, in transformers' mask building) and the mask arithmetic itself.
+        return answer_nll(self.decoder_lm, ids, None, ans, inputs_embeds=self.slot_embeds(ids, self.slot_vectors(z)))
 
     def nll_per_value(self, xs: list[str], ys: list[str], values: torch.Tensor) -> torch.Tensor:
         """-log p(y | x, z = v) for every item and every value v of `values` ((V,) indices or (V, m) vectors): (B, V),
