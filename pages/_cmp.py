@@ -8,6 +8,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from cvae_core.eval.rd import curve
+from cvae_core.reproduce import beta_sigma
 from cvae_core.runs import catalog
 from cvae_core.runs.catalog import RunEntry, SweepPoint
 from pages import _runs, _url
@@ -59,10 +60,24 @@ def chosen_from_url(opts: dict[str, RunEntry]) -> list[str]:
     return chosen
 
 
-def rd_figure(points: dict[str, list[SweepPoint]], families: dict[str, str], marked: list[RunEntry]) -> go.Figure:
+@st.cache_data(show_spinner=False)
+def seed_means(sig: str) -> dict[str, list[dict]]:
+    """The committed ``reproduce beta-sigma`` grid's means over seeds (``beta_sigma.seed_means``); `sig` is the
+    trials file's size and time, so a new trial shows."""
+    return beta_sigma.seed_means()
+
+
+def seed_means_signature() -> str:
+    path = beta_sigma.RESULTS
+    return f"{path.stat().st_size}:{path.stat().st_mtime_ns}" if path.exists() else "none"
+
+
+def rd_figure(points: dict[str, list[SweepPoint]], families: dict[str, str], marked: list[RunEntry],
+              spread: dict[str, list[dict]] | None = None) -> go.Figure:
     """Rate against distortion for each sweep family: -log p(x|z) at the training-set sigma, and MSE per pixel. The
     runs in `marked` are circled where they are sweep members, and drawn as stars otherwise (if they have the
-    numbers)."""
+    numbers). `spread` (``seed_means``) adds each family's mean over seeds of the longer grid, with ± one standard
+    deviation in both directions."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=("distortion −log p(x|z) at the training-set σ (nats)", "MSE per pixel"))
     for col, key in ((1, "distortion_train_sigma"), (2, "mse")):
@@ -77,6 +92,21 @@ def rd_figure(points: dict[str, list[SweepPoint]], families: dict[str, str], mar
                 marker={"color": color, "symbol": symbol, "size": 8}, line={"color": color, "width": 2},
                 text=[f"β = {betas.get(round(r, 9), '?'):g}, R = {r:.3g} nats" for r, _ in c],
                 hovertemplate="%{text}<br>%{y:.4g}<extra>" + fam + "</extra>"), row=1, col=col)
+    for fam, rows in (spread or {}).items():
+        color, symbol = FAMILY_STYLE.get(fam, ("#0F172A", "circle"))
+        rows = [r for r in rows if r["rate"] == r["rate"]]
+        for col, key in ((1, "distortion_train_sigma"), (2, "mse")):
+            fig.add_trace(go.Scatter(
+                x=[max(r["rate"], RATE_FLOOR) for r in rows], y=[r[key] for r in rows], mode="lines+markers",
+                name=f"{fam}: mean of {max((r['n'] for r in rows), default=0)} seeds, {rows[0]['epochs']} epochs"
+                if rows else fam, legendgroup=f"{fam}-seeds", showlegend=col == 1, opacity=0.55,
+                error_x={"type": "data", "array": [r["rate_sd"] for r in rows], "thickness": 1},
+                error_y={"type": "data", "array": [r[f"{key}_sd"] for r in rows], "thickness": 1},
+                marker={"color": color, "symbol": f"{symbol}-open", "size": 7},
+                line={"color": color, "width": 1, "dash": "dot"},
+                text=[f"β = {r['beta']:g}, R = {r['rate']:.3g} ± {r['rate_sd']:.2g} nats, {r['n']} seeds"
+                      for r in rows],
+                hovertemplate="%{text}<br>%{y:.4g}<extra>" + fam + " (seeds)</extra>"), row=1, col=col)
     for e in marked:
         m = _runs.run_metrics(str(e.path), e.key)
         key_pts = [(k, m.get(k)) for k in ("distortion_train_sigma", "mse")]

@@ -11,7 +11,7 @@ st.title("Compare runs")
 st.caption("Pick two to four runs: their test metrics, their samples from the same noise, and where they sit on the "
            "rate-distortion curve of the β sweeps. The choice lives in the URL (`runs=a,b`), so a link shows the "
            "same comparison.")
-_url.start("compare", ("runs",))
+_url.start("compare", ("runs", "spread"))
 opts = _cmp.options()
 if len(opts) < _cmp.MIN_RUNS:
     st.info("There are fewer than two runs to compare: train and save one on the **Train** page.")
@@ -43,7 +43,14 @@ if not any(points.values()):
     st.info("The β sweeps are not shipped in this copy: `python scripts/train_sweeps.py` trains them (about 30 min "
             "on 2 cores).")
     st.stop()
-st.plotly_chart(_cmp.rd_figure(points, _cmp.FAMILIES, entries), key="rd")
+means = _cmp.seed_means(_cmp.seed_means_signature())
+_url.restore("spread", "bool", False)
+spread = st.toggle("Add the mean over seeds of the longer grid", key="spread", disabled=not means,
+                   help="`python -m cvae_core reproduce beta-sigma`: the same families and β, 10 epochs, 3 seeds "
+                        "(docs/results/beta-sigma/); dotted, with ± one standard deviation of the rate and of the "
+                        "distortion. " + ("" if means else "Its trials are not in this copy."))
+_url.publish({"spread": True if spread else None})
+st.plotly_chart(_cmp.rd_figure(points, _cmp.FAMILIES, entries, means if spread else None), key="rd")
 with st.expander("What am I looking at?", icon=":material/school:"):
     st.markdown(
         "Each line is one family trained at β = 0.01 … 100 (MNIST, the same MLP, 6 epochs, seed 0). Moving right, the "

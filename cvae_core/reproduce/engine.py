@@ -223,4 +223,9 @@ def reproduce(name: str | Paper, out: Path, *, quick: bool = False, seeds: tuple
     if failed:
         say(f"{len(failed)} trial(s) failed: {'; '.join(failed)}. Run the command again to retry them.")
         return 1
+    done = {key(r["settings"]) for r in load_trials(out / TRIALS)}
+    left = sum(key(s) not in done for s in grid)
+    if left:  # stopped (Ctrl-C): what finished is kept
+        say(f"stopped with {left} of {len(grid)} trials still to run: the same command continues")
+        return 130
     return 0

@@ -102,3 +102,36 @@ def test_the_certificate_margin_of_runs_that_have_one():
     assert f"mnistbin_vae_beta8 **{gt['mnistbin_vae_beta8']:+.3f}**" in line and gt["mnistbin_vae_beta8"] < 0
     assert f"mnistbin_rst_vae_beta8 **{gt['mnistbin_rst_vae_beta8']:+.3f}**" in line
     assert "mnist_bs_vae (not measured)" in line
+
+
+def test_the_seed_means_of_the_longer_grid_are_drawn_on_request():
+    """spread=true adds each family's mean over seeds from the committed `reproduce beta-sigma` trials, with their
+    standard deviations as error bars, computed here from trials.jsonl with the statistics module."""
+    import statistics
+
+    path = REPO / "docs" / "results" / "beta-sigma" / "trials.jsonl"
+    trials = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for t in trials:
+        if t["settings"]["epochs"] == 10:
+            groups.setdefault((t["settings"]["family"], t["settings"]["beta"]), []).append(t["metrics"])
+    assert groups, "the committed full grid has no trials"
+    at = open_page(PAGE, TIMEOUT)
+    assert at.toggle(key="spread").value is False
+    assert not [t for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+                if str(t.get("legendgroup", "")).endswith("-seeds")]
+    at = open_page(PAGE, TIMEOUT, spread="true")
+    assert not at.exception and not at.warning, texts(at.warning)
+    assert at.toggle(key="spread").value is True and at.query_params["spread"] == "true"
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    for fam in sorted({f for f, _ in groups}):
+        rows = [groups[k] for k in sorted(k for k in groups if k[0] == fam)]
+        for axis, key in (("x", "distortion_train_sigma"), ("x2", "mse")):
+            trace = next(t for t in spec["data"] if t.get("legendgroup") == f"{fam}-seeds"
+                         and t.get("xaxis", "x") == axis)
+            assert list(plotly_values(trace["x"])) == pytest.approx(
+                [max(statistics.mean(m["rate"] for m in ms), _cmp.RATE_FLOOR) for ms in rows], rel=1e-9)
+            assert list(plotly_values(trace["y"])) == pytest.approx(
+                [statistics.mean(m[key] for m in ms) for ms in rows], rel=1e-9)
+            sds = [statistics.stdev(m[key] for m in ms) if len(ms) > 1 else 0.0 for ms in rows]
+            assert list(plotly_values(trace["error_y"]["array"])) == pytest.approx(sds, rel=1e-9, abs=1e-12)
