@@ -203,7 +203,10 @@ def reports(tmp_path_factory):
     """The reports of the synthetic variants, each built once (their plots in a folder of their own)."""
     variants = dict(default={}, flat=dict(gap=lambda rho: 0.0), every=dict(gap=lambda rho: 0.1), flip=dict(flip=True),
                     noscale=dict(scale_explains=False))
-    return {k: T.report(synthetic(**kw), tmp_path_factory.mktemp(k)) for k, kw in variants.items()}
+    out = {k: T.report(synthetic(**kw), tmp_path_factory.mktemp(k)) for k, kw in variants.items()}
+    one = [t for t in synthetic() if t["settings"]["seed"] == 0]
+    out["oneseed"] = T.report(one, tmp_path_factory.mktemp("oneseed"))
+    return out
 
 
 def test_report_is_deterministic(tmp_path):
@@ -239,6 +242,14 @@ def test_crossover_and_claim_a(reports):
     # a lead at every rho: no crossover either
     every = reports["every"]
     assert "ct3vae leads significantly at every ρ (from ρ = 1): no crossover" in every
+
+
+def test_one_seed_is_not_tested(reports):
+    text = reports["oneseed"]
+    assert _line(text, "- **(a) ct3vae ahead of cgvae under strong imbalance (ρ ≥ 10), tail F1**").endswith(
+        "not testable with one seed.")
+    assert ("not testable with one seed; by the means alone ct3vae is ahead at ρ = 1, 3, 10, 100 and behind at none"
+            in _line(text, "- **(b) crossover (paper: ρ ≈ 3, v2: 5), tail F1**"))
 
 
 def test_budget_readings(reports):
