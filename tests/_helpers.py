@@ -16,7 +16,7 @@ def fit_small(name: str) -> dict:
 
 
 def load_script(name: str):
-    """A script of scripts/ (e.g. "lt_experiment") imported as a module, without running its main."""
+    """A script of scripts/ (e.g. "flow_experiment") imported as a module, without running its main."""
     path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
