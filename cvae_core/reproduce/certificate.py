@@ -248,7 +248,12 @@ def _claims(g: dict, alphas: list[float]) -> list[str]:
                          f"(paired {_p(p_au)}): it "
                          f"{'keeps more units' if keeps else 'does not keep significantly more units'}"
                          + (f", {S.pm(r_fr, 1)} of them outside the witness's coordinates (VAE {S.pm(v_fr, 1)})"
-                            if r_fr else "") + f"; certified in {ok}/{len(rst)}; likelihood cost {cost}.")
+                            if r_fr else "") + f"; E‖μ‖² {S.pm(S.values(rst, 'mu_sq'), 3)} (VAE "
+                         f"{S.pm(S.values(vae, 'mu_sq'), 3)}); certified in {ok}/{len(rst)}; likelihood cost {cost}.")
+            if ok and np.mean(r_au) <= COLLAPSED_AU:
+                lines.append(f"  Its units are collapsed too, yet it is certified in {ok}/{len(rst)}: GT > 0 says that "
+                             "μ(x) is not constant, and a variation below the active-unit threshold (Var < 0.01) "
+                             "is enough for it.")
     if rows:
         lines += ["", f"At the {'collapsed' if collapsed else 'most stressed'} α_KL, against the VAE of the same seed "
                   "(Δ = model − VAE, nats per image; lower NLL is better):", "",

@@ -105,6 +105,18 @@ def test_reading_when_the_vae_never_collapses(tmp_path):
            "keep significantly more units" in text
 
 
+def test_reading_when_rst_collapses_too_but_is_certified(tmp_path):
+    t = _collapsing()
+    for x in t:
+        if x["settings"]["alpha"] == 64.0 and x["settings"]["variant"] == "RST-VAE":
+            x["metrics"].update(au=0, au_free=0, au_witness=0, mu_sq=0.005, LTS=1.7, GT=0.3)
+    text = C.report(t, tmp_path)
+    assert "**RST-VAE at α_KL = 64**: AU 0.0 ± 0.0 against the VAE's 0.0 ± 0.0 (paired p = 1.000): it does not " \
+           "keep significantly more units" in text
+    assert "Its units are collapsed too, yet it is certified in 3/3" in text
+    assert text.count("Its units are collapsed too") == 1
+
+
 def test_report_without_is_nll_or_vae(tmp_path):
     t = _collapsing()
     for x in t:
