@@ -124,7 +124,7 @@ def _paired(a: list[dict], b: list[dict], metric: str) -> tuple[list[float], lis
 def _p(p: float) -> str:
     """"p = 0.012", "p < 0.001" (or the one-seed note)."""
     t = S.fmt_p(p)
-    return f"p {t}" if t.startswith("<") else t if not math.isfinite(p) else f"p = {t}"
+    return "p n/a, one seed" if not math.isfinite(p) else f"p {t}" if t.startswith("<") else f"p = {t}"
 
 
 def _mean(ts: list[dict], metric: str) -> float:

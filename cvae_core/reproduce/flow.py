@@ -147,7 +147,7 @@ def _paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list
 
 def _p(p: float) -> str:
     t = S.fmt_p(p)
-    return t if not math.isfinite(p) else f"p {t}" if t.startswith("<") else f"p = {t}"
+    return "p n/a, one seed" if not math.isfinite(p) else f"p {t}" if t.startswith("<") else f"p = {t}"
 
 
 def _gap(m: dict) -> float:
@@ -221,8 +221,9 @@ def _claims(g, datasets) -> list[str]:
                 lines.append(
                     f"- **Likelihood ({d}, {v} against sigma_cvae, {what})**: {S.pm(a, 1)} against {S.pm(c, 1)} "
                     f"nats per image, Δ = {delta:+.1f} (paired {_p(p)}): "
-                    + ("**the flow prior gives a better likelihood**" if better else
-                       "**worse**" if delta > 0 and math.isfinite(p) and p < 0.05 else "**no significant difference**")
+                    + ("**not testable with one seed**" if not math.isfinite(p) else
+                       "**the flow prior gives a better likelihood**" if better else
+                       "**worse**" if delta > 0 and p < 0.05 else "**no significant difference**")
                     + (f"; the paper's +7.6% would be about {paper:.0f} nats here." if metric == "is_nll" else "."))
                 if metric == "is_nll":
                     for k in ("rare", "heldout"):
@@ -265,8 +266,9 @@ def _claims(g, datasets) -> list[str]:
             holds = diff > 0 and math.isfinite(p) and p < 0.05
             lines.append(f"- **{d}**: sigma_cvae's gap {S.pm(a, 3)} against the flow's {S.pm(s, 3)} (difference "
                          f"{diff:+.3f}, paired {_p(p)}): the rare-specific claim "
-                         + ("**holds**." if holds else "**does not hold** here (" + (
-                             S.verdict(p) if diff > 0 else "the flow's gap is not the smaller") + ")."))
+                         + ("**is not testable with one seed**." if not math.isfinite(p) else "**holds**." if holds
+                            else "**does not hold** here (" + (S.verdict(p) if diff > 0 else
+                                                               "the flow's gap is not the smaller") + ")."))
         cv = gaps.get("cvae")
         if cv:
             rare = S.values(g[(d, "cvae")], "rare_attr_accuracy")
@@ -284,7 +286,8 @@ def _claims(g, datasets) -> list[str]:
             e, h = (S.values(g.get((d, v), []), "rare_attr_accuracy") for d in DATASETS)
             if e and h:
                 p = S.welch_p(e, h)
-                lines.append(f"- {v}: {S.pm(e, 3)} → {S.pm(h, 3)} ({_p(p)}, {S.verdict(p)}).")
+                lines.append(f"- {v}: {S.pm(e, 3)} → {S.pm(h, 3)} (" + (f"{_p(p)}, {S.verdict(p)}" if math.isfinite(p)
+                                                                           else S.verdict(p)) + ").")
         lines.append("")
     return lines
 
