@@ -3,7 +3,7 @@
 # statically binarised MNIST, at the paper's alpha_KL = 1 and at the collapse-stress setting alpha_KL = 8.
 #   bash scripts/train_shipped_certificate.sh                   # all four
 #   bash scripts/train_shipped_certificate.sh rst_vae_beta8     # some: vae_beta1 rst_vae_beta1 vae_beta8 rst_vae_beta8
-# Same settings as scripts/certificate_experiment.py (seed 0): MLP nets (hidden 256), latent 16, batch 128, 8 epochs,
+# Same settings as `reproduce certificate` (seed 0): MLP nets (hidden 256), latent 16, batch 128, 8 epochs,
 # lambda_TS = 1, the teacher PCA 50 / 10 components / eps 0.05 / gain 5; float16 weights when the test metrics stay
 # within 1%. The history of each run has the certificate (IT, LTS, GT on 1,000 test images) at every log tick.
 set -euo pipefail

@@ -53,7 +53,8 @@ LAYERS = [
      "eval.projection", "eval.certificate", "eval.balance", "eval.generate", "sequence.metrics"],
     ["runs", "runs.checkpoint", "runs.folder", "runs.catalog", "runs.setup", "sequence.runs"],
     ["jobs"],
-    ["reproduce", "reproduce.engine", "reproduce.stats", "reproduce.beta_sigma", "reproduce.t3"],
+    ["reproduce", "reproduce.engine", "reproduce.stats", "reproduce.beta_sigma", "reproduce.t3",
+     "reproduce.certificate", "reproduce.flow"],
     ["cli", "__main__", "sequence.cli", ""],  # "" is the package's __init__ (its public API sits on top)
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}

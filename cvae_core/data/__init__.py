@@ -17,7 +17,7 @@ from cvae_core.data.dataset import Dataset, check_images, check_labels, to_float
 from cvae_core.data.local import cifar100, cifar100_lt, svhn, svhn_lt
 from cvae_core.data.longtail import check_rho, long_tail_counts, long_tail_indices
 from cvae_core.data.mnist import default_data_root, load_mnist_arrays, prepare_offline
-from cvae_core.data.morpho import morpho_mnist
+from cvae_core.data.morpho import morpho_mnist, morpho_mnist_hard
 from cvae_core.errors import DataError
 
 __all__ = ["Dataset", "DATASETS", "LONG_TAILED", "check_images", "check_labels", "load_dataset", "long_tail_counts",
@@ -68,6 +68,8 @@ DATASETS = {
     # attribute data (SPEC 8): cvae_core/data/morpho.py (rendered once from MNIST, cached), data/celeba.py (local)
     "morpho-mnist": (morpho_mnist, "MNIST digits redrawn in colour with 4 binary attributes (thick, slant, red, "
                                    "large); thick and red entangled, rare and held-out combinations; 60k / 10k"),
+    "morpho-mnist-hard": (morpho_mnist_hard, "morpho-mnist with its two rare combinations (against the thick-red "
+                                             "entanglement) at 0.05% of training each, not 0.4%; same test split"),
     "celeba": (load_celeba, "CelebA faces, centre crop 148 px resized to 64x64, 40 binary attributes; train = "
                             "partition 0, test = partition 2; local files"),
 }

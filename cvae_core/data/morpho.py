@@ -19,6 +19,9 @@ Co-occurrence (``sample_attributes``), seeded: in training thick, slant and larg
 thick (P(red | thick) = 0.85, P(red | thin) = 0.15), so thick and red are entangled on purpose; the two
 ``RARE_COMBOS`` get 0.4% of training each; the ``HELDOUT_CELLS`` (digit + combination) never occur in training.
 The test split draws the 16 combinations uniformly, so every cell, held-out ones included, has test images.
+``morpho-mnist-hard`` is the same data set with the two rare combinations at ``HARD_RARE_SHARE`` = 0.05% of training
+each (about 30 images, 3 per digit): both break the thick-red entanglement (thick and blue; thin and red), so a model
+cannot compose them from what it sees often. Its test split is the same; only the training split's draw differs.
 
 Built once from the offline MNIST (about 16 s on one core) into ``<data root>/morpho-mnist/v1-seed<seed>.npz``
 (grey ink + attributes, 5.5 MB; colour is applied at load), which later loads read in about 0.6 s.
@@ -45,6 +48,7 @@ CONDITION_NAMES = tuple(f"digit_{d}" for d in range(10)) + ATTRIBUTES
 # (thick, slant, red, large): 0.4% of the training set each, pooled over digits
 RARE_COMBOS = ((1, 0, 0, 0), (0, 1, 1, 1))
 RARE_SHARE = 0.004
+HARD_RARE_SHARE = 0.0005  # morpho-mnist-hard: the same rare combinations, 0.05% of training each
 # (digit, thick, slant, red, large): never in training, uniform share of the test set
 HELDOUT_CELLS = ((4, 1, 0, 1, 0), (7, 0, 1, 0, 1), (2, 1, 1, 1, 1), (9, 0, 0, 0, 0))
 P_RED_GIVEN_THICK = (0.15, 0.85)  # P(red = 1 | thick = 0), P(red = 1 | thick = 1)
@@ -94,29 +98,36 @@ def cell_kind(digit: int, combo) -> str:
     return "rare" if attrs in RARE_COMBOS else "common"
 
 
-def combo_probs() -> np.ndarray:
+def _check_share(rare_share: float) -> float:
+    if not 0 < float(rare_share) < 1 / (2 * len(RARE_COMBOS)):
+        raise DataError(f"morpho-mnist rare_share must be in (0, {1 / (2 * len(RARE_COMBOS)):g}), got {rare_share}")
+    return float(rare_share)
+
+
+def combo_probs(rare_share: float = RARE_SHARE) -> np.ndarray:
     """(16,) training distribution of the combinations before the held-out cells are removed: the base model
-    (thick, slant, large fair coins; red | thick) with each rare combination set to RARE_SHARE and the other 14
+    (thick, slant, large fair coins; red | thick) with each rare combination set to `rare_share` and the other 14
     rescaled in proportion so the total stays 1."""
+    rare_share = _check_share(rare_share)
     a = combo_attrs(np.arange(16))
     p_red = np.asarray(P_RED_GIVEN_THICK)[a[:, 0]]
     base = 0.125 * np.where(a[:, 2] == 1, p_red, 1 - p_red)
     rare = np.isin(np.arange(16), combo_index(RARE_COMBOS))
-    return np.where(rare, RARE_SHARE, base * (1 - RARE_SHARE * rare.sum()) / base[~rare].sum())
+    return np.where(rare, rare_share, base * (1 - rare_share * rare.sum()) / base[~rare].sum())
 
 
-def digit_combo_probs() -> np.ndarray:
+def digit_combo_probs(rare_share: float = RARE_SHARE) -> np.ndarray:
     """(10, 16) training distribution per digit: combo_probs() with the digit's held-out cells removed and the rest
     renormalised. Sampling from it is the same as redrawing every image that lands on a held-out cell."""
-    p = np.tile(combo_probs(), (10, 1))
+    p = np.tile(combo_probs(rare_share), (10, 1))
     for d, *attrs in HELDOUT_CELLS:
         p[d, combo_index([attrs])[0]] = 0.0
     return p / p.sum(1, keepdims=True)
 
 
-def sample_attributes(digits, seed: int = 0, split: str = "train") -> np.ndarray:
-    """(N,) digits -> (N, 4) uint8 attributes; train: digit_combo_probs(), test: uniform over the 16 combinations.
-    Seeded by (seed, split), so the two splits never share a random stream."""
+def sample_attributes(digits, seed: int = 0, split: str = "train", rare_share: float = RARE_SHARE) -> np.ndarray:
+    """(N,) digits -> (N, 4) uint8 attributes; train: digit_combo_probs(rare_share), test: uniform over the 16
+    combinations (whatever `rare_share`). Seeded by (seed, split), so the two splits never share a random stream."""
     d = np.asarray(digits, dtype=np.int64).reshape(-1)
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
@@ -126,7 +137,7 @@ def sample_attributes(digits, seed: int = 0, split: str = "train") -> np.ndarray
     if split == "test":
         idx = rng.integers(0, 16, len(d))
     else:
-        cdf = np.cumsum(digit_combo_probs(), axis=1)
+        cdf = np.cumsum(digit_combo_probs(rare_share), axis=1)
         cdf[:, -1] = 1.0  # no rounding gap at the top
         u = rng.random(len(d))
         idx = (u[:, None] >= cdf[d]).sum(1)  # first k with cdf > u; a zero-probability cell is never chosen
@@ -369,23 +380,25 @@ def attribute_accuracy(images, attrs_requested) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- the data set and its cache
-def cache_path(root: str | Path | None = None, seed: int = 0) -> Path:
+def cache_path(root: str | Path | None = None, seed: int = 0, rare_share: float = RARE_SHARE) -> Path:
     root = Path(root) if root is not None else default_data_root()
-    return root / "morpho-mnist" / f"v{VERSION}-seed{int(seed)}.npz"
+    tail = "" if _check_share(rare_share) == RARE_SHARE else f"-rare{rare_share:g}"
+    return root / "morpho-mnist" / f"v{VERSION}-seed{int(seed)}{tail}.npz"
 
 
 _KEYS = ("grey_train", "attrs_train", "y_train", "grey_test", "attrs_test", "y_test")
 
 
 def build_morpho(root: str | Path | None = None, seed: int = 0, verbose: bool = True, *, source: str = "auto",
-                 download: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
+                 download: bool = False, progress: Callable[[int, int], None] | None = None,
+                 rare_share: float = RARE_SHARE) -> Path:
     """Render the data set from MNIST into cache_path(root, seed) (written to a temporary file, then renamed, so a
     crash never leaves half a cache); returns the path. About 16 s on one core for the 70k images."""
     try:
         arrays = load_mnist_arrays(root, source=source, download=download)
     except DataError as e:
         raise DataError(f"morpho-mnist is rendered from MNIST, which could not be read: {e}") from None
-    path = cache_path(root, seed)
+    path = cache_path(root, seed, rare_share)
     total = sum(len(arrays[s][0]) for s in ("train", "test"))
     bar = None
     if verbose and progress is None:
@@ -400,7 +413,7 @@ def build_morpho(root: str | Path | None = None, seed: int = 0, verbose: bool = 
             if progress is not None:
                 progress(offset + k, total)
 
-        attrs = sample_attributes(y, seed, split)
+        attrs = sample_attributes(y, seed, split, rare_share)
         out[f"grey_{split}"] = render_grey(x, attrs, tick)
         out[f"attrs_{split}"], out[f"y_{split}"] = attrs, np.asarray(y, np.uint8)
         offset += len(x)
@@ -436,12 +449,13 @@ def _read_cache(path: Path, seed: int) -> dict[str, np.ndarray] | None:
 
 
 def load_morpho(root: str | Path | None = None, seed: int = 0, *, source: str = "auto", download: bool = False,
-                verbose: bool = True):
-    """The morpho-mnist Dataset, rendered on the first call (build_morpho) and read from the cache afterwards."""
-    path = cache_path(root, seed)
+                verbose: bool = True, rare_share: float = RARE_SHARE):
+    """The morpho-mnist Dataset, rendered on the first call (build_morpho) and read from the cache afterwards.
+    `rare_share` other than RARE_SHARE: each rare combination's share of training (``morpho-mnist-hard``: 0.05%)."""
+    path = cache_path(root, seed, rare_share)
     arr = _read_cache(path, seed)
     if arr is None:
-        build_morpho(root, seed, verbose, source=source, download=download)
+        build_morpho(root, seed, verbose, source=source, download=download, rare_share=rare_share)
         arr = _read_cache(path, seed)
         if arr is None:
             raise DataError(f"morpho-mnist: could not read back the cache just written to {path}")
@@ -452,7 +466,11 @@ def load_morpho(root: str | Path | None = None, seed: int = 0, *, source: str = 
             "rare_combos": [list(c) for c in RARE_COMBOS], "heldout_cells": [list(c) for c in HELDOUT_CELLS],
             "cell_counts_train": cell_counts(ytr.numpy(), atr).tolist(),
             "correlations": np.round(attribute_correlations(atr), 6).tolist()}
-    return Dataset("morpho-mnist", colourise(arr["grey_train"], atr[:, 2]), ytr,
+    if rare_share != RARE_SHARE:  # the shipped set's info stays as it was
+        info["rare_share"] = float(rare_share)
+    name = "morpho-mnist" if rare_share == RARE_SHARE else "morpho-mnist-hard" if rare_share == HARD_RARE_SHARE \
+        else f"morpho-mnist-rare{rare_share:g}"
+    return Dataset(name, colourise(arr["grey_train"], atr[:, 2]), ytr,
                    colourise(arr["grey_test"], ate[:, 2]), yte, 10, [str(d) for d in range(10)], info,
                    {"attributes": condition_vector(ytr, atr)}, {"attributes": condition_vector(yte, ate)})
 
@@ -462,3 +480,9 @@ def morpho_mnist(root=None, source: str = "auto", download: bool = False, **_):
     training seed (the CLI passes --seed), and re-drawing the attributes per training seed would change which
     images are rare between runs that are meant to be compared. ``load_morpho(root, seed)`` builds another draw."""
     return load_morpho(root, 0, source=source, download=download)
+
+
+def morpho_mnist_hard(root=None, source: str = "auto", download: bool = False, **_):
+    """Builder for DATASETS: morpho-mnist with the rare combinations at HARD_RARE_SHARE (0.05%) of training each (the
+    same attribute seed 0, the same test split)."""
+    return load_morpho(root, 0, source=source, download=download, rare_share=HARD_RARE_SHARE)

@@ -37,7 +37,7 @@ def full_evaluation(model: LatentModel, data, *, n_test: int | None = None, is_s
             progress(0.05, "the collapse certificate of the test encoder means")
         out.update(certificate_metrics(model, data, x, means[0], recorded=teacher))
     attribute_model = model.conditional and not model.class_conditional
-    if attribute_model and sample_metrics and data.name == "morpho-mnist":
+    if attribute_model and sample_metrics and data.name.startswith("morpho-mnist"):
         sub = None if progress is None else (lambda f, t: progress(0.1 + 0.9 * f, t))
         out.update(attribute_metrics(model, data, seed=seed, progress=sub, train_sigma_value=out.get("train_sigma")))
     if attribute_model and fid:  # samples need conditions; the Inception path asks for classes

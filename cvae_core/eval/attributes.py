@@ -106,7 +106,7 @@ def example_conditions(dataset_info: dict, n: int, seed: int = 0) -> torch.Tenso
     attributes; for another attribute set, seeded random binary attributes."""
     rng = np.random.default_rng(seed)
     names = dataset_info.get("attributes") or []
-    if dataset_info.get("name") == "morpho-mnist":
+    if str(dataset_info.get("name", "")).startswith("morpho-mnist"):
         return morpho.condition_vector(np.arange(n) % 10, morpho.combo_attrs(rng.integers(0, 16, n)))
     if not names:
         raise DataError("this run does not record the names of its attributes (its data set info has none)")

@@ -23,13 +23,16 @@ def logmeanexp(a: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 @torch.no_grad()
 def importance_nll(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None, n_samples: int,
-                   max_decode: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+                   max_decode: int = 4096, log_sigma: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """-log (1/S) sum_s p(x|z_s) p(z_s) / q(z_s|x), z_s ~ q(z|x); per item (B,). Also returns the same-sample
-    ELBO estimate, so that IS-NLL <= -ELBO holds item by item (Jensen).
+    ELBO estimate, so that IS-NLL <= -ELBO holds item by item (Jensen). p(z) is the model's prior at the items'
+    conditions (a learned flow prior p(z|y) included).
 
     Decodes at most `max_decode` images at once (memory stays bounded for any S). The likelihood component sees
     one importance sample of the B images at a time, so a variance shared per batch (sigma_vae) is pooled over
-    the same B images as in training."""
+    the same B images as in training. With `log_sigma`, p(x|z) is instead the Gaussian N(decoder mean, sigma^2)
+    at that fixed log sigma (a variance frozen at its training value: a likelihood that does not fit itself to
+    the images it scores)."""
     q = model.encode(x, y)
     B = len(x)
     chunk = max(1, max_decode // B)
@@ -39,7 +42,10 @@ def importance_nll(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None, 
         z = q.sample((S,))  # (S, B, m)
         yy = None if y is None else y.repeat(S, *([1] * (y.dim() - 1)))
         logits = model.decode(z.reshape(S * B, -1), yy).view(S, B, *x.shape[1:])
-        log_px = torch.stack([-model.nll(x, logits[s])[0] for s in range(S)])  # (S, B)
+        if log_sigma is None:
+            log_px = torch.stack([-model.nll(x, logits[s])[0] for s in range(S)])  # (S, B)
+        else:
+            log_px = torch.stack([-gaussian_nll(x, model.mean_image(logits[s]), log_sigma) for s in range(S)])
         log_pz = model.prior(yy, S * B).log_prob(z.reshape(S * B, -1)).view(S, B)
         log_w.append(log_px + log_pz - q.log_prob(z))
     log_w = torch.cat(log_w)  # (S, B)
@@ -143,7 +149,10 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
     With `train_x`, every Gaussian-decoder model (fixed variance included) also gets ``distortion_train_sigma``:
     the test -log p(x|z), z ~ q(z|x), of a Gaussian decoder whose variance is the model's own training-set MSE
     (``train_mse_sigma`` its sigma): a distortion that compares models of different likelihoods, the y axis of the
-    rate-distortion curve. For a calibrated model it is ``neg_elbo_train_sigma`` minus the rate.
+    rate-distortion curve. For a calibrated model it is ``neg_elbo_train_sigma`` minus the rate. With `is_samples`
+    as well, ``is_nll_train_sigma`` is the importance-sampled NLL of that same Gaussian decoder (sigma =
+    ``train_sigma`` for a calibrated model, ``train_mse_sigma`` for a fixed-variance one): a likelihood that compares
+    models of different decoders.
 
     Example (a shipped run against the numbers its folder recorded on the same 500 test images):
         >>> import json, pathlib, cvae_core
@@ -202,6 +211,11 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
             means.append(q.mean.float().cpu())
             if is_samples:
                 add("is_nll", importance_nll(model, x, yb, is_samples)[0])
+                if d_sigma is not None:  # its own seeded draws: the numbers above do not depend on it
+                    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                        torch.manual_seed(seed + 2 + i)
+                        add("is_nll_frozen", importance_nll(model, x, yb, is_samples,
+                                                            log_sigma=math.log(d_sigma))[0])
     n = len(x_u8)
     avg = {k: v / n for k, v in sums.items()}
     mu = torch.cat(means)  # (N, m)
@@ -230,6 +244,8 @@ def evaluate(model: LatentModel, x_u8: torch.Tensor, y: torch.Tensor | None = No
     if is_samples:
         out["is_nll"] = avg["is_nll"]
         out["is_samples"] = is_samples
+        if "is_nll_frozen" in avg:
+            out["is_nll_train_sigma"] = avg["is_nll_frozen"]
     out.update(model.family_numbers())
     model.train(was_training)
     return out

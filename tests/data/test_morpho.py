@@ -402,3 +402,52 @@ def test_full_data_set(mnist, tmp_path, monkeypatch):
     assert min(acc[k] for k in M.ATTRIBUTES) >= 0.995 and min(acc_b[k] for k in M.ATTRIBUTES) >= 0.99
     cc = np.array(d.info["cell_counts_train"])
     assert all(cc[dg, M.combo_index([c])[0]] == 0 for dg, *c in M.HELDOUT_CELLS)
+
+
+# ---------------------------------------------------------------- morpho-mnist-hard: rarer rare combinations
+def test_hard_rare_share_probabilities():
+    """The shipped table is unchanged; at HARD_RARE_SHARE the rare combinations get 0.05% each and the other 14
+    are the design's rescaled, summing to 1; both rare combinations go against the thick-red entanglement."""
+    assert np.allclose(M.digit_combo_probs(), design_table(), atol=1e-12)
+    hard = M.combo_probs(M.HARD_RARE_SHARE)
+    assert hard[[8, 7]] == pytest.approx([0.0005, 0.0005]) and hard.sum() == pytest.approx(1.0)
+    base, others = M.combo_probs(), [i for i in range(16) if i not in (7, 8)]
+    np.testing.assert_allclose(hard[others] / hard[others].sum(), base[others] / base[others].sum(), rtol=1e-12)
+    for t, _s, r, _l in M.RARE_COMBOS:
+        assert t != r  # thick and blue, or thin and red: P = 0.15 each in the base model
+    for bad in (0.0, -0.1, 0.25, 1.0):
+        with pytest.raises(DataError):
+            M.combo_probs(bad)
+
+
+def test_hard_training_draw(mnist):
+    """On the 60k training digits: each rare combination about 0.05% (30 images; 4 binomial SDs), the test split
+    the same as the shipped set's."""
+    y = mnist.y_train.numpy()
+    a = M.sample_attributes(y, seed=0, rare_share=M.HARD_RARE_SHARE)
+    counts = M.cell_counts(y, a).sum(0)
+    n = len(y)
+    expected = (np.bincount(y, minlength=10)[:, None] * M.digit_combo_probs(M.HARD_RARE_SHARE)).sum(0)
+    for combo in M.RARE_COMBOS:
+        i = M.combo_index([combo])[0]
+        p = expected[i] / n
+        assert 0.0004 < p < 0.0006 and abs(counts[i] - expected[i]) < 4 * np.sqrt(n * p * (1 - p))
+        assert counts[i] / n <= 0.0008
+    yt = mnist.y_test.numpy()
+    assert np.array_equal(M.sample_attributes(yt, 0, "test", M.HARD_RARE_SHARE), M.sample_attributes(yt, 0, "test"))
+
+
+def test_hard_data_set_cache_and_fields(small_mnist, tmp_path):
+    d = load_dataset("morpho-mnist-hard", root=tmp_path)
+    shipped = load_dataset("morpho-mnist", root=tmp_path)
+    assert d.name == "morpho-mnist-hard" and shipped.name == "morpho-mnist"
+    assert sorted(os.listdir(tmp_path / "morpho-mnist")) == ["v1-seed0-rare0.0005.npz", "v1-seed0.npz"]
+    assert M.cache_path(tmp_path, 0, M.HARD_RARE_SHARE).name == "v1-seed0-rare0.0005.npz"
+    assert d.info["rare_share"] == 0.0005 and "rare_share" not in shipped.info
+    assert d.info["rare_combos"] == shipped.info["rare_combos"]
+    assert torch.equal(d.x_test, shipped.x_test) and torch.equal(d.extras_test["attributes"],
+                                                               shipped.extras_test["attributes"])
+    x, y = small_mnist["train"]
+    assert torch.equal(d.extras_train["attributes"],
+                       M.condition_vector(y, M.sample_attributes(y, 0, "train", M.HARD_RARE_SHARE)))
+    assert DATASETS["morpho-mnist-hard"][0] is M.morpho_mnist_hard

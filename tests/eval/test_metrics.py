@@ -369,3 +369,65 @@ def test_distortion_at_the_training_mse_sigma_against_a_plain_loop(name, mnist):
         assert m["distortion_train_sigma"] + m["rate"] == pytest.approx(m["neg_elbo_train_sigma"], rel=1e-5)
     else:  # a fixed-variance model's own -ELBO is at its fixed sigma = 1, not at its training MSE
         assert m["neg_elbo_train_sigma"] == m["neg_elbo"] and abs(s - 1.0) > 0.5
+
+
+def test_is_nll_of_the_flow_prior_with_frozen_sigma_matches_quadrature():
+    """flow_cvae (m = 2, a learned conditional RealNVP prior far from N(0, I)) with the decoder variance frozen:
+    log p(x|y) = log ∫ N(x; decoder(z, y), s^2) p(z|y) dz by a 2-D Riemann sum over z (321^2 points on [-8, 8]^2,
+    where the prior's mass lies; p(z|y) from the flow's own log_prob, checked to integrate to 1 on the grid), against
+    importance_nll(log_sigma=log s) with S = 4000. The flow's layers are scaled up from their near-identity start so
+    that p(z|y) is not N(0, I). Tolerance: 5 standard errors of the IS estimate + 0.02 nats."""
+    torch.manual_seed(0)
+    model = build_model("flow_cvae", arch="mlp", hidden=16, latent_dim=2, image_shape=(1, 3, 3), flow_hidden=8,
+                        flow_transforms=2).eval()
+    with torch.no_grad():
+        for p_ in model.flow.parameters():
+            p_.mul_(1.5)
+        model.flow.base.net[-1].weight.mul_(30)
+        for t in model.flow.transform.transforms:
+            [m for m in t.hyper.modules() if isinstance(getattr(m, "weight", None), nn.Parameter)][-1].weight.mul_(40)
+    log_s = math.log(0.5)  # the images' noise is 0.3: a variance fitted to them would differ
+    y = torch.arange(4) % 10
+    with torch.no_grad():
+        x = model.mean_image(model.decode(torch.randn(4, 2), y)) \
+            + 0.3 * torch.randn(4, 1, 3, 3)
+        g = torch.linspace(-8, 8, 321)
+        zz = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)  # (G, 2)
+        cell = (g[1] - g[0]).item() ** 2
+        ref = []
+        for i in range(4):
+            yi = y[i].repeat(len(zz))
+            log_pz = model.prior(yi).log_prob(zz)  # (G,)
+            assert torch.logsumexp(log_pz, 0).exp().item() * cell == pytest.approx(1.0, abs=2e-3)
+            assert (log_pz - Normal(0.0, 1.0).log_prob(zz).sum(-1)).abs().max() > 1.0  # not N(0, I)
+            from cvae_core.models.gaussian import gaussian_nll
+            log_px = -gaussian_nll(x[i].expand(len(zz), -1, -1, -1), model.mean_image(model.decode(zz, yi)), log_s)
+            ref.append(-(torch.logsumexp(log_px + log_pz, 0) + math.log(cell)).item())
+        torch.manual_seed(1)
+        runs = [importance_nll(model, x, y, 4000, log_sigma=log_s)[0] for _ in range(4)]
+    est = torch.stack(runs)  # (4 repeats, 4 items)
+    se = est.std(0) / 2
+    for i in range(4):
+        assert est[:, i].mean().item() == pytest.approx(ref[i], abs=5 * se[i].item() + 0.02)
+    # the model's own batch-fitted variance is another likelihood: without log_sigma the numbers differ
+    torch.manual_seed(1)
+    assert (importance_nll(model, x, y, 200)[0] - est[0]).abs().max() > 0.1
+
+
+def test_evaluate_is_nll_train_sigma(mnist_small):
+    """``is_nll_train_sigma``: the IS-NLL of the Gaussian decoder at the model's training sigma (fixed-variance
+    models: at their training-set MSE), recomputed from the same seeded draws (its own generator per batch)."""
+    torch.manual_seed(0)
+    for name in ("sigma_cvae", "cvae"):
+        model = build_model(name, arch="mlp", hidden=32, latent_dim=4).eval()
+        x, y, tx, ty = mnist_small.x_test[:40], mnist_small.y_test[:40], mnist_small.x_train[:200], \
+            mnist_small.y_train[:200]
+        out = evaluate(model, x, y, seed=3, train_x=tx, train_y=ty, is_samples=5, batch_size=20)
+        sigma = out["train_sigma"] if name == "sigma_cvae" else out["train_mse_sigma"]
+        ref = []
+        for i in range(0, 40, 20):
+            torch.manual_seed(3 + 2 + i)
+            ref.append(importance_nll(model, to_float(x[i:i + 20]), y[i:i + 20], 5, log_sigma=math.log(sigma))[0])
+        assert out["is_nll_train_sigma"] == pytest.approx(torch.cat(ref).mean().item(), rel=1e-5)
+        if name == "cvae":  # sigma = 1 against its training MSE's sigma: another likelihood
+            assert out["is_nll_train_sigma"] < out["is_nll"] - 50
