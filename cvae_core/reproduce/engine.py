@@ -125,8 +125,7 @@ def _trainable(config: dict) -> None:
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    run = config["run"] if "run" in config else paper(config["paper"]).run
-    metrics = run(dict(config["settings"]))
+    metrics = config["run"](dict(config["settings"]))
     tune.report({"result": json.dumps(json_safe(metrics), allow_nan=False), "seconds": time.perf_counter() - t0,
                  "threads": torch.get_num_threads()})
 
@@ -175,9 +174,9 @@ def run_trials(p: Paper, pending: list[dict], out: Path, *, address: str | None,
     import ray
     from ray import tune
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no tables or links to its temp folder
     if not ray.is_initialized():
-        kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+        kw = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   runtime_env=_runtime_env(address))
         if address:
             ray.init(address=address, **kw)
