@@ -53,7 +53,7 @@ LAYERS = [
      "eval.projection", "eval.certificate", "eval.balance", "eval.generate", "sequence.metrics"],
     ["runs", "runs.checkpoint", "runs.folder", "runs.catalog", "runs.setup", "sequence.runs"],
     ["jobs"],
-    ["reproduce", "reproduce.engine", "reproduce.stats", "reproduce.beta_sigma"],
+    ["reproduce", "reproduce.engine", "reproduce.stats", "reproduce.beta_sigma", "reproduce.sequence"],
     ["cli", "__main__", "sequence.cli", ""],  # "" is the package's __init__ (its public API sits on top)
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}
