@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a local causal-LM folder in the transformers format (default: the shipped base model)")
     g.add_argument("--warm-start", type=_finite_float, default=0.3,
                    help="share of the steps that make the latent informative first (hard EM / autoencoder)")
+    g.add_argument("--restarts", type=_positive_int, default=None, metavar="N",
+                   help="run the warm start N times from different random starts and go on with the one of lowest "
+                        f"-ELBO on held-out pairs (no labels; default {seq_cli.RESTARTS})")
     g.add_argument("--n-test", type=_at_least_two, default=500, help="test pairs the metrics use")
     seq_cli.add_task_args(g)
     s.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE",

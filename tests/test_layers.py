@@ -54,7 +54,7 @@ LAYERS = [
     ["runs", "runs.checkpoint", "runs.folder", "runs.catalog", "runs.setup", "sequence.runs"],
     ["jobs"],
     ["reproduce", "reproduce.engine", "reproduce.stats", "reproduce.beta_sigma", "reproduce.t3",
-     "reproduce.certificate", "reproduce.flow"],
+     "reproduce.certificate", "reproduce.flow", "reproduce.sequence"],
     ["cli", "__main__", "sequence.cli", ""],  # "" is the package's __init__ (its public API sits on top)
 ]
 RANK = {m: i for i, layer in enumerate(LAYERS) for m in layer}

@@ -15,6 +15,7 @@ from cvae_core.sequence.lm import BaseLMConfig
 from cvae_core.sequence.metrics import sequence_metrics
 from cvae_core.sequence.model import SeqCVAEConfig
 from cvae_core.sequence.runs import (
+    RESTARTS,
     check_base_training,
     load_base,
     load_seq_run,
@@ -105,9 +106,13 @@ def cmd_train_seq(a) -> dict:
     base, base_info = load_base(a.base_model)
     task = _task(a, base_info)
     steps = a.steps or SEQ_DEFAULTS["steps"]
-    print(f"training seq_cvae ({config.latent} latent) on {task.K} strategies for {steps} steps", file=sys.stderr)
+    restarts = RESTARTS if getattr(a, "restarts", None) is None else a.restarts
+    more = f" ({restarts} warm starts, the best on held-out pairs goes on)" if restarts > 1 and a.warm_start else ""
+    print(f"training seq_cvae ({config.latent} latent) on {task.K} strategies for {steps} steps{more}",
+          file=sys.stderr)
     _, metrics = train_and_save(a.out, task, config, base, steps=steps, batch_size=bs, lr=lr, seed=a.seed,
-                                warm_start=a.warm_start, device=str(resolve_device(a.device)), n_test=a.n_test,
+                                warm_start=a.warm_start, restarts=restarts,
+                                device=str(resolve_device(a.device)), n_test=a.n_test,
                                 base_source="shipped" if a.base_model is None else Path(a.base_model).name,
                                 weights_dtype=a.weights_dtype, progress=_bar(steps, "step"))
     print(f"saved to {a.out}", file=sys.stderr)

@@ -101,17 +101,44 @@ class SeqCVAE(nn.Module):
         nn.init.zeros_(self.router_head.weight)  # the prior starts uniform / standard normal; the posterior starts
         nn.init.zeros_(self.router_head.bias)  # random (PyTorch's default), which breaks the symmetry between values
         table = base.get_input_embeddings().weight.detach()
-        empty = table[vocab.slot].cpu() if vocab.slot < len(table) else torch.zeros(width)  # heads start on the CPU
-        scale = config.z_init * float(table.std())
+        # where the latent embeddings start: the empty slot's embedding, plus a random offset of this scale
+        self._z_empty = table[vocab.slot].cpu().clone() if vocab.slot < len(table) else torch.zeros(width)
+        self._z_scale = config.z_init * float(table.std())
         if config.latent == "discrete":
             self.z_embed = nn.Embedding(config.K, width)  # a learned strategy token per latent value
-            with torch.no_grad():
-                self.z_embed.weight.copy_(empty + scale * torch.randn(config.K, width))
         else:
             self.z_proj = nn.Linear(config.latent_dim, width)  # the latent prefix: empty slot + a linear map of z
-            with torch.no_grad():
-                self.z_proj.bias.copy_(empty)
-                self.z_proj.weight.normal_(0.0, scale / config.latent_dim**0.5)
+        self._init_latent()  # (heads start on the CPU)
+
+    @torch.no_grad()
+    def _init_latent(self) -> None:
+        """The latent embeddings' random start, from torch's global stream: the empty slot plus a random offset."""
+        empty, scale, cfg = self._z_empty, self._z_scale, self.config
+        if cfg.latent == "discrete":
+            w = self.z_embed.weight
+            w.copy_((empty + scale * torch.randn(cfg.K, w.shape[1])).to(w.device))
+        else:
+            self.z_proj.bias.copy_(empty.to(self.z_proj.bias.device))
+            self.z_proj.weight.normal_(0.0, scale / cfg.latent_dim**0.5)
+
+    @torch.no_grad()
+    def reinitialise(self, seed: int) -> None:
+        """Draw every randomly initialised part afresh from `seed`, as a new build would: the LoRA adapters (A
+        random, B zero), the inference head (PyTorch's default), the router head (zeros) and the latent embeddings.
+        The backbones' own weights are left as they are: call it before training (a fully trained backbone is then
+        still the base's). Torch's global stream is left as it was. A training restart (``fit_seq``'s
+        ``restarts``) starts from a copy of the model so re-drawn."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for lm in (self.router_lm, self.decoder_lm, self.inference_lm):
+                for mod in lm.modules():
+                    if hasattr(mod, "reset_lora_parameters") and hasattr(mod, "lora_A"):  # a peft LoRA layer
+                        for name in mod.lora_A:
+                            mod.reset_lora_parameters(name, True)
+            self.inference_head.reset_parameters()
+            nn.init.zeros_(self.router_head.weight)
+            nn.init.zeros_(self.router_head.bias)
+            self._init_latent()
 
     # ------------------------------------------------------------------ parts
     def _pooled(self, lm, seqs: list[list[int]]) -> torch.Tensor:

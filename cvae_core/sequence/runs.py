@@ -22,10 +22,11 @@ import math
 import numbers
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from cvae_core.data.strategies import StrategyTask, Vocab, make_split
+from cvae_core.data.strategies import StrategySplit, StrategyTask, Vocab, make_split
 from cvae_core.errors import CheckpointError, ConfigError, LabError
 from cvae_core.integrity import pickle_note, read_weights
 from cvae_core.io import write_json
@@ -43,6 +44,8 @@ BASE_INFO = "base_info.json"  # a base folder's own file (transformers' config.j
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "strategies"
 DEFAULT_BASE = SHIPPED / "base"
 DATA = {"n_train": 20_000, "n_test": 2_000, "seed": 0}  # the split every shipped model uses
+HELDOUT = 500  # held-out pairs (neither training nor test) that training restarts are chosen on
+RESTARTS = 1  # warm starts per run by default; the best on the held-out -ELBO goes on (fit_seq's restarts)
 
 
 def task_from(d: dict | None) -> StrategyTask:
@@ -58,6 +61,30 @@ def task_from(d: dict | None) -> StrategyTask:
 def splits(task: StrategyTask, data: dict | None = None):
     d = {**DATA, **(data or {})}
     return make_split(task, n_train=int(d["n_train"]), n_test=int(d["n_test"]), seed=int(d["seed"]))
+
+
+def heldout_pairs(task: StrategyTask, n: int = HELDOUT, data: dict | None = None) -> StrategySplit:
+    """`n` pairs of the task outside both the training and the test split (their own seeded stream, inputs of
+    neither): what training restarts are chosen on (``fit_seq``'s ``heldout``; its x and y only). The training split
+    is left as it is, so a run with one restart trains on the same batches as before."""
+    d = {**DATA, **(data or {})}
+    train, test = splits(task, d)
+    used = set(train.x) | set(test.x)
+    rng = np.random.default_rng([int(d["seed"]), 7])  # a stream of its own: not the splits' seed
+    xs, ks, ys = [], [], []
+    for _ in range(100):
+        if len(xs) >= n:
+            break
+        a, b, c = task.sample(n - len(xs), rng)
+        for x, k, y in zip(a, b, c, strict=True):
+            if x not in used:
+                used.add(x)
+                xs.append(x)
+                ks.append(int(k))
+                ys.append(y)
+    if len(xs) < n:
+        raise ConfigError(f"could not draw {n} held-out inputs outside the training and test sets")
+    return StrategySplit(xs, np.array(ks, dtype=np.int64), ys, np.stack([task.weights(x) for x in xs]))
 
 
 # ---------------------------------------------------------------------------------------------------- base model
@@ -179,20 +206,26 @@ def load_seq_run(run_dir: str | Path, device: str | torch.device = "cpu"):
 
 def train_and_save(out: str | Path, task: StrategyTask, config: SeqCVAEConfig, base, *, steps: int,
                    batch_size: int = 32, lr: float = 3e-3, seed: int = 0, warm_start: float = 0.3,
-                   kl_warmup: float = 0.5, device: str = "cpu", log_every: int = 50, n_test: int = 500,
+                   kl_warmup: float = 0.5, restarts: int = RESTARTS, device: str = "cpu", log_every: int = 50,
+                   n_test: int = 500,
                    n_control: int = 100, base_source: str = "shipped", weights_dtype: str = "float32", progress=None,
                    control: TrainControl | None = None, history: History | None = None, callbacks=(),
                    extra: dict | None = None) -> tuple[Path | None, dict | None]:
     """Set up a SeqCVAE over a copy of `base` with the one pipeline (``runs.setup.build_run``), train it with
     ``fit_seq`` on the task's training split, measure it on the first `n_test` test pairs and save the run folder
     `out` (checked before any training). A run that did not finish (stopped through `control`, or diverged: see
-    `history`) is neither measured nor saved: (None, None). Otherwise (folder, metrics)."""
+    `history`) is neither measured nor saved: (None, None). Otherwise (folder, metrics). `restarts` > 1 runs that
+    many warm starts and goes on with the one of lowest -ELBO on ``heldout_pairs`` (``fit_seq``); the train record
+    then lists each restart's score (``restarts``, ``restart_scores``)."""
     check_run_destination(out)
     train, test = splits(task)
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, log_every=log_every, grad_clip=1.0)
     model = build_run(MODEL, task, dataclasses.asdict(config), tcfg, base=base.to(device)).model.to(device)
+    log: list[dict] = []
+    chosen = restarts > 1 and round(warm_start * steps) > 0
     history = fit_seq(model, train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, log_every=log_every,
-                      kl_warmup=kl_warmup, warm_start=warm_start, grad_clip=tcfg.grad_clip, progress=progress,
+                      kl_warmup=kl_warmup, warm_start=warm_start, grad_clip=tcfg.grad_clip, restarts=restarts,
+                      heldout=heldout_pairs(task) if chosen else None, restart_log=log, progress=progress,
                       control=control, history=history, callbacks=callbacks)
     if history.status != "finished":
         return None, None
@@ -200,6 +233,9 @@ def train_and_save(out: str | Path, task: StrategyTask, config: SeqCVAEConfig, b
     metrics.update(model=MODEL, latent=config.latent, steps=steps)
     record = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "warm_start": warm_start,
               "kl_warmup": kl_warmup, **(extra or {})}
+    if chosen:
+        record.update(restarts=restarts, restart_scores=[round(e["heldout_neg_elbo"], 6) for e in log],
+                      restart_picked=next(e["restart"] for e in log if e["picked"]))
     path = save_seq_run(out, model, base, task=task, train=record, history=history.records, metrics=metrics,
                         base_source=base_source, weights_dtype=weights_dtype)
     return path, metrics

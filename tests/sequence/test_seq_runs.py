@@ -104,6 +104,8 @@ def cli(tmp_path_factory):
                   "--option", "K=2", "--out", tmp / "d", "--json"],
         "train-cont": ["train", "--model", "seq_cvae", "--base-model", tmp / "base", "--latent", "continuous",
                        "--latent-dim", "2", "--steps", "8", "--n-test", "30", "--out", tmp / "c", "--json"],
+        "train-restarts": ["train", "--model", "seq_cvae", "--base-model", tmp / "base", "--steps", "8", "--n-test",
+                           "30", "--option", "K=2", "--restarts", "2", "--seed", "3", "--out", tmp / "r", "--json"],
     }
     out = base | _run_all(first)
     out |= _run_all({"eval": ["evaluate", tmp / "d", "--n-test", "30", "--json"],
@@ -129,6 +131,18 @@ def test_train_base_then_both_latents_train_save_and_evaluate(cli):
         model, _, info = load_seq_run(tmp / ("d" if train == "train" else "c"))
         assert info["task_obj"].strategies == ("reverse", "rotate")  # the base model's task
         assert len(info["history"]) >= 1 and info["history"][-1]["step"] == 8
+
+
+def test_restarts_from_the_command_line_record_their_scores(cli):
+    """--restarts 2: two warm starts, the one of lower held-out -ELBO went on, both scores in config.json; without
+    the flag (the default, one warm start) no restart is recorded."""
+    r, tmp = cli
+    assert r["train-restarts"].rc == 0, r["train-restarts"].err
+    assert "2 warm starts" in r["train-restarts"].err
+    train = json.loads((tmp / "r" / "config.json").read_text())["train"]
+    assert train["restarts"] == 2 and len(train["restart_scores"]) == 2
+    assert train["restart_picked"] == min(range(2), key=lambda i: train["restart_scores"][i])
+    assert "restarts" not in json.loads((tmp / "d" / "config.json").read_text())["train"]
 
 
 @pytest.mark.parametrize("args,text", [

@@ -4,6 +4,7 @@ formulas written out, LoRA leaving the backbone's weights as they were, and a ba
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -317,3 +318,77 @@ def test_build_run_builds_a_sequence_cvae_and_checks_the_base(base, vocab):
         build_run("seq_cvae", task, {"K": 1}, base=base)
     with pytest.raises(ConfigError, match="base"):
         build_run("seq_cvae", task, {})
+
+
+@pytest.mark.parametrize("latent", ["discrete", "continuous"])
+def test_restarts_go_on_with_the_warm_start_of_lowest_heldout_elbo(base, vocab, latent):
+    """restarts=3: every restart's held-out -ELBO is its own warm start's (recomputed from a plain run of that
+    restart), the lowest goes on, and the final weights and records are bit for bit those of a plain run (one
+    restart) of the winner: restart 0 is the model as given, restart r a copy reinitialised from restart_seed."""
+    from cvae_core.sequence.train import heldout_neg_elbo, restart_seed
+
+    task = StrategyTask(strategies=("reverse", "rotate"), min_len=3, max_len=4)
+    train, held = make_split(task, 200, 16, seed=0)
+    cfg = SeqCVAEConfig(latent=latent, K=2, latent_dim=2)
+    kw = {"steps": 8, "batch_size": 8, "log_every": 2, "warm_start": 0.5}
+
+    def fresh(r: int) -> SeqCVAE:
+        torch.manual_seed(0)
+        m = SeqCVAE(base, vocab, cfg)
+        if r:
+            m.reinitialise(restart_seed(3, r))
+        return m
+
+    log: list[dict] = []
+    model = fresh(0)
+    hist = fit_seq(model, train, **kw, seed=3, restarts=3, heldout=held, restart_log=log)
+    assert hist.status == "finished" and hist.step == 8 and [e["restart"] for e in log] == [0, 1, 2]
+    scores = []
+    for r in range(3):  # each restart's warm start alone, then its score, by hand
+        m = fresh(r)
+        fit_seq(m, train, **dict(kw, steps=4, warm_start=0.999), seed=restart_seed(3, r))
+        scores.append(heldout_neg_elbo(m, held.x, held.y, seed=3))
+    assert [e["heldout_neg_elbo"] for e in log] == pytest.approx(scores, rel=1e-5)
+    best = int(np.argmin(scores))
+    assert [e["picked"] for e in log] == [r == best for r in range(3)]
+    assert len({round(s, 6) for s in scores}) == 3  # three different starts
+    ref = fresh(best)
+    ref_hist = fit_seq(ref, train, **kw, seed=restart_seed(3, best))
+    a, b = model.state_dict(), ref.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in hist.records] == [r["loss"] for r in ref_hist.records]
+
+
+def test_one_restart_is_the_plain_run_and_restarts_need_held_out_pairs(base, vocab):
+    task = StrategyTask(strategies=("reverse", "rotate"), min_len=3, max_len=4)
+    train, held = make_split(task, 100, 8, seed=0)
+    kw = {"steps": 6, "batch_size": 4, "warm_start": 0.5, "seed": 1}
+    torch.manual_seed(0)
+    a = SeqCVAE(base, vocab, SeqCVAEConfig(K=2))
+    b = copy.deepcopy(a)
+    fit_seq(a, train, **kw)
+    fit_seq(b, train, **kw, restarts=1, heldout=held)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    with pytest.raises(ConfigError, match="heldout"):
+        fit_seq(b, train, **kw, restarts=2)
+    with pytest.raises(ConfigError, match="restarts"):
+        fit_seq(b, train, **kw, restarts=0)
+
+
+def test_reinitialise_redraws_the_random_parts_only(base, vocab):
+    torch.manual_seed(0)
+    m = SeqCVAE(base, vocab, SeqCVAEConfig(K=3, decoder="full"))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    state = torch.random.get_rng_state()
+    m.reinitialise(5)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global stream is left alone
+    after = m.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert "z_embed.weight" in changed and "inference_head.weight" in changed
+    assert any("lora_A" in k for k in changed) and not any("lora_B" in k for k in changed)  # B stays zero
+    assert not any(k.startswith("decoder_lm") for k in changed)  # a full backbone is the base's
+    assert float(after["router_head.weight"].abs().sum()) == 0.0
+    again = copy.deepcopy(m)
+    m.reinitialise(5)
+    again.reinitialise(5)
+    assert all(torch.equal(x, y) for x, y in zip(m.state_dict().values(), again.state_dict().values(), strict=True))
