@@ -110,7 +110,8 @@ def test_every_registered_paper_has_a_grid_with_three_seeds_and_a_quick_one():
         p = paper(name)
         assert p.name == name
         full, quick = p.grid(False, p.seeds), p.grid(True, p.quick_seeds)
-        assert len(p.seeds) >= 3 and {s["seed"] for s in full} == set(p.seeds), name
+        # every setting at the grid's seeds (sequence adds fixed seeds no test uses, for its restarts question)
+        assert len(p.seeds) >= 3 and set(p.seeds) <= {s["seed"] for s in full}, name
         assert 0 < len(quick) < len(full), name
         assert len({engine.key(s) for s in full}) == len(full), f"{name}: two trials with the same settings"
         json.dumps(full)  # settings are JSON
