@@ -104,27 +104,8 @@ def _by(trials):
     return S.group(trials, lambda s: (s["variant"], s["alpha"]))
 
 
-def _by_seed(ts: list[dict], metric: str) -> dict[int, float]:
-    out = {}
-    for t in ts:
-        v = t["metrics"].get(metric)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            out[t["settings"]["seed"]] = float(v)
-    return out
-
-
 def _paired(a: list[dict], b: list[dict], metric: str) -> tuple[list[float], list[float], float]:
-    """The values of `metric` for the seeds both groups have (in seed order) and the paired t-test's p."""
-    da, db = _by_seed(a, metric), _by_seed(b, metric)
-    common = sorted(set(da) & set(db))
-    xa, xb = [da[s] for s in common], [db[s] for s in common]
-    return xa, xb, S.paired_p(xa, xb)
-
-
-def _p(p: float) -> str:
-    """"p = 0.012", "p < 0.001" (or the one-seed note)."""
-    t = S.fmt_p(p)
-    return "p n/a, one seed" if not math.isfinite(p) else f"p {t}" if t.startswith("<") else f"p = {t}"
+    return S.paired(S.by_seed(a, metric), S.by_seed(b, metric))
 
 
 def _mean(ts: list[dict], metric: str) -> float:
@@ -243,9 +224,9 @@ def _claims(g: dict, alphas: list[float]) -> list[str]:
             keeps = np.mean(r_au) > np.mean(v_au) and math.isfinite(p_au) and p_au < 0.05
             cost = ("not measured (no IS-NLL)" if not r_nll else
                     f"{'+' if d_nll >= 0 else '−'}{abs(d_nll):.2f} nats of IS-NLL per image "
-                    f"({S.verdict(p_nll)}, paired {_p(p_nll)})")
+                    f"({S.verdict(p_nll)}, paired {S.p_is(p_nll)})")
             lines.append(f"- **{v} at α_KL = {a:g}**: AU {S.pm(r_au, 1)} against the VAE's {S.pm(v_au, 1)} "
-                         f"(paired {_p(p_au)}): it "
+                         f"(paired {S.p_is(p_au)}): it "
                          f"{'keeps more units' if keeps else 'does not keep significantly more units'}"
                          + (f", {S.pm(r_fr, 1)} of them outside the witness's coordinates (VAE {S.pm(v_fr, 1)})"
                             if r_fr else "") + f"; E‖μ‖² {S.pm(S.values(rst, 'mu_sq'), 3)} (VAE "

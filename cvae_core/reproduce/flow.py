@@ -126,30 +126,6 @@ def _by(trials):
     return S.group(trials, lambda s: (s["dataset"], s["variant"]))
 
 
-def _seeded(ts: list[dict], f) -> dict[int, float]:
-    """seed -> f(metrics) for the trials where it is a finite number."""
-    out = {}
-    for t in ts:
-        try:
-            v = f(t["metrics"])
-        except (KeyError, TypeError):
-            continue
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            out[t["settings"]["seed"]] = float(v)
-    return out
-
-
-def _paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list[float], float]:
-    common = sorted(set(a) & set(b))
-    xa, xb = [a[s] for s in common], [b[s] for s in common]
-    return xa, xb, S.paired_p(xa, xb)
-
-
-def _p(p: float) -> str:
-    t = S.fmt_p(p)
-    return "p n/a, one seed" if not math.isfinite(p) else f"p {t}" if t.startswith("<") else f"p = {t}"
-
-
 def _gap(m: dict) -> float:
     return m["common_attr_accuracy"] - m["rare_attr_accuracy"]
 
@@ -212,7 +188,7 @@ def _claims(g, datasets) -> list[str]:
             if not (sig and fl):
                 continue
             for metric, what in (("is_nll", "IS-NLL"), ("neg_elbo_train_sigma", "one-sample −ELBO")):
-                a, c, p = _paired(_seeded(fl, lambda m, k=metric: m[k]), _seeded(sig, lambda m, k=metric: m[k]))
+                a, c, p = S.paired(S.by_seed(fl, lambda m, k=metric: m[k]), S.by_seed(sig, lambda m, k=metric: m[k]))
                 if not a:
                     continue
                 delta = float(np.mean(a) - np.mean(c))
@@ -220,18 +196,18 @@ def _claims(g, datasets) -> list[str]:
                 paper = PAPER_LL_GAIN * abs(float(np.mean(c)))
                 lines.append(
                     f"- **Likelihood ({d}, {v} against sigma_cvae, {what})**: {S.pm(a, 1)} against {S.pm(c, 1)} "
-                    f"nats per image, Δ = {delta:+.1f} (paired {_p(p)}): "
+                    f"nats per image, Δ = {delta:+.1f} (paired {S.p_is(p)}): "
                     + ("**not testable with one seed**" if not math.isfinite(p) else
                        "**the flow prior gives a better likelihood**" if better else
                        "**worse**" if delta > 0 and p < 0.05 else "**no significant difference**")
                     + (f"; the paper's +7.6% would be about {paper:.0f} nats here." if metric == "is_nll" else "."))
                 if metric == "is_nll":
                     for k in ("rare", "heldout"):
-                        a, c, p = _paired(_seeded(fl, lambda m, k=k: m[f"{k}_is_nll"]),
-                                          _seeded(sig, lambda m, k=k: m[f"{k}_is_nll"]))
+                        a, c, p = S.paired(S.by_seed(fl, lambda m, k=k: m[f"{k}_is_nll"]),
+                                          S.by_seed(sig, lambda m, k=k: m[f"{k}_is_nll"]))
                         if a:
                             lines.append(f"  On {k} cells: {S.pm(a, 1)} against {S.pm(c, 1)} "
-                                         f"(Δ = {np.mean(a) - np.mean(c):+.1f}, paired {_p(p)}).")
+                                         f"(Δ = {np.mean(a) - np.mean(c):+.1f}, paired {S.p_is(p)}).")
         # the ELBO's looseness
         for v in VARIANTS:
             ts = g.get((d, v), [])
@@ -245,37 +221,37 @@ def _claims(g, datasets) -> list[str]:
               "(paired over seeds):", ""]
     rows = []
     for d in datasets:
-        gaps = {v: _seeded(g.get((d, v), []), _gap) for v in VARIANTS}
+        gaps = {v: S.by_seed(g.get((d, v), []), _gap) for v in VARIANTS}
         for v in VARIANTS:
             if not gaps[v]:
                 continue
-            rare = _seeded(g[(d, v)], lambda m: m["rare_attr_accuracy"])
-            common = _seeded(g[(d, v)], lambda m: m["common_attr_accuracy"])
-            r, c, p_rc = _paired(rare, common)
+            rare = S.by_seed(g[(d, v)], lambda m: m["rare_attr_accuracy"])
+            common = S.by_seed(g[(d, v)], lambda m: m["common_attr_accuracy"])
+            r, c, p_rc = S.paired(rare, common)
             row = [d, v, S.pm(c, 3), S.pm(r, 3), S.pm(list(gaps[v].values()), 3), S.fmt_p(p_rc)]
             if v == "sigma_cvae" or not gaps.get("sigma_cvae"):
                 row += ["", ""]
             else:
-                a, s, p = _paired(gaps["sigma_cvae"], gaps[v])
+                a, s, p = S.paired(gaps["sigma_cvae"], gaps[v])
                 row += [S.fmt(float(np.mean(a) - np.mean(s)), 3) if a else "–", S.fmt_p(p) if a else "–"]
             rows.append(row)
         sig, fl = gaps.get("sigma_cvae"), gaps.get("flow_cvae")
         if sig and fl:
-            a, s, p = _paired(sig, fl)
+            a, s, p = S.paired(sig, fl)
             diff = float(np.mean(a) - np.mean(s))
             holds = diff > 0 and math.isfinite(p) and p < 0.05
             lines.append(f"- **{d}**: sigma_cvae's gap {S.pm(a, 3)} against the flow's {S.pm(s, 3)} (difference "
-                         f"{diff:+.3f}, paired {_p(p)}): the rare-specific claim "
+                         f"{diff:+.3f}, paired {S.p_is(p)}): the rare-specific claim "
                          + ("**is not testable with one seed**." if not math.isfinite(p) else "**holds**." if holds
                             else "**does not hold** here (" + (S.verdict(p) if diff > 0 else
                                                                "the flow's gap is not the smaller") + ")."))
         cv = gaps.get("cvae")
         if cv:
             rare = S.values(g[(d, "cvae")], "rare_attr_accuracy")
-            _, _, p_rc = _paired(_seeded(g[(d, "cvae")], lambda m: m["rare_attr_accuracy"]),
-                                 _seeded(g[(d, "cvae")], lambda m: m["common_attr_accuracy"]))
+            _, _, p_rc = S.paired(S.by_seed(g[(d, "cvae")], lambda m: m["rare_attr_accuracy"]),
+                                 S.by_seed(g[(d, "cvae")], lambda m: m["common_attr_accuracy"]))
             lines.append(f"  Is the rare set hard? The plain cvae reaches {S.pm(rare, 3)} on rare cells, its gap to "
-                         f"common cells {S.pm(list(cv.values()), 3)} (paired {_p(p_rc)}).")
+                         f"common cells {S.pm(list(cv.values()), 3)} (paired {S.p_is(p_rc)}).")
     if rows:
         lines += ["", S.table(["data set", "model", "common", "rare", "common − rare", "p", "sigma gap − this gap",
                                "p"], rows, right=[False, False, *[True] * 6]), ""]
@@ -286,8 +262,8 @@ def _claims(g, datasets) -> list[str]:
             e, h = (S.values(g.get((d, v), []), "rare_attr_accuracy") for d in DATASETS)
             if e and h:
                 p = S.welch_p(e, h)
-                lines.append(f"- {v}: {S.pm(e, 3)} → {S.pm(h, 3)} (" + (f"{_p(p)}, {S.verdict(p)}" if math.isfinite(p)
-                                                                           else S.verdict(p)) + ").")
+                said = f"{S.p_is(p)}, {S.verdict(p)}" if math.isfinite(p) else S.verdict(p)
+                lines.append(f"- {v}: {S.pm(e, 3)} → {S.pm(h, 3)} ({said}).")
         lines.append("")
     return lines
 

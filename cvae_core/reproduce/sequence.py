@@ -147,15 +147,8 @@ def _v(ts, metric):
     return S.values(ts, metric)
 
 
-def _by_seed(ts: list[dict], metric: str) -> dict[int, float]:
-    return {t["settings"]["seed"]: float(t["metrics"][metric]) for t in ts
-            if isinstance(t["metrics"].get(metric), (int, float)) and math.isfinite(t["metrics"][metric])}
-
-
 def _paired(a: list[dict], b: list[dict], metric: str) -> tuple[list[float], list[float]]:
-    x, y = _by_seed(a, metric), _by_seed(b, metric)
-    common = sorted(set(x) & set(y))
-    return [x[s] for s in common], [y[s] for s in common]
+    return S.paired(S.by_seed(a, metric), S.by_seed(b, metric))[:2]
 
 
 def _clean(t: dict) -> bool:
@@ -285,9 +278,9 @@ def _robust(g) -> list[str]:
              "",
              S.table(["seed", "NMI, 1 warm start", f"NMI, {k[4]} restarts", "controllability, 1",
                       f"controllability, {k[4]}", "held-out −ELBO of each restart", "picked"],
-                     [[s, S.fmt(_by_seed(one, "nmi").get(s, math.nan)), S.fmt(_by_seed(many, "nmi").get(s, math.nan)),
-                       S.fmt(_by_seed(one, "controllability").get(s, math.nan)),
-                       S.fmt(_by_seed(many, "controllability").get(s, math.nan)),
+                     [[s, S.fmt(S.by_seed(one, "nmi").get(s, math.nan)), S.fmt(S.by_seed(many, "nmi").get(s, math.nan)),
+                       S.fmt(S.by_seed(one, "controllability").get(s, math.nan)),
+                       S.fmt(S.by_seed(many, "controllability").get(s, math.nan)),
                        ", ".join(S.fmt(v, 3) for v in t["metrics"].get("restart_scores", [])),
                        t["metrics"].get("restart_picked", "–")]
                       for s in sorted(rs) for t in many if t["settings"]["seed"] == s]), ""]

@@ -30,6 +30,27 @@ def values(trials: Iterable[dict], metric: str) -> list[float]:
     return out
 
 
+def by_seed(trials: Iterable[dict], metric: str | Callable[[dict], Any]) -> dict[int, float]:
+    """seed -> the value of `metric` (a key of the metrics, or a function of them) in each trial where it is a finite
+    number (a trial that lacks it is left out)."""
+    out = {}
+    for t in trials:
+        try:
+            v = metric(t["metrics"]) if callable(metric) else t["metrics"].get(metric)
+        except (KeyError, TypeError):
+            continue
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            out[t["settings"]["seed"]] = float(v)
+    return out
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], list[float], float]:
+    """The values of two ``by_seed`` maps at the seeds both have (in seed order), and the paired t-test's p."""
+    common = sorted(set(a) & set(b))
+    xa, xb = [a[s] for s in common], [b[s] for s in common]
+    return xa, xb, paired_p(xa, xb)
+
+
 def mean_std(xs: Sequence[float]) -> tuple[float, float, int]:
     """(mean, sample standard deviation (NaN for one value), n); NaNs for no value."""
     n = len(xs)
