@@ -198,6 +198,10 @@ def test_beta_sigma_readings_follow_their_numbers(tmp_path):
         in B.report([dict(t, metrics=dict(t["metrics"], classifier_fid=t["metrics"]["classifier_fid"]
                                         + (3 * t["settings"]["seed"] if t["settings"]["beta"] == 3.0 else 0)))
                      for t in close], tmp_path)
+    worse = [dict(t, metrics=dict(t["metrics"], distortion_train_sigma=t["metrics"]["distortion_train_sigma"] - 50))
+             if t["settings"]["family"] == "sse" else t for t in trials(10.0)]
+    assert "bs_vae distorts less at 0 of " in B.report(worse, tmp_path)
+    assert "the baseline distorts less at every matched rate (by " in B.report(worse, tmp_path)
     text = B.report(trials(3.0), tmp_path)
     assert "lowest at β = 3 (101.0 ± 1.0): the claim does not hold: β = 3 is lower (101.0 ± 1.0 against " \
            "241.0 ± 1.0 at β = 10; Welch p < 0.001, significant)" in text
