@@ -121,7 +121,7 @@ CLI_CASES = {
                       f"error: unknown model 'nosuch'; choose one of: {', '.join(MODELS)}"),
     "unknown-dataset": ([*TRAIN, "--model", "vae", "--dataset", "nosuch"],
                         "error: unknown data set 'nosuch'; choose one of: mnist, mnist-binary, mnist-lt, svhn, "
-                        "svhn-lt, cifar100, cifar100-lt, morpho-mnist, celeba"),
+                        "svhn-lt, cifar100, cifar100-lt, morpho-mnist, morpho-mnist-hard, celeba"),
     "sample-tau-negative": (["sample", str(RUN), "--tau", "-1", "--out", "OUT/s.png"],
                             "error: --tau must be >= 0 and at most 1000 (got -1.0); it scales the prior's spread"),
     "sample-tau-huge": (["sample", str(RUN), "--tau", "1e300", "--out", "OUT/s.png"],
@@ -361,7 +361,7 @@ def test_sample_refuses_a_class_outside_the_model(models):
 
 @pytest.mark.parametrize("kw,msg", [
     (dict(name="nosuch"), "unknown data set 'nosuch'; choose one of: mnist, mnist-binary, mnist-lt, svhn, svhn-lt, "
-                          "cifar100, cifar100-lt, morpho-mnist, celeba"),
+                          "cifar100, cifar100-lt, morpho-mnist, morpho-mnist-hard, celeba"),
     (dict(name="mnist", rho=0.5), "imbalance ratio rho must be a number >= 1 (got 0.5); rho = 1 is the balanced set"),
     (dict(name="mnist-lt", rho=math.nan),
      "imbalance ratio rho must be a number >= 1 (got nan); rho = 1 is the balanced set"),
