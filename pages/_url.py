@@ -198,7 +198,7 @@ def _st():
     return st
 
 
-VIEW, FRESH, DRAWN = "_url_view", "_url_fresh", "_url_drawn"
+VIEW, FRESH, DRAWN, HELD = "_url_view", "_url_fresh", "_url_drawn", "_url_held"
 
 
 def start(page: str, known: Iterable[str] = (), prefixes: Iterable[str] = ()) -> None:
@@ -210,7 +210,7 @@ def start(page: str, known: Iterable[str] = (), prefixes: Iterable[str] = ()) ->
     st.session_state[VIEW], st.session_state[FRESH] = page, fresh
     if not fresh:
         return
-    st.session_state[DRAWN] = False
+    st.session_state[DRAWN], st.session_state[HELD] = False, set()
     known, prefixes = set(known), tuple(prefixes)
     for key in list(st.query_params):
         if key not in known and not key.startswith(prefixes):
@@ -229,8 +229,22 @@ def _drop(key: str) -> None:
 
 
 def drawn() -> None:
-    """Call after a page's script ran to its end: the browser then holds every widget's value (see ``restore``)."""
+    """Call after a page's script ran to its end (used by ``restore`` only where ``browser_sent`` cannot tell)."""
     _st().session_state[DRAWN] = True
+
+
+def browser_sent(key: str) -> bool | None:
+    """Whether the browser sent widget `key`'s value with the request that started this run: then it shows the
+    value it sent. None when this Streamlit's internals cannot tell (pinned in requirements.txt; checked by
+    tests/app/test_url_state.py)."""
+    try:
+        from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+        state = get_script_run_ctx().session_state._state
+        widget_id = state._key_id_mapper.get_id_from_key(key)
+        return widget_id is not None and widget_id in state._new_widget_state.states
+    except Exception:  # noqa: BLE001 - internals of another Streamlit version: fall back to ``drawn``
+        return None
 
 
 def fresh() -> bool:
@@ -276,13 +290,19 @@ def restore(key: str, kind: str, default: Any, *, url_key: str | None = None, **
     st = _st()
     if fresh() or key not in st.session_state or not _still_valid(st.session_state[key], kind, rules):
         st.session_state[key] = param(url_key or key, kind, default, **rules)
-    elif not st.session_state.get(DRAWN, False):
-        # Until the page view has run to its end once, set it again (the same value): Streamlit then sends the value
-        # with the widget on this run too. Without it, a click during the page's first run (Start pressed before the
-        # page had drawn) interrupts the run that sent the values, and the browser showed each widget at its minimum
-        # (latent dim 1, steps 1) while the server held the real ones. Not after that: a value sent on every run
-        # overwrote keys pressed on a slider while the page reran for the previous press (20 presses moved it 2 steps).
-        st.session_state[key] = st.session_state[key]
+    elif key not in st.session_state.setdefault(HELD, set()):
+        # Until the browser has sent this widget's value back once, set it again (the same value): Streamlit then
+        # sends the value with the widget on this run too. A click during the page's first run (Start pressed before
+        # the page had drawn) starts a run whose request lacks the widgets the browser had not yet drawn, and the
+        # browser then showed each at its minimum (latent dim 1, steps 1) while the server held the real values.
+        # Not after that: a value sent on every run overwrote keys pressed on a slider while the page reran for the
+        # previous press (20 presses moved it 2 steps). "Until the page had run to its end once" was not enough
+        # either: the browser can still lack the widgets of a run that ended on the server.
+        sent = browser_sent(key)
+        if sent or (sent is None and st.session_state.get(DRAWN, False)):
+            st.session_state[HELD].add(key)
+        else:
+            st.session_state[key] = st.session_state[key]
     return st.session_state[key]
 
 

@@ -31,9 +31,13 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     PLAYWRIGHT_MISSING = f"BROWSER TEST SKIPPED: the playwright Python package is not importable ({e})"
 
 
+SERVER_LOGS: list[Path] = []  # the log of the server of the test running now (quoted when a page shows an exception)
+
+
 @pytest.fixture
 def server(tmp_path):
     """A streamlit server for app.py (runs saved to a tmp dir); always killed at the end."""
+    SERVER_LOGS[:] = [tmp_path / "server.log"]
     try:
         with running_server(tmp_path / "runs", tmp_path / "server.log", timeout=45) as (_, port):
             yield f"http://localhost:{port}"
@@ -81,6 +85,15 @@ def screenshot(page, tmp_path: Path, name: str) -> None:
     full_page_screenshot(page, shot)
     check_png(shot)
     keep(shot, name)
+
+
+def no_exception(page, where: str = "") -> None:
+    """No exception box on the page; when there is one, its text (the traceback Streamlit shows) is the message."""
+    boxes = page.locator('[data-testid="stException"]')
+    if boxes.count():
+        log = SERVER_LOGS[0].read_text(errors="replace")[-4000:] if SERVER_LOGS and SERVER_LOGS[0].exists() else ""
+        raise AssertionError(f"exception box on {where or page.url}:\n" + "\n---\n".join(boxes.all_inner_texts())
+                             + f"\n--- server log (end) ---\n{log}")
 
 
 def progress_step(page) -> int:
@@ -137,7 +150,7 @@ def test_train_and_home_pages_in_a_real_browser(server, tmp_path):
         # the live collapse certificate (the mnist teacher is cached by prepare-data): its curve and its caption
         expect(page.get_by_text(re.compile(r"GT = -?\d+\.\d+ nats"))).to_be_visible(timeout=30_000)
         expect(page.locator(".js-plotly-plot")).to_have_count(2)
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
         screenshot(page, tmp_path, "train_page.png")
 
         page.set_viewport_size({"width": 1440, "height": 900})
@@ -155,7 +168,7 @@ def test_train_and_home_pages_in_a_real_browser(server, tmp_path):
         expect(page.get_by_role("heading", name="Interactive VAE lab")).to_be_visible(timeout=30_000)
         expect(page.locator('[data-testid="stDataFrame"]').first).to_be_visible(timeout=30_000)
         expect(page.get_by_text("browser-demo: samples")).to_be_visible(timeout=30_000)
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
         screenshot(page, tmp_path, "home_page.png")
 
         # a shared link reproduces the setup (a new session, widgets bound to the query string)
@@ -213,7 +226,7 @@ def test_conditional_train_page_in_a_real_browser(server, tmp_path):
         for k in range(2, 10):
             toggle_class(page, grid, k, shrinks=False)
         assert grid_height(grid) > tall - 5
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
         screenshot(page, tmp_path, "train_page_cvae.png")
 
 
@@ -232,7 +245,7 @@ def test_latent_map_page_in_a_real_browser(server, tmp_path):
         wait_for_plots(page, 2)  # the map and the allocation bars, with PCA while UMAP warms up
         expect(page.get_by_text("PC1", exact=True)).to_be_visible()
         expect(page.get_by_text("share of the prior mass nearest to the class")).to_be_visible()
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
 
         page.get_by_role("radio", name="UMAP", exact=True).click()  # switches by itself once warm
         expect(page.get_by_text("UMAP 1", exact=True)).to_be_visible(timeout=90_000)
@@ -246,7 +259,7 @@ def test_latent_map_page_in_a_real_browser(server, tmp_path):
             page.mouse.move(cx + dx, cy + dy, steps=5)
         page.mouse.up()
         expect(page.get_by_text(re.compile(r"Selected test images \(\d+"))).to_be_visible(timeout=30_000)
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
         page.mouse.move(5, 890)  # no hover label over the map
         screenshot(page, tmp_path, "latent_map.png")
 
@@ -269,7 +282,7 @@ def test_latent_map_page_in_a_real_browser(server, tmp_path):
         page.get_by_role("button", name=re.compile("Refresh")).click()  # ... and Refresh maps the newer weights
         expect(page.get_by_text(re.compile(r"Showing the weights of step [1-9]"))).to_be_visible(timeout=30_000)
         wait_for_plots(page, 2)
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
         page.mouse.move(5, 890)  # no tooltip over the page
         screenshot(page, tmp_path, "latent_map_live.png")
 
@@ -304,7 +317,7 @@ def test_class_balance_page_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text("Which digits do 1,000 samples show?")).to_be_visible()
         expect(page.locator('[data-testid="stImage"]')).to_have_count(2)
         assert "run=mnistlt100_ct3vae" in page.url and "cmp=mnistlt100_vae" in page.url
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
 
         before = first_grid_src(page)
         tau = page.get_by_role("slider", name=re.compile("τ"))
@@ -317,7 +330,7 @@ def test_class_balance_page_in_a_real_browser(server, tmp_path):
         page.get_by_role("radio", name="training frequencies").click()
         page.wait_for_url(re.compile("weighting=frequency"), timeout=60_000)
         wait_for_plots(page, 3)
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
 
         page.goto(f"{server}/class_balance?weighting=equal", wait_until="domcontentloaded")  # the default view
         expect(page.get_by_role("heading", name="Class balance")).to_be_visible(timeout=30_000)
@@ -343,7 +356,7 @@ def test_rare_combinations_page_in_a_real_browser(server, tmp_path):
         expect(page.get_by_text("held out: this digit never appears with this combination in training")) \
             .to_be_visible()
         assert "digit=4" in page.url and "thick=1" in page.url
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
 
         before = first_grid_src(page)
         slider = page.get_by_role("slider", name=re.compile("Size"))
@@ -354,7 +367,7 @@ def test_rare_combinations_page_in_a_real_browser(server, tmp_path):
         wait_grid_changed(page, before)
         wait_for_plots(page, 3)
         assert first_grid_src(page) != before
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
 
         page.goto(f"{server}/rare_combinations", wait_until="domcontentloaded")  # the default view
         expect(page.get_by_role("heading", name="Rare combinations")).to_be_visible(timeout=30_000)
@@ -384,7 +397,7 @@ def test_certificate_page_in_a_real_browser(server, tmp_path):
         expect(left.get_by_text(failing)).to_be_visible()  # the stressed VAE
         expect(right.get_by_text(certified)).to_be_visible()  # RST-VAE
         expect(right.get_by_text(failing)).to_have_count(0)
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
         page.mouse.move(5, 890)  # no hover label over a chart
         screenshot(page, tmp_path, "certificate_page.png")
 
@@ -395,7 +408,7 @@ def test_certificate_page_in_a_real_browser(server, tmp_path):
         page.wait_for_url(re.compile("images=7"), timeout=30_000)
         wait_for_plots(page, 6)
         expect(page.get_by_text("test image #11")).to_be_visible()
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
     assert time.monotonic() - t0 < 120, "the Collapse certificate browser test took too long"
 
 
@@ -412,7 +425,7 @@ def test_strategies_page_in_a_real_browser(server, tmp_path):
         expect(page.get_by_role("heading", name="Strategies", exact=True)).to_be_visible(timeout=30_000)
         wait_for_plots(page, 4, timeout=60_000)  # router and posterior bars of both runs
         expect(page.get_by_text("One greedy answer per latent value").first).to_be_visible()
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
         page.mouse.move(5, 890)
         screenshot(page, tmp_path, "strategies_page.png")
 
@@ -424,7 +437,7 @@ def test_strategies_page_in_a_real_browser(server, tmp_path):
         box.fill("93a50")
         box.press("Enter")
         expect(page.get_by_text("x may hold only the digits 0-9; remove 'a'.").first).to_be_visible(timeout=30_000)
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
     assert time.monotonic() - t0 < 120, "the Strategies browser test took too long"
 
 
@@ -459,7 +472,7 @@ def test_closing_a_tab_stops_its_run_and_another_session_resumes_it(server, tmp_
         lost.click()
         expect(b.get_by_text(re.compile(r"step (150|300|450|600) of 3,000, checkpointed"))).to_be_visible(
             timeout=15_000)
-        assert b.locator('[data-testid="stException"]').count() == 0
+        no_exception(b)
         shot = tmp_path / "train_page_lost_run.png"  # a page without a run yet: few images, much white
         full_page_screenshot(b, shot)
         assert len(__import__("PIL.Image").Image.open(shot).convert("RGB").getcolors(1 << 20) or []) > 300
@@ -492,7 +505,7 @@ def test_compare_page_in_a_real_browser(server, tmp_path):
         page.keyboard.press("Escape")
         expect(page.locator('[data-testid="stImage"]')).to_have_count(3, timeout=30_000)
         page.wait_for_url(re.compile("sigma1_beta1"), timeout=30_000)
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
         page.mouse.move(5, 890)
         screenshot(page, tmp_path, "compare_page.png")
 
@@ -523,7 +536,7 @@ def test_generate_page_in_a_real_browser(server, tmp_path):
         img = Image.open(path)
         assert img.format == "PNG" and img.size == (726, 726)  # 8 x 8 cells of 28 px, 2 px borders, x3
         assert got.value.suggested_filename == "bs_beta3_samples_tau1_seed0.png"
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
         page.goto(f"{server}/generate?family=nu&nu=5&y=all&tau=1", wait_until="domcontentloaded")
         expect(page.locator('[data-testid="stImage"]')).to_have_count(3, timeout=60_000)
         expect(page.get_by_text("On show: mnistlt100_ct3vae_nu5")).to_be_visible(timeout=30_000)
@@ -546,7 +559,7 @@ def test_every_page_fits_the_window_without_an_exception(server, tmp_path, size)
             page.goto(f"{server}/{path}", wait_until="domcontentloaded")
             expect(page.get_by_role("heading", name=title, exact=True).first).to_be_visible(timeout=60_000)
             wait_drawn(page)
-            assert page.locator('[data-testid="stException"]').count() == 0, path
+            no_exception(page, path)
             widths = page.evaluate("""() => {
                 const m = document.querySelector('[data-testid="stMain"]');
                 return [m.scrollWidth, m.clientWidth, document.documentElement.scrollWidth, window.innerWidth];
@@ -555,7 +568,10 @@ def test_every_page_fits_the_window_without_an_exception(server, tmp_path, size)
             page.screenshot(path=str(tmp_path / f"{path or 'home'}_{size[0]}.png"))
         # Home's one control (the other pages' are moved by their own tests above): the run table's second tab
         page.goto(f"{server}/", wait_until="domcontentloaded")
-        page.get_by_role("tab", name="Samples").first.click(timeout=60_000)
+        samples = page.get_by_role("tab", name="Samples").first
+        expect(samples).to_be_visible(timeout=60_000)
+        wait_drawn(page)  # (a tab clicked while the page still drew its first run went back to the first tab)
+        samples.click(timeout=60_000)
         wait_drawn(page)
         assert page.get_by_role("tab", name="Samples").first.get_attribute("aria-selected") == "true"
-        assert page.locator('[data-testid="stException"]').count() == 0
+        no_exception(page)
