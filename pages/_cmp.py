@@ -95,11 +95,12 @@ def rd_figure(points: dict[str, list[SweepPoint]], families: dict[str, str], mar
     for fam, rows in (spread or {}).items():
         color, symbol = FAMILY_STYLE.get(fam, ("#0F172A", "circle"))
         rows = [r for r in rows if r["rate"] == r["rate"]]
+        short = families.get(fam, fam).split(" (")[0]  # "vae, σ² = 1/2 (sum of squared errors)" -> "vae, σ² = 1/2"
         for col, key in ((1, "distortion_train_sigma"), (2, "mse")):
             fig.add_trace(go.Scatter(
                 x=[max(r["rate"], RATE_FLOOR) for r in rows], y=[r[key] for r in rows], mode="lines+markers",
-                name=f"{fam}: mean of {max((r['n'] for r in rows), default=0)} seeds, {rows[0]['epochs']} epochs"
-                if rows else fam, legendgroup=f"{fam}-seeds", showlegend=col == 1, opacity=0.55,
+                name=f"{short}: mean of {max((r['n'] for r in rows), default=0)} seeds, {rows[0]['epochs']} epochs"
+                if rows else short, legendgroup=f"{fam}-seeds", showlegend=col == 1, opacity=0.55,
                 error_x={"type": "data", "array": [r["rate_sd"] for r in rows], "thickness": 1},
                 error_y={"type": "data", "array": [r[f"{key}_sd"] for r in rows], "thickness": 1},
                 marker={"color": color, "symbol": f"{symbol}-open", "size": 7},

@@ -133,5 +133,8 @@ def test_the_seed_means_of_the_longer_grid_are_drawn_on_request():
                 [max(statistics.mean(m["rate"] for m in ms), _cmp.RATE_FLOOR) for ms in rows], rel=1e-9)
             assert list(plotly_values(trace["y"])) == pytest.approx(
                 [statistics.mean(m[key] for m in ms) for ms in rows], rel=1e-9)
+            if axis == "x":  # the legend names the family as the sweep's own line does, and the grid's size
+                n = max(len(ms) for ms in rows)
+                assert trace["name"] == f"{_cmp.FAMILIES[fam].split(' (')[0]}: mean of {n} seeds, 10 epochs"
             sds = [statistics.stdev(m[key] for m in ms) if len(ms) > 1 else 0.0 for ms in rows]
             assert list(plotly_values(trace["error_y"]["array"])) == pytest.approx(sds, rel=1e-9, abs=1e-12)
