@@ -127,13 +127,28 @@ def endpoint_conditions(ya: torch.Tensor | None, yb: torch.Tensor | None, steps:
 def grid_array(images: torch.Tensor, nrow: int = PER_ROW, scale: int = 3) -> np.ndarray:
     """(N, C, H, W) floats in [0, 1] -> a uint8 grid picture, (H', W') for one channel and (H', W', 3) otherwise,
     upscaled by `scale` without blurring (2 px grey borders between the images)."""
-    from torchvision.utils import make_grid  # a heavy optional package (tests/test_layers.py): here, not on import
-
-    g = make_grid(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.35)  # (3, H', W')
-    arr = (g[:1] if images.shape[1] == 1 else g).mul(255).round_().to(torch.uint8)
+    g = tile(images.detach().float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.35)  # (C, H', W')
+    arr = g.mul(255).round_().to(torch.uint8)
     out = arr.permute(1, 2, 0).numpy()
     out = out[:, :, 0] if images.shape[1] == 1 else out
     return out.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
+def tile(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: float = 0.0) -> torch.Tensor:
+    """(N, C, H, W) -> (C, H', W'): the images in rows of `nrow`, `padding` pixels of `pad_value` around each; one
+    image is returned as it is. The same picture as ``torchvision.utils.make_grid`` (tests/eval/test_generate.py
+    compares them), whose import (torchvision, then torch._dynamo: 1.9 s on a 2-core CPU) was most of the time
+    before the Home page's first grid showed."""
+    if images.shape[0] == 1:
+        return images[0]
+    n, c, h, w = images.shape
+    cols = min(nrow, n)
+    rows = -(-n // cols)
+    out = images.new_full((c, rows * (h + padding) + padding, cols * (w + padding) + padding), pad_value)
+    for k in range(n):
+        y, x = (k // cols) * (h + padding) + padding, (k % cols) * (w + padding) + padding
+        out[:, y:y + h, x:x + w] = images[k]
+    return out
 
 
 def png_bytes(picture: np.ndarray) -> bytes:

@@ -8,6 +8,8 @@ import io
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from cvae_core.eval import generate as G
@@ -125,3 +127,17 @@ def test_attribute_conditions_are_the_one_hot_digit_then_the_attributes():
     c = cell_conditions(4, (1.0, 0.0, 0.5, 0.0), 3)
     assert c.shape == (3, 14) and c[:, :10].argmax(1).tolist() == [4, 4, 4] and c[:, :10].sum().item() == 3
     assert c[0, 10:].tolist() == [1.0, 0.0, 0.5, 0.0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 23), nrow=st.integers(1, 12), channels=st.sampled_from([1, 3]), h=st.integers(1, 9),
+       w=st.integers(1, 9), padding=st.integers(0, 3))
+def test_tile_is_torchvisions_make_grid(n, nrow, channels, h, w, padding):
+    """The grid is drawn without importing torchvision (1.9 s before the Home page's first grid); the picture is
+    the one make_grid draws, border pixels included (make_grid turns one channel into three: compare channel 0)."""
+    from torchvision.utils import make_grid
+
+    imgs = torch.rand(n, channels, h, w)
+    want = make_grid(imgs, nrow=nrow, padding=padding, pad_value=0.35)
+    got = G.tile(imgs, nrow=nrow, padding=padding, pad_value=0.35)
+    assert torch.equal(got, want[:channels])
