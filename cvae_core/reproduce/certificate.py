@@ -223,14 +223,15 @@ def _claims(g: dict, alphas: list[float]) -> list[str]:
                          S.fmt_p(p_el)])
             keeps = np.mean(r_au) > np.mean(v_au) and math.isfinite(p_au) and p_au < 0.05
             cost = ("not measured (no IS-NLL)" if not r_nll else
-                    f"{'+' if d_nll >= 0 else '−'}{abs(d_nll):.2f} nats of IS-NLL per image "
-                    f"({S.verdict(p_nll)}, paired {S.p_is(p_nll)})")
+                    f"IS-NLL {'+' if d_nll >= 0 else '−'}{abs(d_nll):.2f} nats per image against the VAE's "
+                    f"({'a cost' if d_nll > 0 else 'no cost' if d_nll == 0 else 'lower: a gain, not a cost'}; "
+                    f"{S.verdict(p_nll)}, paired {S.p_is(p_nll)})")
             lines.append(f"- **{v} at α_KL = {a:g}**: AU {S.pm(r_au, 1)} against the VAE's {S.pm(v_au, 1)} "
                          f"(paired {S.p_is(p_au)}): it "
                          f"{'keeps more units' if keeps else 'does not keep significantly more units'}"
                          + (f", {S.pm(r_fr, 1)} of them outside the witness's coordinates (VAE {S.pm(v_fr, 1)})"
                             if r_fr else "") + f"; E‖μ‖² {S.pm(S.values(rst, 'mu_sq'), 3)} (VAE "
-                         f"{S.pm(S.values(vae, 'mu_sq'), 3)}); certified in {ok}/{len(rst)}; likelihood cost {cost}.")
+                         f"{S.pm(S.values(vae, 'mu_sq'), 3)}); certified in {ok}/{len(rst)}; likelihood: {cost}.")
             if ok and np.mean(r_au) <= COLLAPSED_AU:
                 lines.append(f"  Its units are collapsed too, yet it is certified in {ok}/{len(rst)}: GT > 0 says that "
                              "μ(x) is not constant, and a variation below the active-unit threshold (Var < 0.01) "

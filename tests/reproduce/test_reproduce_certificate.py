@@ -87,12 +87,23 @@ def test_reading_when_the_vae_collapses(tmp_path):
     assert "**RST-VAE at α_KL = 32**: AU 9.3 ± 0.6 against the VAE's 0.0 ± 0.0 (paired p = 0.001): it keeps " \
            "more units" in text
     # RST-VAE's IS-NLL is 2.1 nats worse, every seed: significant; RST-prefit's differences are noise
-    assert "likelihood cost +2.10 nats of IS-NLL per image (significant, paired p < 0.001)" in text
+    assert "likelihood: IS-NLL +2.10 nats per image against the VAE's (a cost; significant, paired p < 0.001)" \
+        in text
     assert "RST-prefit at α_KL = 64**: AU 9.0 ± 0.0 against the VAE's 0.0 ± 0.0" in text
-    assert "likelihood cost +0.00 nats of IS-NLL per image (not significant, paired p = 1.000)" in text
+    assert "likelihood: IS-NLL +0.00 nats per image against the VAE's (no cost; not significant, paired p = 1.000)" \
+        in text
     assert "**The plain VAE is certified** in 0 of its 12 trials" in text
     assert "**RST-VAE is certified** in 12 of its 12 trials" in text
     assert C.collapse_alphas(C._by(_collapsing()), [1.0, 8.0, 32.0, 64.0]) == ([32.0, 64.0], True)
+
+
+def test_reading_when_rst_gains_likelihood(tmp_path):
+    """RST-VAE 2 nats *below* the VAE on every seed (+0.1 per seed): a gain, said as one, not a negative cost."""
+    text = C.report(_collapsing(rst_cost=-2.0), tmp_path)
+    assert "**RST-VAE at α_KL = 32**" in text
+    # differences -2.0, -1.9, -1.8: t = -1.9 / (0.1 / sqrt(3)) = -32.9 with 2 df
+    assert "likelihood: IS-NLL −1.90 nats per image against the VAE's (lower: a gain, not a cost; significant, " \
+           "paired p < 0.001)" in text
 
 
 def test_reading_when_the_vae_never_collapses(tmp_path):
@@ -121,7 +132,7 @@ def test_report_without_is_nll_or_vae(tmp_path):
     t = _collapsing()
     for x in t:
         x["metrics"].pop("is_nll")
-    assert "likelihood cost not measured (no IS-NLL)" in C.report(t, tmp_path)
+    assert "likelihood: not measured (no IS-NLL)" in C.report(t, tmp_path)
     assert "No VAE trials" in C.report([x for x in t if x["settings"]["variant"] != "VAE"], tmp_path)
 
 
