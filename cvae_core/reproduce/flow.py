@@ -245,6 +245,9 @@ def _claims(g, datasets) -> list[str]:
                          + ("**is not testable with one seed**." if not math.isfinite(p) else "**holds**." if holds
                             else "**does not hold** here (" + (S.verdict(p) if diff > 0 else
                                                                "the flow's gap is not the smaller") + ")."))
+        else:  # a grid cut short: the set's line says so, and cvae's reading below stays under its own set
+            lines.append(f"- **{d}**: the rare-specific claim needs sigma_cvae and flow_cvae trials on this set; "
+                         "not all have run.")
         cv = gaps.get("cvae")
         if cv:
             rare = S.values(g[(d, "cvae")], "rare_attr_accuracy")

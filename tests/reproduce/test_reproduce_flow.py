@@ -120,6 +120,19 @@ def test_readings_when_the_claims_do_not_hold(tmp_path):
     assert "the rare-specific claim **does not hold** here (the flow's gap is not the smaller)." in text
 
 
+def test_a_grid_cut_short_says_which_set_lacks_trials(tmp_path):
+    """The hard set has run cvae and sigma_cvae only (Ctrl-C): its line says so, and its cvae reading stays under
+    its own set, not under the set above it."""
+    t = [x for x in _synthetic() if x["settings"]["dataset"] == "morpho-mnist"
+         or x["settings"]["variant"] in ("cvae", "sigma_cvae")]
+    lines = F.report(t, tmp_path).splitlines()
+    i = lines.index("- **morpho-mnist-hard**: the rare-specific claim needs sigma_cvae and flow_cvae trials on this "
+                    "set; not all have run.")
+    assert lines[i + 1].startswith("  Is the rare set hard? The plain cvae reaches 0.940 ± 0.010 on rare cells")
+    assert sum(1 for x in lines if x.startswith("  Is the rare set hard?")) == 2
+    assert lines[i - 1].startswith("  Is the rare set hard?") and lines[i - 2].startswith("- **morpho-mnist**:")
+
+
 # ------------------------------------------------------------------ the legacy trials (the old script's)
 def test_legacy_trials_rebuild_the_committed_report(tmp_path):
     for name in (TRIALS, GRID):
