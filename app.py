@@ -5,7 +5,6 @@ Only navigation and the shared sidebar live here; each page is a script in pages
 
 import streamlit as st
 
-from pages import _url
 from pages._jobs import load_line, mark_session_job_seen
 from pages._maps import start_umap_warmup
 from pages._ui import device_label
@@ -41,7 +40,6 @@ with st.sidebar:
 
 mark_session_job_seen()  # any page open in this tab keeps its training job (see pages/_jobs.py ORPHAN_AGE)
 page.run()
-_url.drawn()  # the page ran to its end: its widgets' values are in the browser (pages/_url.py restore)
 # UMAP's numba compile, once per server, in a background thread (Latent map page). After the page, not before: its
 # import (2.5 s) in this thread and the compile beside it kept a fresh server's first page blank for 7 s. A page that
 # stops early starts it on a later run; the Latent map page starts it itself.

@@ -198,7 +198,7 @@ def _st():
     return st
 
 
-VIEW, FRESH, DRAWN, HELD = "_url_view", "_url_fresh", "_url_drawn", "_url_held"
+VIEW, FRESH, HELD = "_url_view", "_url_fresh", "_url_held"
 
 
 def start(page: str, known: Iterable[str] = (), prefixes: Iterable[str] = ()) -> None:
@@ -210,7 +210,7 @@ def start(page: str, known: Iterable[str] = (), prefixes: Iterable[str] = ()) ->
     st.session_state[VIEW], st.session_state[FRESH] = page, fresh
     if not fresh:
         return
-    st.session_state[DRAWN], st.session_state[HELD] = False, set()
+    st.session_state[HELD] = set()
     known, prefixes = set(known), tuple(prefixes)
     for key in list(st.query_params):
         if key not in known and not key.startswith(prefixes):
@@ -228,23 +228,18 @@ def _drop(key: str) -> None:
         pass
 
 
-def drawn() -> None:
-    """Call after a page's script ran to its end (used by ``restore`` only where ``browser_sent`` cannot tell)."""
-    _st().session_state[DRAWN] = True
-
-
-def browser_sent(key: str) -> bool | None:
+def browser_sent(key: str) -> bool:
     """Whether the browser sent widget `key`'s value with the request that started this run: then it shows the
-    value it sent. None when this Streamlit's internals cannot tell (pinned in requirements.txt; checked by
-    tests/app/test_url_state.py)."""
+    value it sent. Read from Streamlit's internals (pinned in requirements.txt; checked by
+    tests/app/test_url_state.py); True where they cannot tell, so that ``restore`` never re-sends without end."""
     try:
         from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
 
         state = get_script_run_ctx().session_state._state
         widget_id = state._key_id_mapper.get_id_from_key(key)
         return widget_id is not None and widget_id in state._new_widget_state.states
-    except Exception:  # noqa: BLE001 - internals of another Streamlit version: fall back to ``drawn``
-        return None
+    except Exception:  # noqa: BLE001 - internals of another Streamlit version: treat the value as sent
+        return True
 
 
 def fresh() -> bool:
@@ -298,8 +293,7 @@ def restore(key: str, kind: str, default: Any, *, url_key: str | None = None, **
         # Not after that: a value sent on every run overwrote keys pressed on a slider while the page reran for the
         # previous press (20 presses moved it 2 steps). "Until the page had run to its end once" was not enough
         # either: the browser can still lack the widgets of a run that ended on the server.
-        sent = browser_sent(key)
-        if sent or (sent is None and st.session_state.get(DRAWN, False)):
+        if browser_sent(key):
             st.session_state[HELD].add(key)
         else:
             st.session_state[key] = st.session_state[key]

@@ -45,3 +45,11 @@ def test_a_key_never_bound_to_a_widget_is_not_sent():
 
     at = AppTest.from_function(script, default_timeout=30).run()
     assert at.session_state["sent"] is False
+
+
+def test_where_the_internals_cannot_tell_the_value_counts_as_sent():
+    # outside a script run there is no run context: the same path as another Streamlit's internals, and restore
+    # must then hold the value (True) rather than re-send it on every run
+    from pages import _url
+
+    assert _url.browser_sent("m") is True
