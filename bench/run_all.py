@@ -39,7 +39,7 @@ if __name__ == "__main__":
     text, ex = bench_examples.main()
     print(text)
     figures.update(fit_vs_examples_mlp=ex["mlp"]["ratio"], fit_vs_examples_conv=ex["conv"]["ratio"],
-                   elbo_rel_gap=ex["elbo"]["rel_gap"])
+                   elbo_rel_gap=ex["elbo"]["rel_gap"], elbo_rel_spread=ex["elbo"].get("rel_spread"))
     for arch in ("mlp", "conv"):
         if "ratio_bf16" in ex[arch]:
             figures[f"fit_vs_examples_{arch}_bf16"] = ex[arch]["ratio_bf16"]

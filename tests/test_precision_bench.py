@@ -62,3 +62,18 @@ def test_the_sequence_and_demo_bench_runs_in_a_tiny_configuration():
     f = b.demo_model_s(max_s=0.01, max_epochs=1, n_train=1280)  # 10 steps, one evaluation, then the cap stops it
     assert f["epochs"] == 1 and f["demo_model_s"] > 0 and math.isfinite(f["neg_elbo"])
     assert f["target"] == pytest.approx(-915.908653125 * 0.95) and f["met"] is False
+
+
+def test_the_examples_elbo_gap_is_the_gap_of_the_seed_means():
+    sys.path.insert(0, str(REPO / "bench"))
+    import bench_examples
+
+    e = bench_examples.elbo_gap("mlp", 2 * 128 / 60000, seeds=(0, 1))  # 2 steps on each side, two seeds
+    assert e["steps"] == 2 and len(e["reference_all"]) == len(e["fit_all"]) == 2
+    ra, rb = sum(e["reference_all"]) / 2, sum(e["fit_all"]) / 2
+    assert e["rel_gap"] == pytest.approx(abs(rb - ra) / abs(ra))
+    assert e["reference_all"][0] != e["reference_all"][1]  # the seed reaches the weights and the batch order
+    spread = max(abs(v[0] - v[1]) / 2 ** 0.5 for v in (e["reference_all"], e["fit_all"])) / abs(ra)
+    assert e["rel_spread"] == pytest.approx(spread)
+    text = bench_examples.table({"mlp": {}, "conv": {}, "elbo": e}, 2, 2 * 128 / 60000)
+    assert "means of 2 seeds each" in text
