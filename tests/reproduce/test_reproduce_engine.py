@@ -191,7 +191,23 @@ def test_beta_sigma_readings_follow_their_numbers(tmp_path):
            "241.0 ± 1.0; Welch p < 0.001)." in text
     assert "bs_vae distorts less at" in text and "**a better RD curve**" in text
     assert "bs_vae has the lower MSE at 4 of 4 β" in text
+    # -ELBO = D + R = -100 - 9 R: lowest at beta = 1 (R = 40), next at beta = 3 (R = 20), the same for every seed
+    assert "bs_vae's test −ELBO (at the frozen σ, nats) is lowest at β = 1 (-460.0 ± 0.0): the claim holds (the " \
+           "next best, β = 3: -280.0 ± 0.0; Welch p < 0.001)." in text
     assert text == B.report(trials(10.0), tmp_path)  # byte for byte
+    from scipy import stats
+
+    for shift, said in ((-445.0, "holds in the mean, but not significantly (the next best, β = 3: -455.0 ± 10.0; "),
+                        (-455.0, None)):  # beta = 3 at -455 (above beta = 1's -460), then at -465 (below it)
+        near = [dict(t, metrics=dict(t["metrics"], neg_elbo_train_sigma=shift - 10 * t["settings"]["seed"]))
+                if t["settings"]["family"] == "bs" and t["settings"]["beta"] == 3.0 else t for t in trials(10.0)]
+        p = stats.ttest_ind([shift - 10 * s for s in range(3)], [-460.0] * 3, equal_var=False).pvalue
+        got = B.report(near, tmp_path)
+        if said:
+            assert f"is lowest at β = 1 (-460.0 ± 0.0): the claim {said}Welch p = {p:.3f})" in got
+        else:
+            assert "is lowest at β = 3 (-465.0 ± 10.0): the claim does not hold: β = 3 is lower (-465.0 ± 10.0 " \
+                   f"against -460.0 ± 0.0 at β = 1; Welch p = {p:.3f}, not significant)" in got
     close = [dict(t, metrics=dict(t["metrics"], classifier_fid=t["metrics"]["classifier_fid"] - 135.0))
              if t["settings"]["family"] == "bs" and t["settings"]["beta"] == 3.0 else t for t in trials(10.0)]
     assert ": the claim holds in the mean, but not significantly (the next best, β = 3: 109.0 ± 4.0; Welch p = " \
