@@ -243,8 +243,9 @@ def _claims(g, datasets) -> list[str]:
             lines.append(f"- **{d}**: sigma_cvae's gap {S.pm(a, 3)} against the flow's {S.pm(s, 3)} (difference "
                          f"{diff:+.3f}, paired {S.p_is(p)}): the rare-specific claim "
                          + ("**is not testable with one seed**." if not math.isfinite(p) else "**holds**." if holds
-                            else "**does not hold** here (" + (S.verdict(p) if diff > 0 else
-                                                               "the flow's gap is not the smaller") + ")."))
+                            else "**is not shown** here (the difference points the claim's way but is not "
+                            "significant: more seeds could settle it)." if diff > 0 else
+                            "**does not hold** here (the flow's gap is not the smaller)."))
         else:  # a grid cut short: the set's line says so, and cvae's reading below stays under its own set
             lines.append(f"- **{d}**: the rare-specific claim needs sigma_cvae and flow_cvae trials on this set; "
                          "not all have run.")

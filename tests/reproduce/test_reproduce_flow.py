@@ -120,6 +120,20 @@ def test_readings_when_the_claims_do_not_hold(tmp_path):
     assert "the rare-specific claim **does not hold** here (the flow's gap is not the smaller)." in text
 
 
+def test_a_gap_in_the_claims_direction_but_not_significant_is_not_shown(tmp_path):
+    # sigma_cvae's common - rare gaps 0.05, 0.00, 0.03 against the flow's 0.010, 0.012, 0.014: differences +0.040,
+    # -0.012, +0.016, mean +0.015 (the claim's way), paired p well above 0.05
+    gaps = {0: 0.05, 1: 0.0, 2: 0.03}
+    trials = [dict(t, metrics=dict(t["metrics"], rare_attr_accuracy=0.70 - gaps[t["settings"]["seed"]]))
+              if t["settings"]["variant"] == "sigma_cvae" else t for t in _synthetic()]
+    text = F.report(trials, tmp_path)
+    from scipy import stats
+
+    p = stats.ttest_rel([0.05, 0.0, 0.03], [0.010, 0.012, 0.014]).pvalue
+    assert f"(difference +0.015, paired p = {p:.3f}): the rare-specific claim **is not shown** here (the " \
+           "difference points the claim's way but is not significant: more seeds could settle it)." in text
+
+
 def test_a_grid_cut_short_says_which_set_lacks_trials(tmp_path):
     """The hard set has run cvae and sigma_cvae only (Ctrl-C): its line says so, and its cvae reading stays under
     its own set, not under the set above it."""
