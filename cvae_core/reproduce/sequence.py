@@ -14,7 +14,7 @@ answers) plus the test -ELBO (beta = 1, no labels). Four groups of trials:
   1,200 steps) and its ablations (``--warm-start 0``), seeds 0, 1, 2 (seed 0 is the shipped run).
 - ``robust``: the default discrete run (1,200 steps) with one warm start (the default before this grid) and with 3
   restarts of the warm start chosen by the -ELBO of held-out pairs (``fit_seq``'s ``restarts``; labels unused), on
-  seeds 100-104, which no test and no other trial uses.
+  seeds 103-107, which no test and no other trial uses (the rule was chosen looking at seeds 100-102).
 
 The readings: is the discrete latent the strategy on every seed, is the continuous one less clean, does the warm
 start matter, how do frozen and fully trained backbones compare with LoRA, do the restarts make the default robust
@@ -38,7 +38,8 @@ from cvae_core.sequence.runs import SHIPPED, load_base, load_seq_run, splits, ta
 from cvae_core.sequence.train import heldout_neg_elbo
 
 SEEDS = (0, 1, 2)
-ROBUST_SEEDS = (100, 101, 102, 103, 104)  # no test and no other trial trains with these
+# no test and no other trial trains with these, and the restart rule was chosen looking at seeds 100-102 only
+ROBUST_SEEDS = (103, 104, 105, 106, 107)
 DEFAULT_STEPS = 1200  # the command line's default (sequence.cli.SEQ_DEFAULTS)
 SHIPPED_DISCRETE_STEPS = 2000
 RESTARTS = 3  # the robustness fix under test
