@@ -24,6 +24,36 @@ import bench_rare_combinations  # noqa: E402
 import bench_sequence_and_demo  # noqa: E402
 import bench_train_loop  # noqa: E402
 
+# issue 20's targets: (key, what, target, unit, higher is better); a key absent from the figures is "not measured"
+TARGETS = [
+    ("fit_vs_examples_mlp", "fit / the pytorch/examples loop, MLP (fp32)", 3.0, "x", True),
+    ("fit_vs_examples_conv", "fit / the pytorch/examples loop, conv (fp32)", 2.0, "x", True),
+    ("fit_vs_examples_mlp_bf16", "the same, MLP, fit with bf16 autocast", 3.0, "x", True),
+    ("fit_vs_examples_conv_bf16", "the same, conv, fit with bf16 autocast", 2.0, "x", True),
+    ("elbo_rel_gap", "test -ELBO gap after the same epochs (MLP, mean of seeds)", 0.01, "", False),
+    ("grid64_ms", "a 64-sample 28-px grid decoded and encoded", 15.0, " ms", False),
+    ("generate_rerun_ms", "a Generate-page slider rerun", 50.0, " ms", False),
+    ("first_umap_s", "first UMAP of 10k latents after start", 5.0, " s", False),
+    ("app_start_s", "`make run` to the first page rendered", 5.0, " s", False),
+    ("peak_rss_gib", "peak RSS, every shipped run loaded, every page visited", 2.0, " GiB", False),
+]
+
+
+def targets_table(figures: dict) -> str:
+    """One row per target: measured, target, met, and measured/target (how far from it)."""
+    rows = ["**Targets** (issue 20; measured in this run)", "",
+            "| figure | key | measured | target | met | measured / target |", "|---|---|---:|---:|---|---:|"]
+    for key, what, target, unit, higher in TARGETS:
+        v = figures.get(key)
+        if not isinstance(v, (int, float)):
+            rows.append(f"| {what} | `{key}` | not measured | {'≥' if higher else '≤'} {target:g}{unit} | – | – |")
+            continue
+        met = v >= target if higher else v <= target
+        rows.append(f"| {what} | `{key}` | {v:.4g}{unit} | {'≥' if higher else '≤'} {target:g}{unit} | "
+                    f"{'yes' if met else 'NO'} | {v / target:.2f} |")
+    return "\n".join(rows) + "\n"
+
+
 if __name__ == "__main__":
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"Machine: {platform.machine()}, {dev}, torch {torch.__version__}\n")
@@ -54,4 +84,5 @@ if __name__ == "__main__":
     figures.update(seq_steps_per_s=sd["seq_steps_per_s"], seq_steps_per_s_masked=sd["seq_steps_per_s_masked"],
                    demo_model_s=sd["demo_model_s"],
                    demo_model_reached=sd["met"])
+    print(targets_table(figures))
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()}))

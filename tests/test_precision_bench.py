@@ -77,3 +77,18 @@ def test_the_examples_elbo_gap_is_the_gap_of_the_seed_means():
     assert e["rel_spread"] == pytest.approx(spread)
     text = bench_examples.table({"mlp": {}, "conv": {}, "elbo": e}, 2, 2 * 128 / 60000)
     assert "means of 2 seeds each" in text
+
+
+def test_make_bench_ends_with_every_target_measured_against_its_budget():
+    sys.path.insert(0, str(REPO / "bench"))
+    import run_all
+
+    figures = {"fit_vs_examples_mlp": 1.5, "fit_vs_examples_conv": 2.5, "app_start_s": 5.1, "grid64_ms": 9.0}
+    text = run_all.targets_table(figures)
+    rows = {line.split("|")[2].strip(): line for line in text.splitlines() if line.startswith("| ") and "`" in line}
+    assert set(rows) == {f"`{t[0]}`" for t in run_all.TARGETS}  # every target has a row
+    assert "| 1.5x | ≥ 3x | NO | 0.50 |" in rows["`fit_vs_examples_mlp`"]
+    assert "| 2.5x | ≥ 2x | yes | 1.25 |" in rows["`fit_vs_examples_conv`"]
+    assert "| 5.1 s | ≤ 5 s | NO | 1.02 |" in rows["`app_start_s`"]
+    assert "| 9 ms | ≤ 15 ms | yes | 0.60 |" in rows["`grid64_ms`"]
+    assert "not measured" in rows["`peak_rss_gib`"]
