@@ -39,6 +39,19 @@ TARGETS = [
 ]
 
 
+def cpu_name() -> str:
+    """The CPU's model name and its bf16 flags (Linux /proc/cpuinfo), e.g. "Intel(R) Xeon(R) Processor (amx_bf16,
+    avx512_bf16)": ratios depend on the machine, so the report names it."""
+    try:
+        lines = open("/proc/cpuinfo", encoding="utf-8").read().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    bf16 = sorted({"amx_bf16", "avx512_bf16"} & set(flags))
+    return f"{name} ({', '.join(bf16)})" if bf16 else name
+
+
 def targets_table(figures: dict) -> str:
     """One row per target: measured, target, met, and measured/target (how far from it)."""
     rows = ["**Targets** (issue 20; measured in this run)", "",
@@ -56,6 +69,7 @@ def targets_table(figures: dict) -> str:
 
 if __name__ == "__main__":
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    dev = f"{cpu_name()}; {dev}"
     print(f"Machine: {platform.machine()}, {dev}, torch {torch.__version__}\n")
     print(bench_train_loop.main())
     print(bench_decoder_head.main())
