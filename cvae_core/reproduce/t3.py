@@ -411,7 +411,8 @@ def _main(main_cfgs, rhos, tags, budget, out: Path) -> list[str]:
         ax.set_xscale("log")
         ax.set_xlabel("ρ")
         ax.set_title(METRIC_NAMES[metric], fontsize=10)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[1]:  # a panel no trial reaches yet (a grid cut short) has no legend
+            ax.legend(fontsize=7)
     fig.suptitle(f"MNIST-LT, β = 1, {budget} steps, mean ± std over seeds", fontsize=10)
     lines += [f"![the ρ grid]({S.save_plot(fig, out / 't3_rho.png')})", ""]
     return lines
@@ -581,7 +582,8 @@ def _budgets(pts, rhos, arch, budget, out: Path) -> list[str]:
     ax.set_xlabel("Adam steps")
     ax.set_ylabel("tail F1 (mean over seeds)")
     ax.set_title("tail F1 along training (dashed: cgvae)")
-    ax.legend(fontsize=6, ncol=2)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize=6, ncol=2)
     lines += ["", f"![tail F1 against the budget]({S.save_plot(fig, out / 't3_budget.png')})", ""]
     # other nets (legacy)
     other = {c: v for c, v in pts.items() if c[3] != arch}
