@@ -638,7 +638,7 @@ def _beta(pts, arch, budget, out: Path) -> list[str]:
                 stable = math.isfinite(spread) and spread <= 0.05
                 lines.append(f"- **(c) ct3vae stable for β ∈ [0.2, 0.6]** ({b} steps): tail F1 "
                              + ", ".join(f"{x:g}: {means[x]:.2f}" for x in (0.2, 0.4, 0.6) if x in means)
-                             + f" (spread {S.fmt(spread)}; stable = within 0.05): "
+                             + f" (spread {S.fmt(spread, 3)}; stable = within 0.050): "
                              + ("holds" if stable else "does not hold") + f"; its best β is {best:g}.")
             else:
                 inside = [x for x in means if 0.02 <= x <= 0.07]

@@ -265,7 +265,7 @@ def test_budget_readings(reports):
 def test_beta_readings(reports):
     text = reports["default"]
     assert _line(text, "- **(c) cgvae needs β ∈ [0.02, 0.07]** (9600 steps)").endswith("holds.")
-    assert "(spread 0.00; stable = within 0.05): holds; its best β is 0.02." in text
+    assert "(spread 0.004; stable = within 0.050): holds; its best β is 0.02." in text
 
 
 def test_tau_and_isolation_readings(reports):
