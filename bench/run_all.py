@@ -24,6 +24,8 @@ import bench_rare_combinations  # noqa: E402
 import bench_sequence_and_demo  # noqa: E402
 import bench_train_loop  # noqa: E402
 
+from cvae_core.train import cpu_info  # noqa: E402
+
 # issue 20's targets: (key, what, target, unit, higher is better); a key absent from the figures is "not measured"
 TARGETS = [
     ("fit_vs_examples_mlp", "fit / the pytorch/examples loop, MLP (fp32)", 3.0, "x", True),
@@ -40,15 +42,10 @@ TARGETS = [
 
 
 def cpu_name() -> str:
-    """The CPU's model name and its bf16 flags (Linux /proc/cpuinfo), e.g. "Intel(R) Xeon(R) Processor (amx_bf16,
-    avx512_bf16)": ratios depend on the machine, so the report names it."""
-    try:
-        lines = open("/proc/cpuinfo", encoding="utf-8").read().splitlines()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "unknown CPU")
-    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
-    bf16 = sorted({"amx_bf16", "avx512_bf16"} & set(flags))
+    """The CPU's model name and its bf16 flags, e.g. "Intel(R) Xeon(R) Processor (amx_bf16, avx512_bf16)": ratios
+    depend on the machine, so the report names it."""
+    name, bf16 = cpu_info()
+    name = name or platform.processor() or "unknown CPU"
     return f"{name} ({', '.join(bf16)})" if bf16 else name
 
 

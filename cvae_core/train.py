@@ -104,16 +104,26 @@ class TrainConfig:
         return max(1, math.ceil(self.epochs * math.ceil(n_train / self.batch_size)))
 
 
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_info() -> tuple[str, tuple[str, ...]]:
+    """The CPU's model name and which of CPU_BF16_FLAGS it has (Linux /proc/cpuinfo; ("", ()) elsewhere)."""
+    try:
+        lines = open("/proc/cpuinfo", encoding="utf-8").read().splitlines()
+    except OSError:
+        return "", ()
+    name = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), []))
+    return name, tuple(f for f in CPU_BF16_FLAGS if f in flags)
+
+
 def bf16_fast(device: torch.device) -> bool:
     """Whether bfloat16 arithmetic has hardware support here (detected, not assumed): a CUDA GPU that says so, or a
     CPU whose flags (Linux /proc/cpuinfo) name avx512_bf16 or amx_bf16. Elsewhere bf16 runs, but emulated and slower."""
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
-    try:
-        flags = next((line for line in open("/proc/cpuinfo", encoding="utf-8") if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+    return bool(cpu_info()[1])
 
 
 def resolve_device(name: str = "auto") -> torch.device:
