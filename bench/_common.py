@@ -117,3 +117,19 @@ def timed_script(at, action) -> float:
     n = len(SCRIPT_SECONDS)
     timed_rerun(at, action)
     return sum(SCRIPT_SECONDS[n:])
+
+
+# issue 20's targets: (key, what, target, unit, higher is better); a key absent from the figures is "not measured"
+TARGETS = [
+    ("fit_vs_examples_mlp", "fit / the pytorch/examples loop, MLP (fp32)", 3.0, "x", True),
+    ("fit_vs_examples_conv", "fit / the pytorch/examples loop, conv (fp32)", 2.0, "x", True),
+    ("fit_vs_examples_mlp_bf16", "the same, MLP, fit with bf16 autocast", 3.0, "x", True),
+    ("fit_vs_examples_conv_bf16", "the same, conv, fit with bf16 autocast", 2.0, "x", True),
+    ("elbo_rel_gap", "test -ELBO gap after the same epochs (MLP, mean of seeds)", 0.01, "", False),
+    ("grid64_ms", "a 64-sample 28-px grid decoded and encoded", 15.0, " ms", False),
+    ("generate_rerun_ms", "a Generate-page slider rerun", 50.0, " ms", False),
+    ("first_umap_s", "first UMAP of 10k latents after start", 5.0, " s", False),
+    ("app_start_s", "`make run` to the first page rendered", 5.0, " s", False),
+    ("peak_rss_gib", "peak RSS, every shipped run loaded, every page visited", 2.0, " GiB", False),
+]
+BUDGET = {key: target for key, _, target, _, _ in TARGETS}  # the one place each budget is written
