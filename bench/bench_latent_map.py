@@ -27,9 +27,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 try:
-    from _common import compare, table
+    from _common import BUDGET, compare, table
 except ImportError:
-    from bench._common import compare, table
+    from bench._common import BUDGET, compare, table
 
 FRESH_WARMUPS = {  # run each in a fresh interpreter: the compile cost is per process
     "umap-learn defaults": "import numpy as np, umap; x = np.random.default_rng(0).standard_normal((64, 4)); "
@@ -127,8 +127,8 @@ def main(repeats: int = 3) -> str:
 
     page_first, page_rerun = _page_times()
     rows = [("UMAP warm-up in this process (before the first map)", warm_s, None),
-            (f"first UMAP of {n:,} latents after warm-up (fit)", first_fit, 5.0),
-            ("  + placing 500 prior samples (transform)", first_fit + first_transform, 5.0),
+            (f"first UMAP of {n:,} latents after warm-up (fit)", first_fit, BUDGET["first_umap_s"]),
+            ("  + placing 500 prior samples (transform)", first_fit + first_transform, BUDGET["first_umap_s"]),
             (f"PCA of {n:,} latents", pca_s, 0.1),
             ("Latent map page, first run (5,000 images, PCA; AppTest)", page_first, None),
             ("Latent map page, rerun with the same selection (caches hit; AppTest)", page_rerun, 0.05)]
